@@ -1,0 +1,366 @@
+//! The job model: [`Job`], [`JobContext`], [`ShutdownInfo`].
+//!
+//! Owns: job configuration and its validation, the cancellation token, the
+//! idempotent `shutdown(reason)`, and shutdown hooks (registration, exactly-once
+//! delivery, reverse order, per-hook deadline, overall budget, panic isolation).
+//!
+//! Must not touch: rooms, WebRTC, plugins or the process. The runner
+//! (`crate::runner`) decides *when* to shut down and drives the cascade; this
+//! module only guarantees *how* shutdown and hooks behave. The pure state
+//! machine lives in [`state`] so that loom can model-check it.
+
+mod hooks;
+pub(crate) mod state;
+
+use state::{Registered, ShutdownState};
+use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
+
+pub use hooks::HookReport;
+
+/// How long a worker has to answer a job assignment (used by the worker mode;
+/// LiveKit Agents uses the same 7.5 s).
+pub const ASSIGNMENT_TIMEOUT: Duration = Duration::from_millis(7500);
+
+/// LiveKit server's default `limit.max_room_name_length`.
+pub const MAX_ROOM_NAME_LEN: usize = 256;
+/// LiveKit server's default `limit.max_participant_identity_length`.
+pub const MAX_IDENTITY_LEN: usize = 256;
+/// LiveKit server's default `limit.max_metadata_size` (512 KiB).
+pub const MAX_METADATA_LEN: usize = 512 * 1024;
+
+/// Why a job shuts down. `Display` gives the stable snake_case string that
+/// plugins see (`lk_shutdown_info.reason_str`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ShutdownReason {
+    /// The plugin called `shutdown(reason)`.
+    RequestedByPlugin,
+    /// The plugin's `run` returned.
+    PluginReturned,
+    /// The plugin's `run` panicked (reported `LK_RUN_PANICKED`).
+    PluginPanicked,
+    /// The room ended the session (left, removed, room deleted, ...).
+    RoomDisconnected,
+    /// The server went away: connection lost or liveness timeout.
+    ServerUnreachable,
+    SignalSigint,
+    SignalSigterm,
+    /// The job ran past its `--max-duration`.
+    DeadlineExceeded,
+}
+
+impl ShutdownReason {
+    pub const ALL: [ShutdownReason; 8] = [
+        ShutdownReason::RequestedByPlugin,
+        ShutdownReason::PluginReturned,
+        ShutdownReason::PluginPanicked,
+        ShutdownReason::RoomDisconnected,
+        ShutdownReason::ServerUnreachable,
+        ShutdownReason::SignalSigint,
+        ShutdownReason::SignalSigterm,
+        ShutdownReason::DeadlineExceeded,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShutdownReason::RequestedByPlugin => "requested_by_plugin",
+            ShutdownReason::PluginReturned => "plugin_returned",
+            ShutdownReason::PluginPanicked => "plugin_panicked",
+            ShutdownReason::RoomDisconnected => "room_disconnected",
+            ShutdownReason::ServerUnreachable => "server_unreachable",
+            ShutdownReason::SignalSigint => "signal_sigint",
+            ShutdownReason::SignalSigterm => "signal_sigterm",
+            ShutdownReason::DeadlineExceeded => "deadline_exceeded",
+        }
+    }
+
+    /// The `LK_SHUTDOWN_*` code of the C ABI.
+    pub fn abi_code(self) -> u32 {
+        use lk_plugin_api::abi::*;
+        match self {
+            ShutdownReason::RequestedByPlugin => LK_SHUTDOWN_REQUESTED_BY_PLUGIN,
+            ShutdownReason::PluginReturned => LK_SHUTDOWN_PLUGIN_RETURNED,
+            ShutdownReason::PluginPanicked => LK_SHUTDOWN_PLUGIN_PANICKED,
+            ShutdownReason::RoomDisconnected => LK_SHUTDOWN_ROOM_DISCONNECTED,
+            ShutdownReason::ServerUnreachable => LK_SHUTDOWN_SERVER_UNREACHABLE,
+            ShutdownReason::SignalSigint => LK_SHUTDOWN_SIGNAL_SIGINT,
+            ShutdownReason::SignalSigterm => LK_SHUTDOWN_SIGNAL_SIGTERM,
+            ShutdownReason::DeadlineExceeded => LK_SHUTDOWN_DEADLINE_EXCEEDED,
+        }
+    }
+}
+
+impl fmt::Display for ShutdownReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why and when a job began shutting down. `Display` is the reason's stable
+/// snake_case string; the free-text detail is separate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShutdownInfo {
+    pub reason: ShutdownReason,
+    pub detail: String,
+    pub at: SystemTime,
+}
+
+impl ShutdownInfo {
+    pub fn new(reason: ShutdownReason, detail: impl Into<String>) -> Self {
+        ShutdownInfo {
+            reason,
+            detail: detail.into(),
+            at: SystemTime::now(),
+        }
+    }
+
+    /// Milliseconds since the Unix epoch (what the C ABI carries).
+    pub fn unix_ms(&self) -> i64 {
+        self.at
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0)
+    }
+}
+
+impl fmt::Display for ShutdownInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.reason, f)
+    }
+}
+
+/// Deadlines for the hook stage of the cascade.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HookTimeouts {
+    /// Longest any one hook may take before the cascade moves on.
+    pub per_hook: Duration,
+    /// Longest all hooks together may take.
+    pub budget: Duration,
+}
+
+impl Default for HookTimeouts {
+    fn default() -> Self {
+        HookTimeouts {
+            per_hook: Duration::from_secs(5),
+            budget: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A shutdown hook: runs exactly once with the shutdown info.
+pub type HookFn = Box<dyn FnOnce(&ShutdownInfo) + Send + 'static>;
+
+pub(crate) struct NamedHook {
+    pub(crate) name: String,
+    pub(crate) run: HookFn,
+}
+
+/// What a job is asked to do. Validated by [`Job::new`].
+#[derive(Clone, Debug, Default)]
+pub struct JobConfig {
+    /// Job id; generated (`job-…`) when `None`.
+    pub id: Option<String>,
+    pub room_name: String,
+    /// Identity the job joins as; `lk-go-<job id>` when `None`.
+    pub identity: Option<String>,
+    /// Free text handed to the plugin (often JSON).
+    pub metadata: String,
+    pub hook_timeouts: HookTimeouts,
+}
+
+/// A configuration the job refuses. Each message says what to change.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum JobConfigError {
+    #[error("room name is empty; pass --room <name>")]
+    EmptyRoomName,
+    #[error("room name is {0} bytes; LiveKit allows at most {MAX_ROOM_NAME_LEN}")]
+    RoomNameTooLong(usize),
+    #[error("room name contains a control character; use printable characters only")]
+    RoomNameControlChar,
+    #[error("participant identity is empty; pass --identity <name> or leave it out")]
+    EmptyIdentity,
+    #[error("participant identity is {0} bytes; LiveKit allows at most {MAX_IDENTITY_LEN}")]
+    IdentityTooLong(usize),
+    #[error("job metadata is {0} bytes; LiveKit allows at most {MAX_METADATA_LEN}")]
+    MetadataTooLong(usize),
+    #[error("job id is empty")]
+    EmptyJobId,
+    #[error("hook timeouts must be non-zero")]
+    ZeroHookTimeout,
+}
+
+/// One job: a plugin run in one room.
+#[derive(Clone, Debug)]
+pub struct Job {
+    pub id: String,
+    pub room_name: String,
+    pub identity: String,
+    pub metadata: String,
+    pub context: JobContext,
+}
+
+impl Job {
+    pub fn new(cfg: JobConfig) -> Result<Job, JobConfigError> {
+        let room = cfg.room_name;
+        if room.trim().is_empty() {
+            return Err(JobConfigError::EmptyRoomName);
+        }
+        if room.len() > MAX_ROOM_NAME_LEN {
+            return Err(JobConfigError::RoomNameTooLong(room.len()));
+        }
+        if room.chars().any(char::is_control) {
+            return Err(JobConfigError::RoomNameControlChar);
+        }
+        let id = match cfg.id {
+            Some(id) if id.trim().is_empty() => return Err(JobConfigError::EmptyJobId),
+            Some(id) => id,
+            None => generate_job_id(),
+        };
+        let identity = cfg.identity.unwrap_or_else(|| format!("lk-go-{id}"));
+        if identity.trim().is_empty() {
+            return Err(JobConfigError::EmptyIdentity);
+        }
+        if identity.len() > MAX_IDENTITY_LEN {
+            return Err(JobConfigError::IdentityTooLong(identity.len()));
+        }
+        if cfg.metadata.len() > MAX_METADATA_LEN {
+            return Err(JobConfigError::MetadataTooLong(cfg.metadata.len()));
+        }
+        if cfg.hook_timeouts.per_hook.is_zero() || cfg.hook_timeouts.budget.is_zero() {
+            return Err(JobConfigError::ZeroHookTimeout);
+        }
+        Ok(Job {
+            id,
+            room_name: room,
+            identity,
+            metadata: cfg.metadata,
+            context: JobContext::new(cfg.hook_timeouts),
+        })
+    }
+}
+
+/// `job-` + 12 hex digits from the clock and the process id: unique enough
+/// for one job per process, and needs no random source.
+fn generate_job_id() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let mixed = (nanos as u64) ^ ((std::process::id() as u64) << 40);
+    format!("job-{:012x}", mixed & 0xffff_ffff_ffff)
+}
+
+/// The job's shared control surface: cancellation, shutdown, hooks.
+/// Cheap to clone; every method may be called from any thread, including
+/// from inside a hook.
+#[derive(Clone)]
+pub struct JobContext {
+    inner: Arc<ContextInner>,
+}
+
+struct ContextInner {
+    state: ShutdownState<NamedHook>,
+    cancel: CancellationToken,
+    timeouts: HookTimeouts,
+    hook_seq: AtomicUsize,
+}
+
+impl fmt::Debug for JobContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JobContext")
+            .field("shutdown", &self.shutdown_info())
+            .finish()
+    }
+}
+
+impl JobContext {
+    pub fn new(timeouts: HookTimeouts) -> Self {
+        JobContext {
+            inner: Arc::new(ContextInner {
+                state: ShutdownState::new(),
+                cancel: CancellationToken::new(),
+                timeouts,
+                hook_seq: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    /// A token cancelled when shutdown begins. Child tasks select on it.
+    pub fn token(&self) -> CancellationToken {
+        self.inner.cancel.clone()
+    }
+
+    /// Resolves when shutdown begins.
+    pub fn cancelled(&self) -> WaitForCancellationFuture<'_> {
+        self.inner.cancel.cancelled()
+    }
+
+    /// Begins shutdown. Idempotent: the first reason wins and later calls
+    /// return false. Never blocks; the cascade runs elsewhere.
+    pub fn shutdown(&self, reason: ShutdownReason, detail: impl Into<String>) -> bool {
+        let info = ShutdownInfo::new(reason, detail);
+        let first = self.inner.state.begin(info.clone());
+        if first {
+            tracing::info!(reason = %info.reason, detail = %info.detail, "job shutdown requested");
+            self.inner.cancel.cancel();
+        } else {
+            tracing::debug!(reason = %info.reason, "shutdown already in progress; reason ignored");
+        }
+        first
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.cancel.is_cancelled()
+    }
+
+    /// The info of the shutdown in progress, if any.
+    pub fn shutdown_info(&self) -> Option<ShutdownInfo> {
+        self.inner.state.info()
+    }
+
+    pub fn hook_timeouts(&self) -> HookTimeouts {
+        self.inner.timeouts
+    }
+
+    /// Registers a hook that runs exactly once with the [`ShutdownInfo`].
+    ///
+    /// Hooks run in reverse registration order during the cascade's hook
+    /// stage, each on a thread of its own with the per-hook deadline. A hook
+    /// registered after shutdown has begun runs at once: this call blocks
+    /// until it returns or its deadline passes.
+    pub fn on_shutdown<F>(&self, name: impl Into<String>, hook: F)
+    where
+        F: FnOnce(&ShutdownInfo) + Send + 'static,
+    {
+        let seq = self.inner.hook_seq.fetch_add(1, Ordering::Relaxed);
+        let hook = NamedHook {
+            name: format!("{} (#{seq})", name.into()),
+            run: Box::new(hook),
+        };
+        if let Registered::RunNow(hook, info) = self.inner.state.register(hook) {
+            tracing::debug!(hook = %hook.name, "shutdown already begun; running hook at once");
+            hooks::run_one(hook, &info, self.inner.timeouts.per_hook);
+        }
+    }
+
+    /// Runs every queued hook (newest first) within the deadlines. Called by
+    /// the cascade once shutdown has begun; blocking.
+    pub fn run_hooks(&self) -> HookReport {
+        let info = match self.shutdown_info() {
+            Some(info) => info,
+            None => {
+                // Hooks only run after shutdown began; begin one so that no
+                // hook registered later is queued and lost.
+                self.shutdown(ShutdownReason::PluginReturned, "hooks run without a shutdown");
+                self.shutdown_info().expect("shutdown just began")
+            }
+        };
+        hooks::run_all(self.inner.state.take_hooks(), &info, self.inner.timeouts)
+    }
+}
+
+#[cfg(all(test, not(feature = "loom-model")))]
+mod tests;

@@ -1,0 +1,257 @@
+use super::*;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Mutex;
+use std::time::Instant;
+
+fn ctx() -> JobContext {
+    JobContext::new(HookTimeouts::default())
+}
+
+fn cfg(room: &str) -> JobConfig {
+    JobConfig {
+        room_name: room.into(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn two_hooks_each_run_once_after_shutdown() {
+    let ctx = ctx();
+    let a = Arc::new(AtomicUsize::new(0));
+    let b = Arc::new(AtomicUsize::new(0));
+    let (a2, b2) = (a.clone(), b.clone());
+    ctx.on_shutdown("a", move |_| {
+        a2.fetch_add(1, Ordering::SeqCst);
+    });
+    ctx.on_shutdown("b", move |_| {
+        b2.fetch_add(1, Ordering::SeqCst);
+    });
+    assert_eq!(a.load(Ordering::SeqCst) + b.load(Ordering::SeqCst), 0, "hooks wait for shutdown");
+
+    assert!(ctx.shutdown(ShutdownReason::RequestedByPlugin, "done"));
+    let report = ctx.run_hooks();
+    // A second cascade or a second shutdown must not run them again.
+    assert!(!ctx.shutdown(ShutdownReason::SignalSigint, ""));
+    let again = ctx.run_hooks();
+
+    assert_eq!(a.load(Ordering::SeqCst), 1);
+    assert_eq!(b.load(Ordering::SeqCst), 1);
+    assert_eq!(report.completed, 2);
+    assert_eq!(again.completed, 0);
+}
+
+#[test]
+fn first_reason_wins_and_token_is_cancelled() {
+    let ctx = ctx();
+    let token = ctx.token();
+    assert!(!ctx.is_shutting_down());
+    assert!(ctx.shutdown(ShutdownReason::SignalSigterm, "SIGTERM"));
+    assert!(!ctx.shutdown(ShutdownReason::PluginReturned, "later"));
+    assert!(token.is_cancelled());
+    let info = ctx.shutdown_info().unwrap();
+    assert_eq!(info.reason, ShutdownReason::SignalSigterm);
+    assert_eq!(info.detail, "SIGTERM");
+    assert_eq!(info.to_string(), "signal_sigterm");
+}
+
+#[test]
+fn hooks_run_in_reverse_registration_order_with_the_info() {
+    let ctx = ctx();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    for i in 0..4 {
+        let s = seen.clone();
+        ctx.on_shutdown(format!("h{i}"), move |info: &ShutdownInfo| {
+            s.lock().unwrap().push((i, info.reason));
+        });
+    }
+    ctx.shutdown(ShutdownReason::RoomDisconnected, "room deleted");
+    ctx.run_hooks();
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        vec![
+            (3, ShutdownReason::RoomDisconnected),
+            (2, ShutdownReason::RoomDisconnected),
+            (1, ShutdownReason::RoomDisconnected),
+            (0, ShutdownReason::RoomDisconnected)
+        ]
+    );
+}
+
+#[test]
+fn hook_registered_after_shutdown_runs_at_once() {
+    let ctx = ctx();
+    ctx.shutdown(ShutdownReason::PluginReturned, "");
+    let ran = Arc::new(AtomicUsize::new(0));
+    let r = ran.clone();
+    ctx.on_shutdown("late", move |info| {
+        assert_eq!(info.reason, ShutdownReason::PluginReturned);
+        r.fetch_add(1, Ordering::SeqCst);
+    });
+    assert_eq!(ran.load(Ordering::SeqCst), 1, "ran before on_shutdown returned");
+    assert_eq!(ctx.run_hooks().completed, 0, "and is not run again by the cascade");
+    assert_eq!(ran.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn panicking_hook_is_reported_and_others_still_run() {
+    let ctx = ctx();
+    let ran = Arc::new(AtomicUsize::new(0));
+    let r = ran.clone();
+    ctx.on_shutdown("survivor", move |_| {
+        r.fetch_add(1, Ordering::SeqCst);
+    });
+    ctx.on_shutdown("bomb", |_| panic!("hook exploded"));
+    ctx.shutdown(ShutdownReason::PluginReturned, "");
+    let report = ctx.run_hooks();
+    assert_eq!(ran.load(Ordering::SeqCst), 1);
+    assert_eq!(report.completed, 1);
+    assert_eq!(report.panicked.len(), 1);
+    assert!(report.panicked[0].starts_with("bomb"));
+}
+
+#[test]
+fn overrunning_hook_is_abandoned_at_its_deadline() {
+    let ctx = JobContext::new(HookTimeouts {
+        per_hook: Duration::from_millis(100),
+        budget: Duration::from_secs(5),
+    });
+    let ran = Arc::new(AtomicUsize::new(0));
+    let r = ran.clone();
+    ctx.on_shutdown("quick", move |_| {
+        r.fetch_add(1, Ordering::SeqCst);
+    });
+    ctx.on_shutdown("sleepy", |_| std::thread::sleep(Duration::from_secs(3)));
+    ctx.shutdown(ShutdownReason::PluginReturned, "");
+    let t = Instant::now();
+    let report = ctx.run_hooks();
+    assert!(t.elapsed() < Duration::from_secs(2), "did not wait for the sleepy hook");
+    assert_eq!(report.overran.len(), 1);
+    assert_eq!(ran.load(Ordering::SeqCst), 1, "the next hook still ran");
+}
+
+#[test]
+fn budget_limits_the_whole_stage_but_every_hook_starts() {
+    let ctx = JobContext::new(HookTimeouts {
+        per_hook: Duration::from_secs(5),
+        budget: Duration::from_millis(150),
+    });
+    let started = Arc::new(AtomicUsize::new(0));
+    for i in 0..3 {
+        let s = started.clone();
+        ctx.on_shutdown(format!("slow{i}"), move |_| {
+            s.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(400));
+        });
+    }
+    ctx.shutdown(ShutdownReason::PluginReturned, "");
+    let t = Instant::now();
+    let report = ctx.run_hooks();
+    assert!(t.elapsed() < Duration::from_secs(1));
+    assert_eq!(report.overran.len(), 3);
+    // Give the unwaited hooks a moment to be scheduled.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while started.load(Ordering::SeqCst) < 3 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(started.load(Ordering::SeqCst), 3);
+}
+
+#[test]
+fn shutdown_and_registration_from_inside_a_hook() {
+    let ctx = ctx();
+    let inner_ran = Arc::new(AtomicUsize::new(0));
+    let c = ctx.clone();
+    let r = inner_ran.clone();
+    ctx.on_shutdown("reentrant", move |_| {
+        assert!(!c.shutdown(ShutdownReason::RequestedByPlugin, "again"));
+        let r2 = r.clone();
+        c.on_shutdown("nested", move |_| {
+            r2.fetch_add(1, Ordering::SeqCst);
+        });
+    });
+    ctx.shutdown(ShutdownReason::PluginReturned, "");
+    let report = ctx.run_hooks();
+    assert_eq!(report.completed, 1);
+    assert_eq!(inner_ran.load(Ordering::SeqCst), 1);
+}
+
+/// Many threads racing shutdown against hook registration: every hook runs
+/// exactly once, exactly one shutdown call wins.
+#[test]
+fn stress_shutdown_vs_registration_many_threads() {
+    for round in 0..50 {
+        let ctx = ctx();
+        let runs = Arc::new((0..64).map(|_| AtomicUsize::new(0)).collect::<Vec<_>>());
+        let winners = Arc::new(AtomicUsize::new(0));
+        let barrier = Arc::new(std::sync::Barrier::new(9));
+        let mut threads = Vec::new();
+        for t in 0..8 {
+            let (ctx, runs, barrier) = (ctx.clone(), runs.clone(), barrier.clone());
+            threads.push(std::thread::spawn(move || {
+                barrier.wait();
+                for k in 0..8 {
+                    let idx = t * 8 + k;
+                    let runs = runs.clone();
+                    ctx.on_shutdown(format!("h{idx}"), move |_| {
+                        runs[idx].fetch_add(1, Ordering::SeqCst);
+                    });
+                }
+            }));
+        }
+        let (c, w, b) = (ctx.clone(), winners.clone(), barrier.clone());
+        let shutter = std::thread::spawn(move || {
+            b.wait();
+            if round % 2 == 0 {
+                std::thread::yield_now();
+            }
+            for reason in ShutdownReason::ALL {
+                if c.shutdown(reason, "") {
+                    w.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+            c.run_hooks();
+        });
+        for t in threads {
+            t.join().unwrap();
+        }
+        shutter.join().unwrap();
+        assert_eq!(winners.load(Ordering::SeqCst), 1);
+        for (i, r) in runs.iter().enumerate() {
+            assert_eq!(r.load(Ordering::SeqCst), 1, "round {round}: hook {i} ran wrong number of times");
+        }
+    }
+}
+
+#[test]
+fn job_new_validates_the_config() {
+    assert_eq!(Job::new(cfg("")).unwrap_err(), JobConfigError::EmptyRoomName);
+    assert_eq!(Job::new(cfg("   ")).unwrap_err(), JobConfigError::EmptyRoomName);
+    assert_eq!(
+        Job::new(cfg(&"r".repeat(257))).unwrap_err(),
+        JobConfigError::RoomNameTooLong(257)
+    );
+    assert!(Job::new(cfg(&"r".repeat(256))).is_ok());
+    assert_eq!(Job::new(cfg("a\nb")).unwrap_err(), JobConfigError::RoomNameControlChar);
+    let mut c = cfg("ok");
+    c.metadata = "x".repeat(MAX_METADATA_LEN + 1);
+    assert!(matches!(Job::new(c).unwrap_err(), JobConfigError::MetadataTooLong(_)));
+    let mut c = cfg("ok");
+    c.identity = Some(String::new());
+    assert_eq!(Job::new(c).unwrap_err(), JobConfigError::EmptyIdentity);
+    let job = Job::new(cfg("test")).unwrap();
+    assert!(job.id.starts_with("job-"));
+    assert_eq!(job.identity, format!("lk-go-{}", job.id));
+    assert!(!job.context.is_shutting_down());
+}
+
+#[test]
+fn reasons_have_stable_distinct_snake_case_names() {
+    let names: std::collections::HashSet<_> = ShutdownReason::ALL.iter().map(|r| r.to_string()).collect();
+    assert_eq!(names.len(), ShutdownReason::ALL.len());
+    for n in &names {
+        assert!(n.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{n}");
+    }
+    assert_eq!(ShutdownReason::ServerUnreachable.to_string(), "server_unreachable");
+    assert_eq!(ASSIGNMENT_TIMEOUT, Duration::from_millis(7500));
+}

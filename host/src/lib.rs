@@ -1,0 +1,26 @@
+//! lk-go host: runs LiveKit agent jobs as native plugins.
+//!
+//! The crate is a library with a thin binary (`src/bin/lk-go.rs`) on top.
+//! One job = one plugin run in one room, driven by [`runner::run_job`], the
+//! function both the CLI and the (future) worker call.
+//!
+//! Module map (see docs/ARCHITECTURE.md for the full picture):
+//! - [`job`]: Job, JobContext, ShutdownInfo, hooks. Knows nothing of rooms.
+//! - [`events`]: the room event vocabulary and its fan-out.
+//! - [`room`]: the room wrapper and the seams a session plugs into.
+//! - [`plugin`]: loading/validating plugins and the host side of the C ABI.
+//! - [`runner`]: one job from start to exit code, including the cascade.
+//! - [`exit`]: the exit code table.
+//! - [`cli`]: argument parsing and process-wide concerns (signals, logging).
+
+pub mod cli;
+pub mod events;
+pub mod exit;
+pub mod job;
+pub mod plugin;
+pub mod room;
+pub mod runner;
+mod sync;
+
+pub use job::{Job, JobConfig, JobContext, ShutdownInfo, ShutdownReason, ASSIGNMENT_TIMEOUT};
+pub use runner::{run_job, JobOutcome, RunError, RunOptions};

@@ -1,0 +1,288 @@
+//! The room wrapper a job runs in.
+//!
+//! Owns: [`Room`] (name, event fan-out, the current participants and tracks
+//! as the events describe them, the shutdown stages "leave" and "close
+//! tracks") and the two seams a session plugs into: [`RoomConnector`] (how to
+//! join) and [`RoomLink`] (what a joined session must be able to do).
+//! Sessions report everything through a [`RoomEmitter`], so the room's
+//! queries and its subscribers can never disagree.
+//!
+//! Must not touch: jobs, plugins, exit codes. The room never shuts a job down;
+//! it publishes [`Event::Disconnected`] and the runner decides.
+
+mod detached;
+pub mod signal;
+
+
+pub use detached::{DetachedConnector, DetachedLink};
+
+use crate::events::{Event, EventHub, ParticipantRef, Subscription, TrackRef};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Why joining a room failed. Each maps to its own exit code (see
+/// `crate::exit`); messages are one line and never contain the API secret.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum ConnectError {
+    #[error("invalid LiveKit URL {url:?}: {why}; use ws://host:port or wss://host")]
+    InvalidUrl { url: String, why: String },
+    #[error("LiveKit server at {url} is unreachable: {detail}; is livekit-server running? (try `cargo xtask livekit`)")]
+    Unreachable { url: String, detail: String },
+    #[error("LiveKit server at {url} refused the credentials: {detail}; check --api-key/--api-secret (LIVEKIT_API_KEY/LIVEKIT_API_SECRET) or --token")]
+    Unauthorized { url: String, detail: String },
+    #[error("LiveKit server at {url} answered with an error: {detail}")]
+    Server { url: String, detail: String },
+    #[error("could not create an access token: {0}")]
+    Token(String),
+}
+
+/// A connected session, as the room needs it for the shutdown cascade.
+/// Implementations are given a [`RoomEmitter`] when they connect.
+pub trait RoomLink: Send + Sync {
+    /// Leaves the room (tells the server and closes the connection).
+    /// Must be idempotent.
+    fn leave(&self) -> BoxFuture<'_, ()>;
+    /// Stops and releases every local and remote track. Must be idempotent.
+    fn close_tracks(&self) -> BoxFuture<'_, ()>;
+}
+
+/// What a job needs to know to join.
+#[derive(Clone, Debug)]
+pub struct JoinRequest {
+    pub room_name: String,
+    pub identity: String,
+    /// The job id, used as participant metadata-free attribute for tracing.
+    pub job_id: String,
+}
+
+/// Joins rooms. The runner holds one; the CLI picks which.
+pub trait RoomConnector: Send + Sync {
+    fn connect<'a>(
+        &'a self,
+        request: &'a JoinRequest,
+        emitter: RoomEmitter,
+    ) -> BoxFuture<'a, Result<Box<dyn RoomLink>, ConnectError>>;
+}
+
+#[derive(Debug, Default)]
+struct RoomState {
+    /// Remote participants by sid.
+    participants: BTreeMap<String, ParticipantRef>,
+    /// Published tracks by track sid, with their participant.
+    tracks: BTreeMap<String, (ParticipantRef, TrackRef)>,
+    /// Track sids whose media has arrived.
+    subscribed: BTreeMap<String, ()>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    hub: EventHub,
+    state: Mutex<RoomState>,
+}
+
+/// The one door through which a session reports what happens in the room.
+#[derive(Clone, Debug)]
+pub struct RoomEmitter {
+    shared: Arc<Shared>,
+}
+
+impl RoomEmitter {
+    /// Records `event` in the room's state, then publishes it.
+    pub fn emit(&self, event: Event) {
+        {
+            let mut st = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+            match &event {
+                Event::ParticipantJoined { participant } => {
+                    st.participants
+                        .insert(participant.sid.clone(), participant.clone());
+                }
+                Event::ParticipantLeft { participant } => {
+                    st.participants.remove(&participant.sid);
+                }
+                Event::TrackPublished { participant, track } => {
+                    st.tracks
+                        .insert(track.sid.clone(), (participant.clone(), track.clone()));
+                }
+                Event::TrackUnpublished { track, .. } => {
+                    st.tracks.remove(&track.sid);
+                    st.subscribed.remove(&track.sid);
+                }
+                Event::TrackSubscribed { track, .. } => {
+                    st.subscribed.insert(track.sid.clone(), ());
+                }
+                Event::TrackUnsubscribed { track, .. } => {
+                    st.subscribed.remove(&track.sid);
+                }
+                Event::Disconnected { .. } => {}
+            }
+        }
+        self.shared.hub.publish(event);
+    }
+}
+
+/// A room the job is in (or, detached, a room with no server behind it).
+pub struct Room {
+    name: String,
+    shared: Arc<Shared>,
+    link: Option<Box<dyn RoomLink>>,
+}
+
+impl std::fmt::Debug for Room {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Room")
+            .field("name", &self.name)
+            .field("connected", &self.link.is_some())
+            .finish()
+    }
+}
+
+impl Room {
+    /// A room with its event fan-out but no session yet.
+    pub fn new(name: impl Into<String>) -> Room {
+        Room {
+            name: name.into(),
+            shared: Arc::new(Shared {
+                hub: EventHub::default(),
+                state: Mutex::new(RoomState::default()),
+            }),
+            link: None,
+        }
+    }
+
+    /// Joins through `connector`. Subscribe before calling this to see the
+    /// participants already in the room arrive as `ParticipantJoined`.
+    pub async fn connect(
+        &mut self,
+        connector: &dyn RoomConnector,
+        request: &JoinRequest,
+    ) -> Result<(), ConnectError> {
+        let link = connector.connect(request, self.emitter()).await?;
+        self.link = Some(link);
+        Ok(())
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.link.is_some()
+    }
+
+    /// The door sessions (and tests) publish events through.
+    pub fn emitter(&self) -> RoomEmitter {
+        RoomEmitter {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// A new subscriber to the room's events.
+    pub fn subscribe(&self) -> Subscription {
+        self.shared.hub.subscribe()
+    }
+
+    /// Remote participants currently in the room.
+    pub fn participants(&self) -> Vec<ParticipantRef> {
+        let st = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.participants.values().cloned().collect()
+    }
+
+    /// Remote tracks currently published, with whether their media arrived.
+    pub fn tracks(&self) -> Vec<(ParticipantRef, TrackRef, bool)> {
+        let st = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.tracks
+            .values()
+            .map(|(p, t)| (p.clone(), t.clone(), st.subscribed.contains_key(&t.sid)))
+            .collect()
+    }
+
+    /// Cascade stage 1: leave the room. No-op when not connected.
+    pub async fn leave(&self) {
+        if let Some(link) = &self.link {
+            link.leave().await;
+        }
+    }
+
+    /// Cascade stage 2: close the tracks. No-op when not connected.
+    pub async fn close_tracks(&self) {
+        if let Some(link) = &self.link {
+            link.close_tracks().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{Received, TrackKind, TrackSource};
+
+    fn alice() -> ParticipantRef {
+        ParticipantRef {
+            identity: "alice".into(),
+            sid: "PA_alice".into(),
+        }
+    }
+
+    fn mic() -> TrackRef {
+        TrackRef {
+            sid: "TR_mic".into(),
+            name: "microphone".into(),
+            kind: TrackKind::Audio,
+            source: TrackSource::Microphone,
+        }
+    }
+
+    /// The seed's test: a synthetic TrackSubscribed pushed into the real room
+    /// wrapper arrives on the events channel.
+    #[tokio::test]
+    async fn synthetic_track_subscribed_reaches_the_events_channel() {
+        let mut room = Room::new("test");
+        room.connect(&DetachedConnector, &JoinRequest {
+            room_name: "test".into(),
+            identity: "agent".into(),
+            job_id: "job-1".into(),
+        })
+        .await
+        .unwrap();
+        let mut events = room.subscribe();
+        let ev = Event::TrackSubscribed {
+            participant: alice(),
+            track: mic(),
+        };
+        room.emitter().emit(ev.clone());
+        let got = events
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .await
+            .expect("event arrives");
+        assert_eq!(got, Received::Event(ev));
+    }
+
+    #[tokio::test]
+    async fn queries_follow_the_events() {
+        let room = Room::new("test");
+        let em = room.emitter();
+        em.emit(Event::ParticipantJoined { participant: alice() });
+        em.emit(Event::TrackPublished {
+            participant: alice(),
+            track: mic(),
+        });
+        assert_eq!(room.participants(), vec![alice()]);
+        assert_eq!(room.tracks(), vec![(alice(), mic(), false)]);
+        em.emit(Event::TrackSubscribed {
+            participant: alice(),
+            track: mic(),
+        });
+        assert!(room.tracks()[0].2);
+        em.emit(Event::TrackUnpublished {
+            participant: alice(),
+            track: mic(),
+        });
+        em.emit(Event::ParticipantLeft { participant: alice() });
+        assert!(room.participants().is_empty());
+        assert!(room.tracks().is_empty());
+    }
+}

@@ -1,0 +1,531 @@
+//! The LiveKit session over the signal connection (WebSocket `/rtc`).
+//!
+//! Owns: minting the access token, joining through `livekit-signaling`,
+//! turning participant updates into participant and track-publication events,
+//! asking for the subscriptions `--auto-subscribe` selects, watching liveness
+//! (no message for `liveness_timeout` → disconnected), mapping the server's
+//! leave reasons, and leaving on shutdown. Never logs the token or secret.
+//!
+//! Not here yet: the peer connections. Media (TrackSubscribed, publishing)
+//! needs the WebRTC session of the "Join real LiveKit rooms" issue; this
+//! link never emits TrackSubscribed, because no media arrives without it.
+//!
+//! Must not touch: jobs or plugins; everything goes out through the
+//! [`RoomEmitter`].
+
+use super::{BoxFuture, ConnectError, JoinRequest, RoomConnector, RoomEmitter, RoomLink};
+use crate::events::{
+    DisconnectReason, Event, ParticipantRef, TrackKind, TrackRef, TrackSource,
+};
+use livekit_api::access_token::{AccessToken, VideoGrants};
+use livekit_protocol as proto;
+use livekit_signaling::{SignalClient, SignalError, SignalEvent, SignalOptions};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Mutex as AsyncMutex;
+use tokio::task::JoinHandle;
+
+/// How the job authenticates.
+#[derive(Clone)]
+pub enum Credentials {
+    /// Mint a token from an API key and secret.
+    KeySecret { key: String, secret: String },
+    /// Use this token as is.
+    Token(String),
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credentials::KeySecret { key, .. } => write!(f, "KeySecret {{ key: {key:?}, secret: <redacted> }}"),
+            Credentials::Token(_) => f.write_str("Token(<redacted>)"),
+        }
+    }
+}
+
+/// Which remote tracks to subscribe to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AutoSubscribe {
+    All,
+    None,
+    Audio,
+    Video,
+}
+
+impl AutoSubscribe {
+    fn wants(self, kind: TrackKind) -> bool {
+        match self {
+            AutoSubscribe::All => true,
+            AutoSubscribe::None => false,
+            AutoSubscribe::Audio => kind == TrackKind::Audio,
+            AutoSubscribe::Video => kind == TrackKind::Video,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct LiveKitSettings {
+    /// `ws://`, `wss://`, `http://` or `https://` URL of the server.
+    pub url: String,
+    pub credentials: Credentials,
+    pub auto_subscribe: AutoSubscribe,
+    /// Declare the server gone after this long without any message from it.
+    /// The server pings every 5 s (JoinResponse.ping_interval) and answers
+    /// our pings, so a healthy connection is never silent that long.
+    pub liveness_timeout: Duration,
+}
+
+/// Joins real LiveKit rooms.
+#[derive(Clone, Debug)]
+pub struct LiveKitConnector {
+    settings: LiveKitSettings,
+}
+
+impl LiveKitConnector {
+    pub fn new(settings: LiveKitSettings) -> Self {
+        LiveKitConnector { settings }
+    }
+
+    fn token(&self, request: &JoinRequest) -> Result<String, ConnectError> {
+        match &self.settings.credentials {
+            Credentials::Token(t) => Ok(t.clone()),
+            Credentials::KeySecret { key, secret } => AccessToken::with_api_key(key, secret)
+                .with_identity(&request.identity)
+                .with_name(&request.identity)
+                .with_kind("agent")
+                .with_ttl(Duration::from_secs(6 * 3600))
+                .with_grants(VideoGrants {
+                    room_join: true,
+                    room: request.room_name.clone(),
+                    can_publish: Some(true),
+                    can_subscribe: Some(true),
+                    can_publish_data: Some(true),
+                    ..Default::default()
+                })
+                .to_jwt()
+                .map_err(|e| ConnectError::Token(e.to_string())),
+        }
+    }
+}
+
+/// Checks the URL ourselves so a typo gets a clear one-line error.
+fn validate_url(url: &str) -> Result<(), ConnectError> {
+    let bad = |why: &str| ConnectError::InvalidUrl {
+        url: url.to_string(),
+        why: why.to_string(),
+    };
+    let rest = ["ws://", "wss://", "http://", "https://"]
+        .iter()
+        .find_map(|scheme| url.strip_prefix(scheme))
+        .ok_or_else(|| bad("the scheme must be ws, wss, http or https"))?;
+    let host = rest.split(['/', '?']).next().unwrap_or("");
+    if host.is_empty() {
+        return Err(bad("the host is missing"));
+    }
+    Ok(())
+}
+
+fn map_connect_error(url: &str, e: SignalError) -> ConnectError {
+    let url = url.to_string();
+    match e {
+        SignalError::UrlParse(why) => ConnectError::InvalidUrl { url, why },
+        SignalError::TokenFormat => ConnectError::Token("the access token has invalid characters".into()),
+        SignalError::Client(status, body) if status.as_u16() == 401 || status.as_u16() == 403 => {
+            ConnectError::Unauthorized {
+                url,
+                detail: format!("{} {}", status.as_u16(), body.trim()),
+            }
+        }
+        SignalError::Handshake { status } if status.as_u16() == 401 || status.as_u16() == 403 => {
+            ConnectError::Unauthorized {
+                url,
+                detail: format!("{}", status.as_u16()),
+            }
+        }
+        SignalError::Client(status, body) | SignalError::Server(status, body) => ConnectError::Server {
+            url,
+            detail: format!("{} {}", status.as_u16(), body.trim()),
+        },
+        SignalError::Handshake { status } => ConnectError::Server {
+            url,
+            detail: format!("WebSocket upgrade answered {}", status.as_u16()),
+        },
+        SignalError::Connection(detail) => ConnectError::Unreachable { url, detail },
+        SignalError::Timeout(detail) => ConnectError::Unreachable {
+            url,
+            detail: format!("timed out: {detail}"),
+        },
+        other => ConnectError::Unreachable {
+            url,
+            detail: other.to_string(),
+        },
+    }
+}
+
+fn track_kind(t: i32) -> TrackKind {
+    match proto::TrackType::try_from(t) {
+        Ok(proto::TrackType::Audio) => TrackKind::Audio,
+        Ok(proto::TrackType::Video) => TrackKind::Video,
+        _ => TrackKind::Unknown,
+    }
+}
+
+fn track_source(s: i32) -> TrackSource {
+    match proto::TrackSource::try_from(s) {
+        Ok(proto::TrackSource::Camera) => TrackSource::Camera,
+        Ok(proto::TrackSource::Microphone) => TrackSource::Microphone,
+        Ok(proto::TrackSource::ScreenShare) => TrackSource::ScreenShare,
+        Ok(proto::TrackSource::ScreenShareAudio) => TrackSource::ScreenShareAudio,
+        _ => TrackSource::Unknown,
+    }
+}
+
+fn disconnect_reason(r: i32) -> DisconnectReason {
+    match proto::DisconnectReason::try_from(r) {
+        Ok(proto::DisconnectReason::RoomDeleted) | Ok(proto::DisconnectReason::RoomClosed) => {
+            DisconnectReason::RoomDeleted
+        }
+        Ok(proto::DisconnectReason::ParticipantRemoved) => DisconnectReason::ParticipantRemoved,
+        Ok(proto::DisconnectReason::DuplicateIdentity) => DisconnectReason::DuplicateIdentity,
+        Ok(proto::DisconnectReason::ServerShutdown) => DisconnectReason::ServerShutdown,
+        _ => DisconnectReason::ServerLeave,
+    }
+}
+
+/// What the session knows of the remote participants, to compute deltas.
+#[derive(Default)]
+struct Roster {
+    local_sid: String,
+    /// sid → (participant, tracks by sid)
+    participants: HashMap<String, (ParticipantRef, HashMap<String, TrackRef>)>,
+}
+
+impl Roster {
+    /// Applies one participant's info; returns the events it implies and the
+    /// newly published tracks.
+    fn apply(&mut self, info: &proto::ParticipantInfo) -> (Vec<Event>, Vec<TrackRef>) {
+        let mut events = Vec::new();
+        let mut new_tracks = Vec::new();
+        if info.sid == self.local_sid {
+            return (events, new_tracks);
+        }
+        let participant = ParticipantRef {
+            identity: info.identity.clone(),
+            sid: info.sid.clone(),
+        };
+        let gone = info.state == proto::participant_info::State::Disconnected as i32;
+        if gone {
+            if let Some((p, tracks)) = self.participants.remove(&info.sid) {
+                for t in tracks.into_values() {
+                    events.push(Event::TrackUnpublished {
+                        participant: p.clone(),
+                        track: t,
+                    });
+                }
+                events.push(Event::ParticipantLeft { participant: p });
+            }
+            return (events, new_tracks);
+        }
+        let entry = self.participants.entry(info.sid.clone()).or_insert_with(|| {
+            events.push(Event::ParticipantJoined {
+                participant: participant.clone(),
+            });
+            (participant.clone(), HashMap::new())
+        });
+        let current: HashMap<String, TrackRef> = info
+            .tracks
+            .iter()
+            .map(|t| {
+                (
+                    t.sid.clone(),
+                    TrackRef {
+                        sid: t.sid.clone(),
+                        name: t.name.clone(),
+                        kind: track_kind(t.r#type),
+                        source: track_source(t.source),
+                    },
+                )
+            })
+            .collect();
+        for (sid, t) in &current {
+            if !entry.1.contains_key(sid) {
+                events.push(Event::TrackPublished {
+                    participant: participant.clone(),
+                    track: t.clone(),
+                });
+                new_tracks.push(t.clone());
+            }
+        }
+        let removed: Vec<String> = entry
+            .1
+            .keys()
+            .filter(|sid| !current.contains_key(*sid))
+            .cloned()
+            .collect();
+        for sid in removed {
+            if let Some(t) = entry.1.remove(&sid) {
+                events.push(Event::TrackUnpublished {
+                    participant: participant.clone(),
+                    track: t,
+                });
+            }
+        }
+        entry.1 = current;
+        (events, new_tracks)
+    }
+}
+
+struct Session {
+    client: SignalClient,
+    left: AsyncMutex<bool>,
+    task: std::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+/// The link the room holds for a LiveKit session.
+pub struct LiveKitLink {
+    session: Arc<Session>,
+}
+
+impl RoomConnector for LiveKitConnector {
+    fn connect<'a>(
+        &'a self,
+        request: &'a JoinRequest,
+        emitter: RoomEmitter,
+    ) -> BoxFuture<'a, Result<Box<dyn RoomLink>, ConnectError>> {
+        Box::pin(async move {
+            let url = self.settings.url.trim().to_string();
+            validate_url(&url)?;
+            let token = self.token(request)?;
+            let mut options = SignalOptions::default();
+            options.auto_subscribe = self.settings.auto_subscribe == AutoSubscribe::All;
+            // A self-hosted server has no regions to fail over to.
+            options.region_failover = false;
+            options.connect_timeout = Duration::from_secs(5);
+            // Belt and braces over the client's own connect timeout, so a
+            // black-holed address fails within 10 s as documented.
+            let connected = tokio::time::timeout(
+                Duration::from_secs(9),
+                SignalClient::connect(&url, &token, options, None),
+            )
+            .await
+            .map_err(|_| ConnectError::Unreachable {
+                url: url.clone(),
+                detail: "no answer within 9 s".into(),
+            })?;
+            let (client, join, events) = connected.map_err(|e| map_connect_error(&url, e))?;
+            tracing::info!(
+                room = %join.room.as_ref().map(|r| r.name.as_str()).unwrap_or(""),
+                room_sid = %join.room.as_ref().map(|r| r.sid.as_str()).unwrap_or(""),
+                participant_sid = %join.participant.as_ref().map(|p| p.sid.as_str()).unwrap_or(""),
+                server_version = %join.server_info.as_ref().map(|s| s.version.as_str()).unwrap_or(""),
+                ping_interval_s = join.ping_interval,
+                ping_timeout_s = join.ping_timeout,
+                "signal connection established"
+            );
+            let session = Arc::new(Session {
+                client,
+                left: AsyncMutex::new(false),
+                task: std::sync::Mutex::new(None),
+            });
+            let mut roster = Roster {
+                local_sid: join.participant.as_ref().map(|p| p.sid.clone()).unwrap_or_default(),
+                ..Default::default()
+            };
+            for info in &join.other_participants {
+                let (evs, tracks) = roster.apply(info);
+                for ev in evs {
+                    emitter.emit(ev);
+                }
+                subscribe_selected(&session, self.settings.auto_subscribe, &info.sid, &tracks).await;
+            }
+            let task = tokio::spawn(session_loop(
+                session.clone(),
+                events,
+                emitter,
+                roster,
+                self.settings.auto_subscribe,
+                self.settings.liveness_timeout,
+            ));
+            *session.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
+            Ok(Box::new(LiveKitLink { session }) as Box<dyn RoomLink>)
+        })
+    }
+}
+
+/// With `--auto-subscribe audio|video` the server subscribes to nothing by
+/// itself; ask for the tracks of the selected kind.
+async fn subscribe_selected(session: &Session, mode: AutoSubscribe, participant_sid: &str, tracks: &[TrackRef]) {
+    if matches!(mode, AutoSubscribe::All | AutoSubscribe::None) {
+        return;
+    }
+    let sids: Vec<String> = tracks
+        .iter()
+        .filter(|t| mode.wants(t.kind))
+        .map(|t| t.sid.clone())
+        .collect();
+    if sids.is_empty() {
+        return;
+    }
+    session
+        .client
+        .send(proto::signal_request::Message::Subscription(proto::UpdateSubscription {
+            track_sids: sids.clone(),
+            subscribe: true,
+            participant_tracks: vec![proto::ParticipantTracks {
+                participant_sid: participant_sid.to_string(),
+                track_sids: sids,
+            }],
+        }))
+        .await;
+}
+
+async fn session_loop(
+    session: Arc<Session>,
+    mut events: livekit_signaling::SignalEvents,
+    emitter: RoomEmitter,
+    mut roster: Roster,
+    mode: AutoSubscribe,
+    liveness: Duration,
+) {
+    let silence = tokio::time::sleep(liveness);
+    tokio::pin!(silence);
+    let (reason, detail) = loop {
+        tokio::select! {
+            ev = events.recv() => {
+                silence.as_mut().reset(tokio::time::Instant::now() + liveness);
+                match ev {
+                    Some(SignalEvent::Message(msg)) => match *msg {
+                        proto::signal_response::Message::Update(update) => {
+                            for info in &update.participants {
+                                let (evs, tracks) = roster.apply(info);
+                                for ev in evs {
+                                    emitter.emit(ev);
+                                }
+                                subscribe_selected(&session, mode, &info.sid, &tracks).await;
+                            }
+                        }
+                        proto::signal_response::Message::Leave(leave) => {
+                            let reason = disconnect_reason(leave.reason);
+                            break (reason, format!("server sent leave ({:?})", proto::DisconnectReason::try_from(leave.reason).unwrap_or(proto::DisconnectReason::UnknownReason)));
+                        }
+                        _ => {}
+                    },
+                    Some(SignalEvent::Close(why)) => {
+                        let reason = if why.contains("ping timeout") {
+                            DisconnectReason::LivenessTimeout
+                        } else {
+                            DisconnectReason::ConnectionLost
+                        };
+                        break (reason, format!("signal connection closed: {why}"));
+                    }
+                    None => break (DisconnectReason::ConnectionLost, "signal connection closed".to_string()),
+                }
+            }
+            _ = &mut silence => {
+                break (DisconnectReason::LivenessTimeout, format!("no message from the server for {} s", liveness.as_secs_f64()));
+            }
+        }
+    };
+    let we_left = *session.left.lock().await;
+    if !we_left {
+        tracing::warn!(reason = %reason, detail = %detail, "room session ended");
+        emitter.emit(Event::Disconnected { reason, detail });
+    }
+}
+
+impl RoomLink for LiveKitLink {
+    fn leave(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let mut left = self.session.left.lock().await;
+            if *left {
+                return;
+            }
+            *left = true;
+            // A LeaveRequest makes the server drop us at once instead of
+            // waiting ~15-20 s for ICE to fail.
+            self.session
+                .client
+                .send(proto::signal_request::Message::Leave(proto::LeaveRequest {
+                    can_reconnect: false,
+                    reason: proto::DisconnectReason::ClientInitiated as i32,
+                    action: proto::leave_request::Action::Disconnect as i32,
+                    ..Default::default()
+                }))
+                .await;
+            self.session.client.close().await;
+            if let Some(task) = self.session.task.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                task.abort();
+            }
+        })
+    }
+
+    fn close_tracks(&self) -> BoxFuture<'_, ()> {
+        // No media tracks exist without the peer connections (see module doc).
+        Box::pin(async {})
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_checked() {
+        assert!(validate_url("ws://127.0.0.1:7880").is_ok());
+        assert!(validate_url("https://x.livekit.cloud").is_ok());
+        assert!(matches!(validate_url("127.0.0.1:7880"), Err(ConnectError::InvalidUrl { .. })));
+        assert!(matches!(validate_url("ws://"), Err(ConnectError::InvalidUrl { .. })));
+    }
+
+    #[test]
+    fn credentials_debug_hides_the_secret() {
+        let c = Credentials::KeySecret {
+            key: "devkey".into(),
+            secret: "s3cr3t-value".into(),
+        };
+        assert!(!format!("{c:?}").contains("s3cr3t"));
+        assert!(!format!("{:?}", Credentials::Token("tok-abc".into())).contains("tok-abc"));
+    }
+
+    fn pinfo(sid: &str, identity: &str, tracks: &[(&str, i32)], state: proto::participant_info::State) -> proto::ParticipantInfo {
+        proto::ParticipantInfo {
+            sid: sid.into(),
+            identity: identity.into(),
+            state: state as i32,
+            tracks: tracks
+                .iter()
+                .map(|(sid, ty)| proto::TrackInfo {
+                    sid: (*sid).into(),
+                    name: "mic".into(),
+                    r#type: *ty,
+                    source: proto::TrackSource::Microphone as i32,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn roster_turns_updates_into_events() {
+        use proto::participant_info::State;
+        let mut r = Roster {
+            local_sid: "PA_me".into(),
+            ..Default::default()
+        };
+        let (evs, _) = r.apply(&pinfo("PA_me", "me", &[], State::Active));
+        assert!(evs.is_empty(), "the local participant is not an event");
+        let (evs, new) = r.apply(&pinfo("PA_a", "alice", &[("TR_1", proto::TrackType::Audio as i32)], State::Active));
+        assert_eq!(evs.iter().map(|e| e.name()).collect::<Vec<_>>(), ["participant_joined", "track_published"]);
+        assert_eq!(new[0].kind, TrackKind::Audio);
+        let (evs, _) = r.apply(&pinfo("PA_a", "alice", &[("TR_1", 0)], State::Active));
+        assert!(evs.is_empty(), "no change, no event");
+        let (evs, _) = r.apply(&pinfo("PA_a", "alice", &[], State::Active));
+        assert_eq!(evs.iter().map(|e| e.name()).collect::<Vec<_>>(), ["track_unpublished"]);
+        let (evs, _) = r.apply(&pinfo("PA_a", "alice", &[("TR_2", 1)], State::Disconnected));
+        assert_eq!(evs.iter().map(|e| e.name()).collect::<Vec<_>>(), ["participant_left"]);
+        assert!(AutoSubscribe::Audio.wants(TrackKind::Audio));
+        assert!(!AutoSubscribe::Audio.wants(TrackKind::Video));
+    }
+}

@@ -1,0 +1,275 @@
+//! Running one job from start to exit code: the function the CLI (and later
+//! the worker) calls.
+//!
+//! Owns: the order of things — validate, load the plugin, join the room, call
+//! `run` on a thread of its own, decide when to shut down (plugin returned,
+//! room disconnected, deadline, or an outside `shutdown` such as a signal) —
+//! and the shutdown cascade in the seed's order room → tracks → plugins:
+//! leave the room, close tracks, run hooks, wait for `run` within the grace
+//! period. Each stage has a deadline and its duration is logged.
+//!
+//! Must not touch: process-wide state (signals, exit, logging setup): that is
+//! the CLI's. The runner reports an outcome and an exit code, it never exits.
+
+use crate::events::{Event, Received};
+use crate::exit;
+use crate::job::{HookReport, Job, JobConfigError, ShutdownInfo, ShutdownReason};
+use crate::plugin::host_api::{JobHandle, HOST_API};
+use crate::plugin::{LoadError, LoadedPlugin};
+use crate::room::{ConnectError, JoinRequest, Room, RoomConnector};
+use lk_plugin_api::abi::LK_RUN_PANICKED;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Deadlines of the cascade and the job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CascadeTimeouts {
+    /// Stage 1: leaving the room.
+    pub room_leave: Duration,
+    /// Stage 2: closing tracks.
+    pub tracks_close: Duration,
+    /// Stage 4: how long `run` may take to return once shutdown began
+    /// (`--shutdown-grace`).
+    pub plugin_grace: Duration,
+}
+
+impl Default for CascadeTimeouts {
+    fn default() -> Self {
+        CascadeTimeouts {
+            room_leave: Duration::from_secs(5),
+            tracks_close: Duration::from_secs(2),
+            plugin_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Everything `run_job` needs besides the job and the connector.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub plugin_path: PathBuf,
+    pub cascade: CascadeTimeouts,
+    /// Shut down with `deadline_exceeded` after this long.
+    pub max_duration: Option<Duration>,
+}
+
+/// How long each cascade stage took.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StageTimes {
+    pub room_leave: Duration,
+    pub tracks_close: Duration,
+    pub hooks: Duration,
+    pub plugin_wait: Duration,
+}
+
+/// How a job that ran ended.
+#[derive(Clone, Debug)]
+pub struct JobOutcome {
+    pub job_id: String,
+    pub plugin: LoadedPlugin,
+    pub shutdown: ShutdownInfo,
+    /// What `run` returned, if it returned within the grace period.
+    pub plugin_code: Option<i32>,
+    pub hooks: HookReport,
+    pub stages: StageTimes,
+    /// When the plugin's `run` was entered, relative to the start of
+    /// `run_job` (the room was connected by then).
+    pub run_entered_after: Duration,
+    pub exit_code: i32,
+}
+
+/// Why a job could not run at all. `exit_code` gives its documented code.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Config(#[from] JobConfigError),
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl RunError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            RunError::Config(e) => exit::for_config_error(e),
+            RunError::Load(e) => exit::for_load_error(e),
+            RunError::Connect(e) => exit::for_connect_error(e),
+            RunError::Internal(_) => exit::INTERNAL,
+        }
+    }
+}
+
+/// Runs `fut` with a deadline, logging the stage's duration.
+async fn stage<F: Future<Output = ()>>(name: &str, deadline: Duration, fut: F) -> Duration {
+    let started = Instant::now();
+    let done = tokio::time::timeout(deadline, fut).await.is_ok();
+    let took = started.elapsed();
+    if done {
+        tracing::info!(stage = name, elapsed_ms = took.as_millis() as u64, "cascade stage done");
+    } else {
+        tracing::warn!(stage = name, deadline_ms = deadline.as_millis() as u64, "cascade stage hit its deadline; moving on");
+    }
+    took
+}
+
+/// Runs one job: load and validate the plugin (before connecting anything),
+/// join the room, run the plugin, run the cascade, compute the exit code.
+///
+/// The job's context may be shut down from outside at any time (the CLI does
+/// it on SIGINT/SIGTERM); the cascade then runs as for any other reason.
+pub async fn run_job(
+    job: Job,
+    connector: &dyn RoomConnector,
+    options: &RunOptions,
+) -> Result<JobOutcome, RunError> {
+    let started = Instant::now();
+    let plugin = crate::plugin::load(&options.plugin_path)?;
+    tracing::info!(plugin = %plugin.describe(), "plugin loaded");
+    let ctx = job.context.clone();
+
+    let mut room = Room::new(job.room_name.clone());
+    // Subscribe before joining: the participants already present arrive as
+    // events during the join, and both the plugin and the runner see them.
+    let plugin_events = room.subscribe();
+    let mut runner_events = room.subscribe();
+    let request = JoinRequest {
+        room_name: job.room_name.clone(),
+        identity: job.identity.clone(),
+        job_id: job.id.clone(),
+    };
+    tokio::select! {
+        joined = room.connect(connector, &request) => joined?,
+        _ = ctx.cancelled() => {
+            tracing::info!("shutdown requested while joining the room");
+        }
+    }
+    if room.is_connected() {
+        tracing::info!(room = %job.room_name, identity = %job.identity, elapsed_ms = started.elapsed().as_millis() as u64, "joined room");
+    }
+
+    let handle = Arc::new(JobHandle {
+        job_id: job.id.clone(),
+        room_name: job.room_name.clone(),
+        metadata: job.metadata.clone(),
+        identity: job.identity.clone(),
+        plugin_name: plugin.name.clone(),
+        ctx: ctx.clone(),
+        events: Mutex::new(plugin_events),
+        rt: tokio::runtime::Handle::current(),
+    });
+
+    let (code_tx, mut code_rx) = tokio::sync::oneshot::channel::<i32>();
+    let run_entered_after = started.elapsed();
+    if ctx.is_shutting_down() {
+        // Shut down before the plugin started (e.g. SIGINT while joining):
+        // `run` is never called; report as if it returned 0 at once.
+        let _ = code_tx.send(0);
+    } else {
+        let run = plugin.run;
+        let thread_handle = handle.clone();
+        tracing::info!(event = "plugin_run_entered", elapsed_us = run_entered_after.as_micros() as u64, "calling plugin run");
+        std::thread::Builder::new()
+            .name("lk-plugin-run".into())
+            .spawn(move || {
+                // SAFETY: the table is static and the handle outlives the call
+                // (this thread holds an Arc to it).
+                let code = unsafe { run(&HOST_API, thread_handle.as_abi()) };
+                let _ = code_tx.send(code);
+            })
+            .map_err(|e| RunError::Internal(format!("could not start the plugin thread: {e}")))?;
+    }
+
+    // Wait for a reason to shut down.
+    let deadline = async {
+        match options.max_duration {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(deadline);
+    let mut plugin_code: Option<i32> = None;
+    loop {
+        tokio::select! {
+            code = &mut code_rx => {
+                let code = code.unwrap_or(LK_RUN_PANICKED);
+                plugin_code = Some(code);
+                if code == LK_RUN_PANICKED {
+                    ctx.shutdown(ShutdownReason::PluginPanicked, "run reported a panic");
+                } else {
+                    ctx.shutdown(ShutdownReason::PluginReturned, format!("run returned {code}"));
+                }
+                break;
+            }
+            _ = ctx.cancelled() => break,
+            received = runner_events.recv() => {
+                if let Received::Event(Event::Disconnected { reason, detail }) = received {
+                    let why = if reason.is_server_unreachable() {
+                        ShutdownReason::ServerUnreachable
+                    } else {
+                        ShutdownReason::RoomDisconnected
+                    };
+                    let detail = if detail.is_empty() { reason.to_string() } else { format!("{reason}: {detail}") };
+                    ctx.shutdown(why, detail);
+                    break;
+                }
+            }
+            _ = &mut deadline => {
+                let d = options.max_duration.unwrap_or_default();
+                ctx.shutdown(ShutdownReason::DeadlineExceeded, format!("job ran longer than {} s", d.as_secs_f64()));
+                break;
+            }
+        }
+    }
+    let info = ctx
+        .shutdown_info()
+        .ok_or_else(|| RunError::Internal("shutdown info missing after shutdown".into()))?;
+    let cascade_started = Instant::now();
+    tracing::info!(reason = %info.reason, detail = %info.detail, "shutdown cascade: room -> tracks -> hooks -> plugin");
+
+    // The cascade: room -> tracks -> plugins (hooks, then `run` returning).
+    let mut stages = StageTimes {
+        room_leave: stage("room_leave", options.cascade.room_leave, room.leave()).await,
+        ..Default::default()
+    };
+    stages.tracks_close = stage("tracks_close", options.cascade.tracks_close, room.close_tracks()).await;
+
+    let hook_ctx = ctx.clone();
+    let hooks_started = Instant::now();
+    let hooks = tokio::task::spawn_blocking(move || hook_ctx.run_hooks())
+        .await
+        .map_err(|e| RunError::Internal(format!("hook stage failed: {e}")))?;
+    stages.hooks = hooks_started.elapsed();
+    tracing::info!(stage = "hooks", elapsed_ms = stages.hooks.as_millis() as u64, completed = hooks.completed, panicked = hooks.panicked.len(), overran = hooks.overran.len(), "cascade stage done");
+
+    if plugin_code.is_none() {
+        let waited = Instant::now();
+        match tokio::time::timeout(options.cascade.plugin_grace, &mut code_rx).await {
+            Ok(code) => plugin_code = Some(code.unwrap_or(LK_RUN_PANICKED)),
+            Err(_) => tracing::error!(grace_ms = options.cascade.plugin_grace.as_millis() as u64, "plugin did not return within the shutdown grace period"),
+        }
+        stages.plugin_wait = waited.elapsed();
+        tracing::info!(stage = "plugin_wait", elapsed_ms = stages.plugin_wait.as_millis() as u64, "cascade stage done");
+    }
+
+    let exit_code = exit::for_job(info.reason, plugin_code);
+    if let Some(code) = plugin_code {
+        if code != LK_RUN_PANICKED && !(0..=255).contains(&code) {
+            tracing::warn!(code, "plugin returned a code outside 0-255; exiting with {}", exit::PLUGIN_CODE_OUT_OF_RANGE);
+        }
+    }
+    tracing::info!(reason = %info.reason, exit_code, cascade_ms = cascade_started.elapsed().as_millis() as u64, "job finished");
+    Ok(JobOutcome {
+        job_id: job.id,
+        plugin,
+        shutdown: info,
+        plugin_code,
+        hooks,
+        stages,
+        run_entered_after,
+        exit_code,
+    })
+}

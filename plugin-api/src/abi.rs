@@ -1,0 +1,249 @@
+//! The raw C ABI, a field-for-field mirror of `include/lk_plugin.h`.
+//!
+//! Owns: the `#[repr(C)]` types and constants both sides agree on. Must not
+//! contain behaviour: the host's implementation of the API table lives in the
+//! host crate, the safe plugin-side wrapper in [`crate::sdk`].
+//!
+//! Compatibility rules (see the header for the full text): plugin major must
+//! equal host major, plugin minor must be <= host minor, and [`LkHostApi`] only
+//! grows at its end within a major.
+
+use std::ffi::{c_char, c_void};
+
+/// `"LKGO"`: first field of every descriptor.
+pub const LK_PLUGIN_MAGIC: u32 = 0x4C4B_474F;
+/// ABI major this crate speaks. A plugin of another major is refused.
+pub const LK_ABI_MAJOR: u16 = 1;
+/// ABI minor this crate speaks. Plugins of this minor or older load.
+pub const LK_ABI_MINOR: u16 = 1;
+/// Name of the exported entry function (without NUL).
+pub const LK_PLUGIN_ENTRY_SYMBOL: &str = "lk_plugin_entry";
+/// `run` returns this after catching a panic of its own.
+pub const LK_RUN_PANICKED: i32 = -1070;
+
+pub const LK_LOG_ERROR: i32 = 1;
+pub const LK_LOG_WARN: i32 = 2;
+pub const LK_LOG_INFO: i32 = 3;
+pub const LK_LOG_DEBUG: i32 = 4;
+pub const LK_LOG_TRACE: i32 = 5;
+
+pub const LK_SHUTDOWN_REQUESTED_BY_PLUGIN: u32 = 1;
+pub const LK_SHUTDOWN_PLUGIN_RETURNED: u32 = 2;
+pub const LK_SHUTDOWN_PLUGIN_PANICKED: u32 = 3;
+pub const LK_SHUTDOWN_ROOM_DISCONNECTED: u32 = 4;
+pub const LK_SHUTDOWN_SERVER_UNREACHABLE: u32 = 5;
+pub const LK_SHUTDOWN_SIGNAL_SIGINT: u32 = 6;
+pub const LK_SHUTDOWN_SIGNAL_SIGTERM: u32 = 7;
+pub const LK_SHUTDOWN_DEADLINE_EXCEEDED: u32 = 8;
+
+pub const LK_EVENT_PARTICIPANT_JOINED: u32 = 1;
+pub const LK_EVENT_PARTICIPANT_LEFT: u32 = 2;
+pub const LK_EVENT_TRACK_PUBLISHED: u32 = 3;
+pub const LK_EVENT_TRACK_UNPUBLISHED: u32 = 4;
+pub const LK_EVENT_TRACK_SUBSCRIBED: u32 = 5;
+pub const LK_EVENT_TRACK_UNSUBSCRIBED: u32 = 6;
+pub const LK_EVENT_DISCONNECTED: u32 = 7;
+
+pub const LK_TRACK_KIND_UNKNOWN: u32 = 0;
+pub const LK_TRACK_KIND_AUDIO: u32 = 1;
+pub const LK_TRACK_KIND_VIDEO: u32 = 2;
+
+pub const LK_TRACK_SOURCE_UNKNOWN: u32 = 0;
+pub const LK_TRACK_SOURCE_CAMERA: u32 = 1;
+pub const LK_TRACK_SOURCE_MICROPHONE: u32 = 2;
+pub const LK_TRACK_SOURCE_SCREEN_SHARE: u32 = 3;
+pub const LK_TRACK_SOURCE_SCREEN_SHARE_AUDIO: u32 = 4;
+
+pub const LK_NEXT_EVENT: i32 = 0;
+pub const LK_NEXT_TIMEOUT: i32 = 1;
+pub const LK_NEXT_SHUTTING_DOWN: i32 = 2;
+pub const LK_NEXT_MISSED: i32 = 3;
+pub const LK_NEXT_INVALID: i32 = -1;
+
+/// UTF-8 string slice crossing the boundary: pointer + length, no NUL.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct LkStr {
+    pub ptr: *const c_char,
+    pub len: usize,
+}
+
+// SAFETY: an LkStr is a borrowed view; the descriptor's strings are 'static.
+unsafe impl Sync for LkStr {}
+unsafe impl Send for LkStr {}
+
+impl LkStr {
+    pub const EMPTY: LkStr = LkStr {
+        ptr: std::ptr::null(),
+        len: 0,
+    };
+
+    /// A view of a `'static` string, usable in a `static` descriptor.
+    pub const fn from_static(s: &'static str) -> LkStr {
+        LkStr {
+            ptr: s.as_ptr() as *const c_char,
+            len: s.len(),
+        }
+    }
+
+    /// A borrowed view of `s`; valid as long as `s` is.
+    pub fn borrow(s: &str) -> LkStr {
+        LkStr {
+            ptr: s.as_ptr() as *const c_char,
+            len: s.len(),
+        }
+    }
+
+    /// The bytes behind the view.
+    ///
+    /// # Safety
+    /// `ptr` must point at `len` readable bytes for the returned lifetime
+    /// (or `len` must be 0).
+    pub unsafe fn as_bytes<'a>(&self) -> &'a [u8] {
+        if self.len == 0 || self.ptr.is_null() {
+            &[]
+        } else {
+            std::slice::from_raw_parts(self.ptr as *const u8, self.len)
+        }
+    }
+
+    /// The string behind the view, with invalid UTF-8 replaced.
+    ///
+    /// # Safety
+    /// As for [`LkStr::as_bytes`].
+    pub unsafe fn to_string_lossy(&self) -> String {
+        String::from_utf8_lossy(self.as_bytes()).into_owned()
+    }
+}
+
+/// Opaque job handle; only the host knows what is behind it.
+#[repr(C)]
+pub struct LkJob {
+    _private: [u8; 0],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct LkShutdownInfo {
+    pub reason: u32,
+    pub reserved: u32,
+    pub reason_str: LkStr,
+    pub detail: LkStr,
+    pub unix_ms: i64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct LkEvent {
+    pub kind: u32,
+    pub track_kind: u32,
+    pub track_source: u32,
+    pub reserved: u32,
+    pub name: LkStr,
+    pub participant_identity: LkStr,
+    pub participant_sid: LkStr,
+    pub track_sid: LkStr,
+    pub track_name: LkStr,
+    pub reason: LkStr,
+    pub host_private: *mut c_void,
+}
+
+impl LkEvent {
+    pub const fn zeroed() -> LkEvent {
+        LkEvent {
+            kind: 0,
+            track_kind: 0,
+            track_source: 0,
+            reserved: 0,
+            name: LkStr::EMPTY,
+            participant_identity: LkStr::EMPTY,
+            participant_sid: LkStr::EMPTY,
+            track_sid: LkStr::EMPTY,
+            track_name: LkStr::EMPTY,
+            reason: LkStr::EMPTY,
+            host_private: std::ptr::null_mut(),
+        }
+    }
+}
+
+pub type LkShutdownFn = unsafe extern "C" fn(user_data: *mut c_void, info: *const LkShutdownInfo);
+pub type LkFreeFn = unsafe extern "C" fn(user_data: *mut c_void);
+
+/// The host's function table (append-only within a major).
+#[repr(C)]
+pub struct LkHostApi {
+    pub size: u32,
+    pub abi_major: u16,
+    pub abi_minor: u16,
+
+    // ---- 1.0 ----
+    pub job_id: unsafe extern "C" fn(job: *const LkJob) -> LkStr,
+    pub room_name: unsafe extern "C" fn(job: *const LkJob) -> LkStr,
+    pub job_metadata: unsafe extern "C" fn(job: *const LkJob) -> LkStr,
+    pub shutdown: unsafe extern "C" fn(job: *const LkJob, reason: *const c_char, reason_len: usize),
+    pub is_shutting_down: unsafe extern "C" fn(job: *const LkJob) -> i32,
+    pub on_shutdown: unsafe extern "C" fn(
+        job: *const LkJob,
+        hook: Option<LkShutdownFn>,
+        user_data: *mut c_void,
+        free_user_data: Option<LkFreeFn>,
+    ) -> i32,
+    pub next_event: unsafe extern "C" fn(
+        job: *const LkJob,
+        timeout_ms: u32,
+        out: *mut LkEvent,
+        missed: *mut u64,
+    ) -> i32,
+    pub event_release: unsafe extern "C" fn(job: *const LkJob, event: *mut LkEvent),
+    pub log: unsafe extern "C" fn(job: *const LkJob, level: i32, msg: *const c_char, msg_len: usize),
+
+    // ---- 1.1 ----
+    pub participant_identity: unsafe extern "C" fn(job: *const LkJob) -> LkStr,
+}
+
+/// Byte offset just past `participant_identity`, the last field of minor 1.
+/// A plugin checks `api.size >= LK_HOST_API_SIZE_1_1` before using it.
+pub const LK_HOST_API_SIZE_1_1: usize = std::mem::size_of::<LkHostApi>();
+
+pub type LkRunFn = unsafe extern "C" fn(api: *const LkHostApi, job: *const LkJob) -> i32;
+
+#[repr(C)]
+pub struct LkPluginDescriptor {
+    pub magic: u32,
+    pub abi_major: u16,
+    pub abi_minor: u16,
+    pub name: LkStr,
+    pub version: LkStr,
+    pub run: Option<LkRunFn>,
+}
+
+// SAFETY: descriptors are immutable statics holding 'static strings.
+unsafe impl Sync for LkPluginDescriptor {}
+
+/// Signature of the exported [`LK_PLUGIN_ENTRY_SYMBOL`].
+pub type LkPluginEntryFn = unsafe extern "C" fn() -> *const LkPluginDescriptor;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::mem::{align_of, offset_of, size_of};
+
+    // The layout the header implies on LP64 targets (Linux/macOS x86_64 and
+    // aarch64). The C plugin test checks the same contract from the C side.
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn layouts_match_the_header_on_lp64() {
+        assert_eq!(size_of::<LkStr>(), 16);
+        assert_eq!(size_of::<LkShutdownInfo>(), 48);
+        assert_eq!(offset_of!(LkShutdownInfo, unix_ms), 40);
+        assert_eq!(size_of::<LkEvent>(), 16 + 6 * 16 + 8);
+        assert_eq!(offset_of!(LkEvent, host_private), 112);
+        assert_eq!(offset_of!(LkHostApi, job_id), 8);
+        assert_eq!(offset_of!(LkHostApi, log), 8 + 8 * 8);
+        assert_eq!(offset_of!(LkHostApi, participant_identity), 8 + 9 * 8);
+        assert_eq!(size_of::<LkHostApi>(), 8 + 10 * 8);
+        assert_eq!(offset_of!(LkPluginDescriptor, name), 8);
+        assert_eq!(offset_of!(LkPluginDescriptor, run), 40);
+        assert_eq!(align_of::<LkHostApi>(), 8);
+    }
+}
