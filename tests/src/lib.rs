@@ -1,1 +1,254 @@
-//! Shared helpers for the integration tests (see tests/tests/*.rs).
+//! Helpers shared by the integration tests and by `cargo xtask`.
+//!
+//! Owns: finding the workspace's build outputs (the `lk-go` binary, the
+//! plugins `cargo xtask build-plugins` puts in `target/plugins/`), starting
+//! and stopping local `livekit-server` instances on free loopback ports, and
+//! running the CLI with a safety-net timeout.
+//!
+//! Every helper fails loudly (panics with what to run) when something it needs
+//! is missing: a test that needs the server or a plugin never passes without it.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The livekit-server version tests and demos use.
+pub const LIVEKIT_SERVER_VERSION: &str = "v1.13.5";
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|p| if p.is_absolute() { p } else { workspace_root().join(p) })
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+/// Where `cargo xtask build-plugins` puts every example and fixture plugin.
+pub fn plugin_dir() -> PathBuf {
+    std::env::var_os("LK_GO_PLUGIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("plugins"))
+}
+
+/// Path of plugin `lib<name>.so`; panics with the fix if it was not built.
+pub fn plugin(name: &str) -> PathBuf {
+    let p = plugin_dir().join(format!("lib{name}.so"));
+    assert!(
+        p.is_file(),
+        "plugin {} is missing; run `cargo xtask build-plugins` (needs cc and go) first",
+        p.display()
+    );
+    p
+}
+
+/// The `lk-go` binary; panics with the fix if it was not built.
+pub fn lk_go_bin() -> PathBuf {
+    let p = std::env::var_os("LK_GO_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("debug").join("lk-go"));
+    assert!(p.is_file(), "{} is missing; run `cargo build -p lk-go` first", p.display());
+    p
+}
+
+/// Runs `lk-go` with `args`, killing it (and panicking) after `limit`.
+pub fn run_lk_go(args: &[&str], envs: &[(&str, &str)], limit: Duration) -> Output {
+    let mut cmd = Command::new(lk_go_bin());
+    cmd.args(args)
+        .env_remove("LIVEKIT_URL")
+        .env_remove("LIVEKIT_API_KEY")
+        .env_remove("LIVEKIT_API_SECRET")
+        .env_remove("LIVEKIT_TOKEN")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().expect("spawn lk-go");
+    wait_output(child, limit)
+}
+
+/// Waits for `child` up to `limit`, then kills it and panics.
+pub fn wait_output(mut child: Child, limit: Duration) -> Output {
+    let deadline = Instant::now() + limit;
+    // Drain the pipes on threads so a chatty child cannot block on a full pipe.
+    let mut out = child.stdout.take();
+    let mut err = child.stderr.take();
+    let t_out = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(o) = out.as_mut() {
+            let _ = o.read_to_end(&mut buf);
+        }
+        buf
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(e) = err.as_mut() {
+            let _ = e.read_to_end(&mut buf);
+        }
+        buf
+    });
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let stderr = String::from_utf8_lossy(&t_err.join().unwrap_or_default()).into_owned();
+            panic!("process did not finish within {limit:?}; stderr:\n{stderr}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Output {
+        status,
+        stdout: t_out.join().unwrap_or_default(),
+        stderr: t_err.join().unwrap_or_default(),
+    }
+}
+
+fn free_tcp_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free TCP port on 127.0.0.1")
+}
+
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("a free UDP port on 127.0.0.1")
+}
+
+/// `GET /` on the server's HTTP port; returns the status code.
+pub fn http_status(port: u16) -> Option<u16> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(b"GET / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut buf = [0u8; 64];
+    let n = s.read(&mut buf).ok()?;
+    let head = String::from_utf8_lossy(&buf[..n]);
+    head.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The livekit-server binary xtask provisioned (`LIVEKIT_SERVER_BIN`), or
+/// `livekit-server` on PATH, or the xtask cache; panics with the fix.
+pub fn livekit_server_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("LIVEKIT_SERVER_BIN") {
+        let p = PathBuf::from(p);
+        assert!(p.is_file(), "LIVEKIT_SERVER_BIN={} does not exist", p.display());
+        return p;
+    }
+    let cached = target_dir().join("livekit").join("bin").join("livekit-server");
+    if cached.is_file() {
+        return cached;
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            let c = dir.join("livekit-server");
+            if c.is_file() {
+                return c;
+            }
+        }
+    }
+    panic!("livekit-server not found; run the tests with `cargo xtask itest`, which installs it")
+}
+
+/// A livekit-server on loopback with free ports, stopped when dropped.
+pub struct LiveKitServer {
+    pub http_port: u16,
+    pub url: String,
+    pub log_path: PathBuf,
+    child: Option<Child>,
+}
+
+impl LiveKitServer {
+    /// Starts a server from `xtask/livekit.yaml` with fresh ports and waits
+    /// until `GET /` answers 200 (at most 30 s).
+    pub fn start() -> LiveKitServer {
+        let bin = livekit_server_bin();
+        let template = std::fs::read_to_string(workspace_root().join("xtask").join("livekit.yaml"))
+            .expect("read xtask/livekit.yaml");
+        let http_port = free_tcp_port();
+        let tcp_port = free_tcp_port();
+        let udp_port = free_udp_port();
+        let config = template
+            .replace("port: 7880", &format!("port: {http_port}"))
+            .replace("tcp_port: 7881", &format!("tcp_port: {tcp_port}"))
+            .replace("udp_port: 7882", &format!("udp_port: {udp_port}"));
+        assert!(config.contains(&format!("port: {http_port}")), "livekit.yaml lost its port line");
+        let dir = target_dir().join("livekit").join("run");
+        std::fs::create_dir_all(&dir).expect("create target/livekit/run");
+        let config_path = dir.join(format!("livekit-{http_port}.yaml"));
+        std::fs::write(&config_path, config).expect("write server config");
+        let log_path = dir.join(format!("livekit-{http_port}.log"));
+        let log = std::fs::File::create(&log_path).expect("create server log");
+        let child = Command::new(&bin)
+            .arg("--config")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("could not start {}: {e}", bin.display()));
+        let mut server = LiveKitServer {
+            http_port,
+            url: format!("ws://127.0.0.1:{http_port}"),
+            log_path,
+            child: Some(child),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if http_status(http_port) == Some(200) {
+                return server;
+            }
+            if let Some(c) = server.child.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    panic!(
+                        "livekit-server exited at start ({status}); log: {}",
+                        server.log_path.display()
+                    );
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "livekit-server did not become ready within 30 s; log: {}",
+                server.log_path.display()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// SIGKILL, as a crash would; returns once the process is gone.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Blocks until the process exits (used by `cargo xtask livekit`).
+    pub fn wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut().and_then(|c| c.wait().ok())
+    }
+}
+
+impl Drop for LiveKitServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,1 +1,278 @@
-fn main() {}
+//! `cargo xtask …`: the project's build and test automation, instead of
+//! shell scripts.
+//!
+//! Owns: building the C and Go plugins and test fixtures into
+//! `target/plugins/`, provisioning livekit-server (env, PATH, cache, or
+//! `go install` at the pinned version), and the composite commands:
+//! `test` (the README's test command and CI's), `itest`, `loom`, `livekit`,
+//! `demo`. Every missing prerequisite is a one-line error, never a skip.
+
+use anyhow::{bail, Context, Result};
+use lk_go_tests::{target_dir, workspace_root, LiveKitServer, LIVEKIT_SERVER_VERSION};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const USAGE: &str = "usage: cargo xtask <command>
+
+commands:
+  test            everything CI runs: build, plugins, unit + integration tests, loom, itest
+  build-plugins   build the Rust, C and Go plugins and test fixtures into target/plugins/
+  itest           provision livekit-server and run the tests against it
+  loom            run the loom models of the JobContext state machine
+  livekit         provision and run a local livekit-server (foreground; Ctrl-C stops it)
+  demo            run the event-logger plugin in room `demo` while another participant comes and goes";
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("test") => test_all(),
+        Some("build-plugins") => build_plugins().map(|_| ()),
+        Some("itest") => build_plugins().and_then(|_| itest()),
+        Some("loom") => loom(),
+        Some("livekit") => livekit(),
+        Some("demo") => build_plugins().and_then(|_| demo()),
+        _ => {
+            eprintln!("{USAGE}");
+            std::process::exit(64);
+        }
+    };
+    if let Err(e) = result {
+        eprintln!("xtask: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(workspace_root());
+    c
+}
+
+fn run(cmd: &mut Command, what: &str) -> Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("could not start {what}"))?;
+    if !status.success() {
+        bail!("{what} failed ({status})");
+    }
+    Ok(())
+}
+
+fn step(name: &str) {
+    eprintln!("\n==> {name}");
+}
+
+fn have(tool: &str) -> bool {
+    Command::new(tool)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// Builds every plugin into target/plugins/ and returns that directory.
+fn build_plugins() -> Result<PathBuf> {
+    let root = workspace_root();
+    let out = target_dir().join("plugins");
+    std::fs::create_dir_all(&out)?;
+
+    step("build lk-go and the Rust plugins");
+    run(cargo().args(["build", "-j2", "--workspace"]), "cargo build")?;
+    let debug = target_dir().join("debug");
+    for lib in ["noop", "exit_code", "event_logger", "panic"] {
+        let name = format!("lib{lib}.so");
+        std::fs::copy(debug.join(&name), out.join(&name))
+            .with_context(|| format!("copy {name} (did the cargo build produce it?)"))?;
+    }
+
+    step("build the C plugin and fixtures");
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    if !have(&cc) {
+        bail!("C compiler `{cc}` not found; install gcc (apt-get install gcc) or set CC");
+    }
+    let include = root.join("plugin-api").join("include");
+    let fixtures = root.join("tests").join("fixtures");
+    let mut c_builds: Vec<(PathBuf, PathBuf, Vec<String>, &str)> = vec![
+        (root.join("plugins/c-noop/c_noop.c"), include.clone(), vec![], "c_noop"),
+        (fixtures.join("abi_1_0_plugin.c"), fixtures.join("abi-1.0"), vec![], "abi_1_0"),
+        (fixtures.join("stubborn_plugin.c"), include.clone(), vec![], "stubborn"),
+    ];
+    for variant in ["MISSING_ENTRY", "BAD_MAGIC", "MAJOR", "TOO_NEW", "NULL_RUN", "NULL_DESC"] {
+        let name: &'static str = Box::leak(format!("broken_{}", variant.to_lowercase()).into_boxed_str());
+        c_builds.push((
+            fixtures.join("broken_plugin.c"),
+            include.clone(),
+            vec![format!("-DBROKEN_{variant}")],
+            name,
+        ));
+    }
+    for (src, inc, defines, name) in c_builds {
+        let target = out.join(format!("lib{name}.so"));
+        run(
+            Command::new(&cc)
+                .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC", "-O2"])
+                .arg("-I")
+                .arg(&inc)
+                .args(&defines)
+                .arg("-o")
+                .arg(&target)
+                .arg(&src),
+            &format!("{cc} {}", src.display()),
+        )?;
+    }
+
+    step("build the Go plugin (go build -buildmode=c-shared)");
+    if !have_go() {
+        bail!("`go` not found; install Go 1.21+ (the Go plugin and livekit-server need it)");
+    }
+    run(
+        Command::new("go")
+            .args(["build", "-buildmode=c-shared", "-o"])
+            .arg(out.join("libgo_noop.so"))
+            .arg(".")
+            .current_dir(root.join("plugins/go-noop"))
+            .env("CGO_ENABLED", "1"),
+        "go build of plugins/go-noop",
+    )?;
+    let _ = std::fs::remove_file(out.join("libgo_noop.h"));
+    eprintln!("plugins in {}", out.display());
+    Ok(out)
+}
+
+fn have_go() -> bool {
+    Command::new("go")
+        .arg("version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// Finds or installs livekit-server; returns its path.
+fn provision_livekit() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("LIVEKIT_SERVER_BIN") {
+        let p = PathBuf::from(p);
+        if !p.is_file() {
+            bail!("LIVEKIT_SERVER_BIN={} does not exist", p.display());
+        }
+        return Ok(p);
+    }
+    let bin_dir = target_dir().join("livekit").join("bin");
+    let cached = bin_dir.join("livekit-server");
+    if cached.is_file() && server_version(&cached).as_deref() == Some(&LIVEKIT_SERVER_VERSION[1..]) {
+        return Ok(cached);
+    }
+    if let Ok(path) = std::env::var("PATH") {
+        for dir in std::env::split_paths(&path) {
+            let c = dir.join("livekit-server");
+            if c.is_file() && server_version(&c).as_deref() == Some(&LIVEKIT_SERVER_VERSION[1..]) {
+                return Ok(c);
+            }
+        }
+    }
+    if have_go() {
+        step(&format!("install livekit-server {LIVEKIT_SERVER_VERSION} with go install (first time: a few minutes)"));
+        std::fs::create_dir_all(&bin_dir)?;
+        let started = Instant::now();
+        run(
+            Command::new("go")
+                .args(["install", &format!("github.com/livekit/livekit-server/cmd/server@{LIVEKIT_SERVER_VERSION}")])
+                .env("GOBIN", &bin_dir)
+                .env("CGO_ENABLED", "0"),
+            "go install livekit-server",
+        )?;
+        std::fs::rename(bin_dir.join("server"), &cached).context("rename server -> livekit-server")?;
+        eprintln!("livekit-server installed in {:.0} s", started.elapsed().as_secs_f64());
+        return Ok(cached);
+    }
+    if have("docker") {
+        bail!("livekit-server not found and Go is missing; run `docker compose up -d` and point LIVEKIT_URL at it, or install Go 1.26 and re-run");
+    }
+    bail!("livekit-server {LIVEKIT_SERVER_VERSION} not found; install Go (then this command installs it), set LIVEKIT_SERVER_BIN, or use docker-compose.yml")
+}
+
+fn server_version(bin: &Path) -> Option<String> {
+    let out = Command::new(bin).arg("--version").output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.split_whitespace().last().map(|s| s.trim_start_matches('v').to_string())
+}
+
+fn itest() -> Result<()> {
+    let bin = provision_livekit()?;
+    step("integration tests against livekit-server");
+    run(
+        cargo()
+            .args(["test", "-j2", "-p", "lk-go-tests", "--features", "itest", "--test", "itest", "--", "--test-threads=2"])
+            .env("LIVEKIT_SERVER_BIN", &bin),
+        "integration tests",
+    )
+}
+
+fn loom() -> Result<()> {
+    step("loom models of the JobContext state machine");
+    run(
+        cargo()
+            .args(["test", "-j2", "-p", "lk-go", "--features", "loom-model", "--lib", "loom_", "--", "--test-threads=1"])
+            .env("LOOM_MAX_PREEMPTIONS", "3"),
+        "loom models",
+    )
+}
+
+fn test_all() -> Result<()> {
+    let started = Instant::now();
+    build_plugins()?;
+    step("unit and integration tests (no server)");
+    run(cargo().args(["test", "-j2", "--workspace"]), "cargo test")?;
+    loom()?;
+    itest()?;
+    eprintln!("\nall test suites passed in {:.0} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn livekit() -> Result<()> {
+    provision_livekit().map(|p| std::env::set_var("LIVEKIT_SERVER_BIN", p))?;
+    let mut server = LiveKitServer::start();
+    println!("livekit-server {LIVEKIT_SERVER_VERSION} ready at {} (key devkey, secret secret); log: {}", server.url, server.log_path.display());
+    println!("try: LIVEKIT_URL={} target/debug/lk-go job run-script target/plugins/libevent_logger.so --room demo", server.url);
+    let status = server.wait();
+    println!("livekit-server exited: {status:?}");
+    Ok(())
+}
+
+fn demo() -> Result<()> {
+    provision_livekit().map(|p| std::env::set_var("LIVEKIT_SERVER_BIN", p))?;
+    let server = LiveKitServer::start();
+    let lk_go = target_dir().join("debug").join("lk-go");
+    let plugins = target_dir().join("plugins");
+    eprintln!("livekit-server at {}; starting the event-logger job in room `demo`", server.url);
+    let mut job = Command::new(&lk_go)
+        .args(["job", "run-script"])
+        .arg(plugins.join("libevent_logger.so"))
+        .args(["--room", "demo", "--url", &server.url])
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("start lk-go")?;
+    std::thread::sleep(Duration::from_secs(2));
+    eprintln!("\n--- participant `visitor` joins for 2 s ---");
+    let mut visitor = Command::new(&lk_go)
+        .args(["job", "run-script"])
+        .arg(plugins.join("libevent_logger.so"))
+        .args(["--room", "demo", "--url", &server.url, "--identity", "visitor", "--max-duration", "2s"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("start the visitor")?;
+    let _ = visitor.wait();
+    std::thread::sleep(Duration::from_secs(1));
+    eprintln!("\n--- SIGINT to the job: shutdown cascade ---");
+    let _ = Command::new("kill").args(["-INT", &job.id().to_string()]).status();
+    let status = job.wait()?;
+    eprintln!("\nlk-go exited with code {} (130 = shut down by SIGINT)", status.code().unwrap_or(-1));
+    drop(server);
+    Ok(())
+}

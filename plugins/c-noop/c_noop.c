@@ -1,0 +1,74 @@
+/*
+ * c-noop: an lk-go plugin in plain C, compiled against lk_plugin.h.
+ *
+ * Besides returning 0 it exercises the contract from the C side, so the
+ * header and the host's Rust definitions cannot drift apart unnoticed: it
+ * checks the table's size and version, reads every 1.0 and 1.1 string, and
+ * registers a shutdown hook whose user_data is freed by the host. Any
+ * mismatch is logged and returns 3.
+ *
+ * Build: cc -shared -fPIC -I plugin-api/include -o libc_noop.so c_noop.c
+ * (`cargo xtask build-plugins` does this).
+ */
+#include "lk_plugin.h"
+
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if UINTPTR_MAX == 0xffffffffffffffffu
+/* The same LP64 layout plugin-api/src/abi.rs asserts from the Rust side. */
+_Static_assert(sizeof(lk_str) == 16, "lk_str layout");
+_Static_assert(offsetof(lk_host_api, job_id) == 8, "lk_host_api header");
+_Static_assert(offsetof(lk_host_api, log) == 8 + 8 * 8, "lk_host_api 1.0 layout");
+_Static_assert(offsetof(lk_host_api, participant_identity) == 8 + 9 * 8, "lk_host_api 1.1 layout");
+_Static_assert(sizeof(lk_event) == 120, "lk_event layout");
+_Static_assert(sizeof(lk_shutdown_info) == 48, "lk_shutdown_info layout");
+_Static_assert(offsetof(lk_plugin_descriptor, run) == 40, "descriptor layout");
+#endif
+
+static void log_msg(const lk_host_api *api, const lk_job *job, int32_t level, const char *msg) {
+    api->log(job, level, msg, strlen(msg));
+}
+
+static void on_shutdown(void *user_data, const lk_shutdown_info *info) {
+    /* Runs on a host thread during the cascade; user_data is ours. */
+    char *tag = (char *)user_data;
+    fprintf(stderr, "c-noop: shutdown hook (%s) reason=%.*s\n", tag, (int)info->reason_str.len,
+            info->reason_str.ptr);
+}
+
+static void free_tag(void *user_data) { free(user_data); }
+
+static int32_t run(const lk_host_api *api, const lk_job *job) {
+    char line[512];
+    if (api->abi_major != LK_ABI_MAJOR || api->size < sizeof(lk_host_api)) {
+        snprintf(line, sizeof line, "c-noop: host table %u.%u size %u, header expects %d.x size >= %zu",
+                 api->abi_major, api->abi_minor, api->size, LK_ABI_MAJOR, sizeof(lk_host_api));
+        log_msg(api, job, LK_LOG_ERROR, line);
+        return 3;
+    }
+    lk_str id = api->job_id(job);
+    lk_str room = api->room_name(job);
+    lk_str who = api->participant_identity(job); /* 1.1: size checked above */
+    if (id.len == 0 || room.len == 0 || who.len == 0) {
+        log_msg(api, job, LK_LOG_ERROR, "c-noop: empty job id, room name or identity");
+        return 3;
+    }
+    char *tag = malloc(8);
+    if (tag == NULL) return 3;
+    memcpy(tag, "c-noop", 7);
+    api->on_shutdown(job, on_shutdown, tag, free_tag);
+    snprintf(line, sizeof line, "c-noop plugin running job %.*s in room %.*s as %.*s (host ABI %u.%u)",
+             (int)id.len, id.ptr, (int)room.len, room.ptr, (int)who.len, who.ptr, api->abi_major,
+             api->abi_minor);
+    log_msg(api, job, LK_LOG_INFO, line);
+    return 0;
+}
+
+static const lk_plugin_descriptor DESCRIPTOR = {
+    LK_PLUGIN_MAGIC, LK_ABI_MAJOR, LK_ABI_MINOR, {"c-noop", 6}, {"0.1.0", 5}, run,
+};
+
+const lk_plugin_descriptor *lk_plugin_entry(void) { return &DESCRIPTOR; }

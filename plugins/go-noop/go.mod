@@ -1,0 +1,3 @@
+module lkgo.example/plugins/go-noop
+
+go 1.21

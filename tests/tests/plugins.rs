@@ -1,0 +1,267 @@
+//! Plugins, the loader and the CLI without a LiveKit server: the loader
+//! failure matrix, the ABI compatibility test, the C and Go plugins, exit code
+//! mirroring through `run_job` (the function the CLI calls), signals, grace.
+//!
+//! Needs `cargo xtask build-plugins` first (the README's test command does it).
+
+use lk_go::job::{HookTimeouts, Job, JobConfig};
+use lk_go::room::DetachedConnector;
+use lk_go::runner::{run_job, CascadeTimeouts, RunOptions};
+use lk_go_tests::{lk_go_bin, plugin, plugin_dir, run_lk_go, target_dir, wait_output};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Asserts `lk-go plugin inspect <path>` and `lk-go job run-script <path>`
+/// both fail with `code` and exactly one line that contains `needle`.
+fn assert_load_failure(path: &Path, code: i32, needle: &str) {
+    let p = path.to_str().unwrap();
+    for args in [
+        vec!["plugin", "inspect", p],
+        vec!["job", "run-script", p, "--room", "r", "--detached"],
+    ] {
+        let out = run_lk_go(&args, &[], LIMIT);
+        let err = stderr(&out);
+        let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("lk-go: error:")).collect();
+        assert_eq!(out.status.code(), Some(code), "{args:?}: stderr: {err}");
+        assert_eq!(lines.len(), 1, "{args:?}: one error line expected, got: {err}");
+        assert!(lines[0].contains(needle), "{args:?}: {:?} lacks {needle:?}", lines[0]);
+        assert!(!err.contains("panicked") && !err.contains("backtrace"), "{err}");
+    }
+}
+
+#[test]
+fn inspect_accepts_every_example_plugin() {
+    for (file, name, abi) in [
+        ("noop", "noop", "1.1"),
+        ("exit_code", "exit-code", "1.1"),
+        ("event_logger", "event-logger", "1.1"),
+        ("panic", "panic", "1.1"),
+        ("c_noop", "c-noop", "1.1"),
+        ("go_noop", "go-noop", "1.1"),
+        ("abi_1_0", "abi-1.0", "1.0"),
+    ] {
+        let out = run_lk_go(&["plugin", "inspect", plugin(file).to_str().unwrap()], &[], LIMIT);
+        let text = stdout(&out);
+        assert_eq!(out.status.code(), Some(0), "{file}: {}", stderr(&out));
+        assert!(text.contains(&format!("name: {name}\n")), "{text}");
+        assert!(text.contains(&format!("abi: {abi}\n")), "{text}");
+        assert!(text.contains("host abi: 1.1\n"), "{text}");
+    }
+}
+
+#[test]
+fn loader_failure_matrix_one_line_each_with_its_code() {
+    let scratch = target_dir().join("tmp").join("loader-matrix");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let empty = scratch.join("libempty.so");
+    std::fs::write(&empty, b"").unwrap();
+    let fixtures = lk_go_tests::workspace_root().join("tests").join("fixtures");
+
+    assert_load_failure(&scratch.join("libmissing.so"), 66, "plugin not found");
+    assert_load_failure(&fixtures.join("not-a-plugin.txt"), 65, "text file");
+    assert_load_failure(&empty, 65, "is empty");
+    assert_load_failure(&fixtures, 65, "is a directory");
+    assert_load_failure(&lk_go_bin(), 65, "not a shared library");
+    assert_load_failure(&plugin("broken_missing_entry"), 80, "missing entry symbol `lk_plugin_entry`");
+    assert_load_failure(&plugin("broken_bad_magic"), 81, "bad magic 0xdeadbeef");
+    assert_load_failure(&plugin("broken_major"), 82, "plugin ABI 2.1, host ABI 1.1");
+    assert_load_failure(&plugin("broken_too_new"), 83, "plugin ABI 1.99, host ABI 1.1");
+    assert_load_failure(&plugin("broken_null_run"), 84, "run entrypoint is NULL");
+    assert_load_failure(&plugin("broken_null_desc"), 84, "returned NULL");
+}
+
+#[test]
+fn bare_plugin_name_is_resolved_against_the_current_directory() {
+    // dlopen("libnoop.so") would search the library path; lk-go canonicalizes.
+    let out = Command::new(lk_go_bin())
+        .args(["plugin", "inspect", "libnoop.so"])
+        .current_dir(plugin_dir())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+async fn run_detached(plugin_file: &str, metadata: &str) -> lk_go::JobOutcome {
+    let job = Job::new(JobConfig {
+        room_name: "mirror".into(),
+        metadata: metadata.into(),
+        hook_timeouts: HookTimeouts::default(),
+        ..Default::default()
+    })
+    .unwrap();
+    let options = RunOptions {
+        plugin_path: plugin(plugin_file),
+        cascade: CascadeTimeouts::default(),
+        max_duration: None,
+    };
+    run_job(job, &DetachedConnector, &options).await.expect("job runs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_job_mirrors_the_plugin_exit_code() {
+    for (metadata, expected) in [("0", 0), ("42", 42), ("255", 255), ("256", 1), ("-3", 1), ("oops", 1)] {
+        let outcome = run_detached("exit_code", metadata).await;
+        assert_eq!(outcome.exit_code, expected, "metadata {metadata}");
+        assert_eq!(outcome.shutdown.reason.to_string(), "plugin_returned");
+    }
+    let panicked = run_detached("panic", "").await;
+    assert_eq!(panicked.exit_code, 70);
+    assert_eq!(panicked.shutdown.reason.to_string(), "plugin_panicked");
+    assert_eq!(run_detached("c_noop", "").await.exit_code, 0);
+    assert_eq!(run_detached("go_noop", "").await.exit_code, 0);
+    // ABI compatibility: built against the frozen 1.0 header, run on 1.1.
+    let old = run_detached("abi_1_0", "7").await;
+    assert_eq!((old.plugin.abi_major, old.plugin.abi_minor), (1, 0));
+    assert_eq!(old.exit_code, 7);
+}
+
+#[test]
+fn cli_mirrors_codes_and_reports_panics_in_one_line() {
+    let code = run_lk_go(
+        &["job", "run-script", plugin("exit_code").to_str().unwrap(), "--room", "r", "--detached", "--metadata", "42"],
+        &[],
+        LIMIT,
+    );
+    assert_eq!(code.status.code(), Some(42), "{}", stderr(&code));
+
+    let out = run_lk_go(&["job", "run-script", plugin("panic").to_str().unwrap(), "--room", "r", "--detached"], &[], LIMIT);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(70), "{err}");
+    let panic_lines: Vec<&str> = err.lines().filter(|l| l.contains("run panicked")).collect();
+    assert_eq!(panic_lines.len(), 1, "{err}");
+    assert!(panic_lines[0].contains("panics on purpose"), "{err}");
+    assert!(!err.contains("RUST_BACKTRACE"), "no default panic output: {err}");
+
+    let abi10 = run_lk_go(&["job", "run-script", plugin("abi_1_0").to_str().unwrap(), "--room", "r", "--detached"], &[], LIMIT);
+    assert_eq!(abi10.status.code(), Some(0), "{}", stderr(&abi10));
+    assert!(stderr(&abi10).contains("abi-1.0 plugin ran on a newer host"));
+}
+
+#[test]
+fn usage_errors_are_one_line_with_code_64() {
+    let noop = plugin("noop");
+    let p = noop.to_str().unwrap();
+    for args in [
+        vec!["job", "run-script", p],                                        // no --room
+        vec!["job", "run-script", p, "--room", ""],                          // empty room
+        vec!["job", "run-script", p, "--room", "r", "--shutdown-grace", "x"], // bad duration
+        vec!["job", "run-script", p, "--room", "r", "--url", "127.0.0.1:7880"], // no scheme
+        vec!["job", "frobnicate"],
+    ] {
+        let out = run_lk_go(&args, &[], LIMIT);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {err}");
+        let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("lk-go: error:")).collect();
+        assert_eq!(lines.len(), 1, "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn deadline_exceeded_is_124_and_hooks_run_once() {
+    let out = run_lk_go(
+        &["job", "run-script", plugin("event_logger").to_str().unwrap(), "--room", "r", "--detached", "--max-duration", "300ms"],
+        &[],
+        LIMIT,
+    );
+    assert_eq!(out.status.code(), Some(124), "{}", stderr(&out));
+    let text = stdout(&out);
+    let hooks: Vec<&str> = text.lines().filter(|l| l.contains("\"event\":\"shutdown\"")).collect();
+    assert_eq!(hooks.len(), 1, "{text}");
+    assert!(hooks[0].contains("deadline_exceeded"), "{text}");
+}
+
+#[test]
+fn plugin_ignoring_shutdown_gets_the_grace_code_75() {
+    let t = Instant::now();
+    let out = run_lk_go(
+        &[
+            "job", "run-script", plugin("stubborn").to_str().unwrap(), "--room", "r", "--detached",
+            "--max-duration", "200ms", "--shutdown-grace", "500ms",
+        ],
+        &[],
+        LIMIT,
+    );
+    assert_eq!(out.status.code(), Some(75), "{}", stderr(&out));
+    assert!(t.elapsed() < Duration::from_secs(10), "did not wait for the 60 s sleep");
+    assert!(stderr(&out).contains("did not return within the shutdown grace period"));
+}
+
+fn spawn_lk_go(args: &[&str]) -> std::process::Child {
+    Command::new(lk_go_bin())
+        .args(args)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn send_signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill").args([sig, &pid.to_string()]).status().unwrap().success();
+    assert!(ok, "kill {sig} {pid}");
+}
+
+#[test]
+fn sigint_runs_the_cascade_and_exits_130() {
+    let child = spawn_lk_go(&["job", "run-script", plugin("event_logger").to_str().unwrap(), "--room", "r", "--detached"]);
+    std::thread::sleep(Duration::from_millis(700));
+    send_signal(child.id(), "-INT");
+    let out = wait_output(child, LIMIT);
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    let text = stdout(&out);
+    let hooks: Vec<&str> = text.lines().filter(|l| l.contains("\"event\":\"shutdown\"")).collect();
+    assert_eq!(hooks.len(), 1, "{text}");
+    assert!(hooks[0].contains("signal_sigint"), "{text}");
+    assert!(stderr(&out).contains("stage=\"room_leave\""), "cascade logged: {}", stderr(&out));
+}
+
+#[test]
+fn sigterm_exits_143_and_a_second_signal_exits_at_once() {
+    let child = spawn_lk_go(&["job", "run-script", plugin("event_logger").to_str().unwrap(), "--room", "r", "--detached"]);
+    std::thread::sleep(Duration::from_millis(700));
+    send_signal(child.id(), "-TERM");
+    let out = wait_output(child, LIMIT);
+    assert_eq!(out.status.code(), Some(143), "{}", stderr(&out));
+
+    // The stubborn plugin ignores shutdown; the grace is 20 s, but a second
+    // SIGINT must end the process at once.
+    let child = spawn_lk_go(&[
+        "job", "run-script", plugin("stubborn").to_str().unwrap(), "--room", "r", "--detached", "--shutdown-grace", "20s",
+    ]);
+    std::thread::sleep(Duration::from_millis(700));
+    let pid = child.id();
+    send_signal(pid, "-INT");
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    send_signal(pid, "-INT");
+    let out = wait_output(child, LIMIT);
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert!(t.elapsed() < Duration::from_secs(5), "second signal took {:?}", t.elapsed());
+    assert!(stderr(&out).contains("exiting at once"));
+}
+
+#[test]
+fn nothing_listening_is_server_unavailable_within_10s() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("ws://127.0.0.1:{port}");
+    let t = Instant::now();
+    let out = run_lk_go(&["job", "run-script", plugin("noop").to_str().unwrap(), "--room", "r", "--url", &url], &[], LIMIT);
+    assert_eq!(out.status.code(), Some(69), "{}", stderr(&out));
+    assert!(t.elapsed() < Duration::from_secs(10), "took {:?}", t.elapsed());
+    let err = stderr(&out);
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("lk-go: error:")).collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(lines[0].contains("unreachable"), "{err}");
+}
