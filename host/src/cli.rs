@@ -27,7 +27,11 @@ pub const DEV_API_KEY: &str = "devkey";
 pub const DEV_API_SECRET: &str = "secret";
 
 #[derive(Parser, Debug)]
-#[command(name = "lk-go", version, about = "Run LiveKit agent jobs as native plugins")]
+#[command(
+    name = "lk-go",
+    version,
+    about = "Run LiveKit agent jobs as native plugins"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -46,7 +50,7 @@ pub enum Command {
 #[derive(Subcommand, Debug)]
 pub enum JobCommand {
     /// Join a room, run one plugin in it, exit with the plugin's code.
-    RunScript(RunScriptArgs),
+    RunScript(Box<RunScriptArgs>),
 }
 
 #[derive(Subcommand, Debug)]
@@ -185,9 +189,18 @@ pub fn main() -> i32 {
         Ok(cli) => cli,
         Err(e) => {
             use clap::error::ErrorKind;
-            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand) {
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
                 let _ = e.print();
-                return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand { exit::USAGE } else { exit::OK };
+                return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                    exit::USAGE
+                } else {
+                    exit::OK
+                };
             }
             let rendered = e.render().to_string();
             let first = rendered.lines().next().unwrap_or("invalid arguments");
@@ -197,7 +210,7 @@ pub fn main() -> i32 {
     };
     match cli.command {
         Command::Plugin(PluginCommand::Inspect { plugin }) => inspect(&plugin),
-        Command::Job(JobCommand::RunScript(args)) => run_script(args),
+        Command::Job(JobCommand::RunScript(args)) => run_script(*args),
     }
 }
 
@@ -219,8 +232,15 @@ fn inspect(path: &std::path::Path) -> i32 {
     }
 }
 
+/// Shortest `--liveness-timeout` accepted: the session pings three times per
+/// window, and a loopback round trip must fit comfortably in a third of it.
+pub const MIN_LIVENESS_TIMEOUT: Duration = Duration::from_secs(1);
+
 fn run_script(args: RunScriptArgs) -> i32 {
     init_logging(args.log_format);
+    if args.liveness_timeout < MIN_LIVENESS_TIMEOUT {
+        return fail(exit::USAGE, "--liveness-timeout must be at least 1s");
+    }
     let job = match Job::new(JobConfig {
         id: args.job_id.clone(),
         room_name: args.room.clone(),
@@ -272,11 +292,19 @@ fn run_script(args: RunScriptArgs) -> i32 {
         .build()
     {
         Ok(rt) => rt,
-        Err(e) => return fail(exit::INTERNAL, format!("could not start the async runtime: {e}")),
+        Err(e) => {
+            return fail(
+                exit::INTERNAL,
+                format!("could not start the async runtime: {e}"),
+            )
+        }
     };
     let code = rt.block_on(async {
         if let Err(e) = install_signal_handlers(job.context.clone()) {
-            return fail(exit::INTERNAL, format!("could not install signal handlers: {e}"));
+            return fail(
+                exit::INTERNAL,
+                format!("could not install signal handlers: {e}"),
+            );
         }
         match run_job(job, connector.as_ref(), &options).await {
             Ok(outcome) => outcome.exit_code,
@@ -303,7 +331,10 @@ fn install_signal_handlers(ctx: JobContext) -> std::io::Result<()> {
             _ = int.recv() => ("SIGINT", exit::SIGINT),
             _ = term.recv() => ("SIGTERM", exit::SIGTERM),
         };
-        eprintln!("lk-go: received {} during shutdown; exiting at once", second.0);
+        eprintln!(
+            "lk-go: received {} during shutdown; exiting at once",
+            second.0
+        );
         std::process::exit(second.1);
     });
     Ok(())
@@ -327,7 +358,14 @@ mod tests {
     #[test]
     fn secret_never_appears_in_debug_output() {
         let cli = Cli::try_parse_from([
-            "lk-go", "job", "run-script", "./x.so", "--room", "r", "--api-secret", "hunter2-very-secret",
+            "lk-go",
+            "job",
+            "run-script",
+            "./x.so",
+            "--room",
+            "r",
+            "--api-secret",
+            "hunter2-very-secret",
         ])
         .unwrap();
         let Command::Job(JobCommand::RunScript(args)) = cli.command else {
@@ -339,7 +377,15 @@ mod tests {
 
     #[test]
     fn defaults_target_a_local_dev_server() {
-        let cli = Cli::try_parse_from(["lk-go", "job", "run-script", "./libnoop.so", "--room", "test"]).unwrap();
+        let cli = Cli::try_parse_from([
+            "lk-go",
+            "job",
+            "run-script",
+            "./libnoop.so",
+            "--room",
+            "test",
+        ])
+        .unwrap();
         let Command::Job(JobCommand::RunScript(args)) = cli.command else {
             panic!("wrong command")
         };

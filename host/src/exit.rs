@@ -129,7 +129,10 @@ mod tests {
         assert_eq!(for_job(ShutdownReason::DeadlineExceeded, Some(0)), 124);
         assert_eq!(for_job(ShutdownReason::SignalSigint, None), 75);
         assert_eq!(
-            for_job(ShutdownReason::SignalSigint, Some(lk_plugin_api::abi::LK_RUN_PANICKED)),
+            for_job(
+                ShutdownReason::SignalSigint,
+                Some(lk_plugin_api::abi::LK_RUN_PANICKED)
+            ),
             70
         );
     }

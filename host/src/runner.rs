@@ -109,9 +109,17 @@ async fn stage<F: Future<Output = ()>>(name: &str, deadline: Duration, fut: F) -
     let done = tokio::time::timeout(deadline, fut).await.is_ok();
     let took = started.elapsed();
     if done {
-        tracing::info!(stage = name, elapsed_ms = took.as_millis() as u64, "cascade stage done");
+        tracing::info!(
+            stage = name,
+            elapsed_ms = took.as_millis() as u64,
+            "cascade stage done"
+        );
     } else {
-        tracing::warn!(stage = name, deadline_ms = deadline.as_millis() as u64, "cascade stage hit its deadline; moving on");
+        tracing::warn!(
+            stage = name,
+            deadline_ms = deadline.as_millis() as u64,
+            "cascade stage hit its deadline; moving on"
+        );
     }
     took
 }
@@ -171,7 +179,11 @@ pub async fn run_job(
     } else {
         let run = plugin.run;
         let thread_handle = handle.clone();
-        tracing::info!(event = "plugin_run_entered", elapsed_us = run_entered_after.as_micros() as u64, "calling plugin run");
+        tracing::info!(
+            event = "plugin_run_entered",
+            elapsed_us = run_entered_after.as_micros() as u64,
+            "calling plugin run"
+        );
         std::thread::Builder::new()
             .name("lk-plugin-run".into())
             .spawn(move || {
@@ -235,7 +247,12 @@ pub async fn run_job(
         room_leave: stage("room_leave", options.cascade.room_leave, room.leave()).await,
         ..Default::default()
     };
-    stages.tracks_close = stage("tracks_close", options.cascade.tracks_close, room.close_tracks()).await;
+    stages.tracks_close = stage(
+        "tracks_close",
+        options.cascade.tracks_close,
+        room.close_tracks(),
+    )
+    .await;
 
     let hook_ctx = ctx.clone();
     let hooks_started = Instant::now();
@@ -243,22 +260,40 @@ pub async fn run_job(
         .await
         .map_err(|e| RunError::Internal(format!("hook stage failed: {e}")))?;
     stages.hooks = hooks_started.elapsed();
-    tracing::info!(stage = "hooks", elapsed_ms = stages.hooks.as_millis() as u64, completed = hooks.completed, panicked = hooks.panicked.len(), overran = hooks.overran.len(), "cascade stage done");
+    tracing::info!(
+        stage = "hooks",
+        elapsed_ms = stages.hooks.as_millis() as u64,
+        completed = hooks.completed,
+        panicked = hooks.panicked.len(),
+        overran = hooks.overran.len(),
+        "cascade stage done"
+    );
 
     if plugin_code.is_none() {
         let waited = Instant::now();
         match tokio::time::timeout(options.cascade.plugin_grace, &mut code_rx).await {
             Ok(code) => plugin_code = Some(code.unwrap_or(LK_RUN_PANICKED)),
-            Err(_) => tracing::error!(grace_ms = options.cascade.plugin_grace.as_millis() as u64, "plugin did not return within the shutdown grace period"),
+            Err(_) => tracing::error!(
+                grace_ms = options.cascade.plugin_grace.as_millis() as u64,
+                "plugin did not return within the shutdown grace period"
+            ),
         }
         stages.plugin_wait = waited.elapsed();
-        tracing::info!(stage = "plugin_wait", elapsed_ms = stages.plugin_wait.as_millis() as u64, "cascade stage done");
+        tracing::info!(
+            stage = "plugin_wait",
+            elapsed_ms = stages.plugin_wait.as_millis() as u64,
+            "cascade stage done"
+        );
     }
 
     let exit_code = exit::for_job(info.reason, plugin_code);
     if let Some(code) = plugin_code {
         if code != LK_RUN_PANICKED && !(0..=255).contains(&code) {
-            tracing::warn!(code, "plugin returned a code outside 0-255; exiting with {}", exit::PLUGIN_CODE_OUT_OF_RANGE);
+            tracing::warn!(
+                code,
+                "plugin returned a code outside 0-255; exiting with {}",
+                exit::PLUGIN_CODE_OUT_OF_RANGE
+            );
         }
     }
     tracing::info!(reason = %info.reason, exit_code, cascade_ms = cascade_started.elapsed().as_millis() as u64, "job finished");

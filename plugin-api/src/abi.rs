@@ -195,7 +195,8 @@ pub struct LkHostApi {
         missed: *mut u64,
     ) -> i32,
     pub event_release: unsafe extern "C" fn(job: *const LkJob, event: *mut LkEvent),
-    pub log: unsafe extern "C" fn(job: *const LkJob, level: i32, msg: *const c_char, msg_len: usize),
+    pub log:
+        unsafe extern "C" fn(job: *const LkJob, level: i32, msg: *const c_char, msg_len: usize),
 
     // ---- 1.1 ----
     pub participant_identity: unsafe extern "C" fn(job: *const LkJob) -> LkStr,

@@ -260,15 +260,10 @@ impl JobContext {
     where
         F: FnOnce(&ShutdownInfo) + Send + 'static,
     {
-        let boxed: Box<Box<dyn FnOnce(&ShutdownInfo) + Send>> = Box::new(Box::new(hook));
+        let boxed: Box<BoxedHook> = Box::new(Box::new(hook));
         let user_data = Box::into_raw(boxed) as *mut c_void;
         unsafe {
-            (self.api.on_shutdown)(
-                self.job,
-                Some(hook_trampoline),
-                user_data,
-                Some(hook_free),
-            );
+            (self.api.on_shutdown)(self.job, Some(hook_trampoline), user_data, Some(hook_free));
         }
     }
 

@@ -27,7 +27,13 @@ pub fn workspace_root() -> PathBuf {
 pub fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .map(|p| if p.is_absolute() { p } else { workspace_root().join(p) })
+        .map(|p| {
+            if p.is_absolute() {
+                p
+            } else {
+                workspace_root().join(p)
+            }
+        })
         .unwrap_or_else(|| workspace_root().join("target"))
 }
 
@@ -54,7 +60,11 @@ pub fn lk_go_bin() -> PathBuf {
     let p = std::env::var_os("LK_GO_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| target_dir().join("debug").join("lk-go"));
-    assert!(p.is_file(), "{} is missing; run `cargo build -p lk-go` first", p.display());
+    assert!(
+        p.is_file(),
+        "{} is missing; run `cargo build -p lk-go` first",
+        p.display()
+    );
     p
 }
 
@@ -134,7 +144,8 @@ fn free_udp_port() -> u16 {
 pub fn http_status(port: u16) -> Option<u16> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    s.write_all(b"GET / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    s.write_all(b"GET / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .ok()?;
     let mut buf = [0u8; 64];
     let n = s.read(&mut buf).ok()?;
     let head = String::from_utf8_lossy(&buf[..n]);
@@ -146,10 +157,17 @@ pub fn http_status(port: u16) -> Option<u16> {
 pub fn livekit_server_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("LIVEKIT_SERVER_BIN") {
         let p = PathBuf::from(p);
-        assert!(p.is_file(), "LIVEKIT_SERVER_BIN={} does not exist", p.display());
+        assert!(
+            p.is_file(),
+            "LIVEKIT_SERVER_BIN={} does not exist",
+            p.display()
+        );
         return p;
     }
-    let cached = target_dir().join("livekit").join("bin").join("livekit-server");
+    let cached = target_dir()
+        .join("livekit")
+        .join("bin")
+        .join("livekit-server");
     if cached.is_file() {
         return cached;
     }
@@ -186,7 +204,10 @@ impl LiveKitServer {
             .replace("port: 7880", &format!("port: {http_port}"))
             .replace("tcp_port: 7881", &format!("tcp_port: {tcp_port}"))
             .replace("udp_port: 7882", &format!("udp_port: {udp_port}"));
-        assert!(config.contains(&format!("port: {http_port}")), "livekit.yaml lost its port line");
+        assert!(
+            config.contains(&format!("port: {http_port}")),
+            "livekit.yaml lost its port line"
+        );
         let dir = target_dir().join("livekit").join("run");
         std::fs::create_dir_all(&dir).expect("create target/livekit/run");
         let config_path = dir.join(format!("livekit-{http_port}.yaml"));

@@ -16,9 +16,22 @@ fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-fn run_in(server: &LiveKitServer, plugin_file: &str, room: &str, extra: &[&str]) -> std::process::Output {
+fn run_in(
+    server: &LiveKitServer,
+    plugin_file: &str,
+    room: &str,
+    extra: &[&str],
+) -> std::process::Output {
     let p = plugin(plugin_file);
-    let mut args = vec!["job", "run-script", p.to_str().unwrap(), "--room", room, "--url", &server.url];
+    let mut args = vec![
+        "job",
+        "run-script",
+        p.to_str().unwrap(),
+        "--room",
+        room,
+        "--url",
+        &server.url,
+    ];
     args.extend_from_slice(extra);
     run_lk_go(&args, &[], LIMIT)
 }
@@ -55,7 +68,11 @@ impl LoggerJob {
         // Drain stderr so the pipe never fills.
         let stderr = child.stderr.take().unwrap();
         std::thread::spawn(move || for _ in BufReader::new(stderr).lines() {});
-        LoggerJob { child, lines: rx, seen: Vec::new() }
+        LoggerJob {
+            child,
+            lines: rx,
+            seen: Vec::new(),
+        }
     }
 
     /// Waits for a stdout line containing all of `needles`; returns it.
@@ -70,7 +87,10 @@ impl LoggerJob {
                         return line;
                     }
                 }
-                Err(_) => panic!("no line with {needles:?} within {within:?}; saw: {:#?}", self.seen),
+                Err(_) => panic!(
+                    "no line with {needles:?} within {within:?}; saw: {:#?}",
+                    self.seen
+                ),
             }
         }
     }
@@ -83,7 +103,10 @@ impl LoggerJob {
             }
             if Instant::now() > deadline {
                 let _ = self.child.kill();
-                panic!("lk-go did not exit within {within:?}; saw: {:#?}", self.seen);
+                panic!(
+                    "lk-go did not exit within {within:?}; saw: {:#?}",
+                    self.seen
+                );
             }
             std::thread::sleep(Duration::from_millis(5));
         };
@@ -114,7 +137,10 @@ fn plugin_exit_code_is_the_process_exit_code() {
 #[test]
 fn c_and_go_plugins_run_in_a_real_room() {
     let server = LiveKitServer::start();
-    for (p, needle) in [("c_noop", "c-noop plugin running job"), ("go_noop", "go-noop plugin running job")] {
+    for (p, needle) in [
+        ("c_noop", "c-noop plugin running job"),
+        ("go_noop", "go-noop plugin running job"),
+    ] {
         let out = run_in(&server, p, "polyglot", &[]);
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(0), "{p}: {err}");
@@ -127,15 +153,39 @@ fn participant_joined_and_left_are_seen_then_sigint_cascades() {
     let server = LiveKitServer::start();
     let mut job = LoggerJob::start(&server, "lobby", &[]);
     std::thread::sleep(Duration::from_millis(500));
-    let visitor = run_in(&server, "event_logger", "lobby", &["--identity", "visitor", "--max-duration", "1s"]);
+    let visitor = run_in(
+        &server,
+        "event_logger",
+        "lobby",
+        &["--identity", "visitor", "--max-duration", "3s"],
+    );
     assert_eq!(visitor.status.code(), Some(124), "{}", stderr(&visitor));
-    job.expect_line(&["\"event\":\"participant_joined\"", "\"participant_identity\":\"visitor\""], Duration::from_secs(10));
-    job.expect_line(&["\"event\":\"participant_left\"", "\"participant_identity\":\"visitor\""], Duration::from_secs(10));
-    let ok = Command::new("kill").args(["-INT", &job.child.id().to_string()]).status().unwrap().success();
+    job.expect_line(
+        &[
+            "\"event\":\"participant_joined\"",
+            "\"participant_identity\":\"visitor\"",
+        ],
+        Duration::from_secs(10),
+    );
+    job.expect_line(
+        &[
+            "\"event\":\"participant_left\"",
+            "\"participant_identity\":\"visitor\"",
+        ],
+        Duration::from_secs(10),
+    );
+    let ok = Command::new("kill")
+        .args(["-INT", &job.child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
     assert!(ok);
     let (code, lines) = job.exit_code(LIMIT);
     assert_eq!(code, Some(130), "{lines:#?}");
-    let hooks: Vec<&String> = lines.iter().filter(|l| l.contains("\"event\":\"shutdown\"")).collect();
+    let hooks: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("\"event\":\"shutdown\""))
+        .collect();
     assert_eq!(hooks.len(), 1, "{lines:#?}");
     assert!(hooks[0].contains("signal_sigint"));
 }
@@ -158,11 +208,22 @@ fn server_killed_mid_job_shuts_down_within_2s_hooks_once() {
         exited_after.as_millis()
     );
     assert!(hook.contains("server_unreachable"), "{hook}");
-    assert!(hook_after < Duration::from_secs(2), "hook ran {hook_after:?} after the kill");
+    assert!(
+        hook_after < Duration::from_secs(2),
+        "hook ran {hook_after:?} after the kill"
+    );
     assert_eq!(code, Some(69), "{lines:#?}");
-    let hooks = lines.iter().filter(|l| l.contains("\"event\":\"shutdown\"")).count();
+    let hooks = lines
+        .iter()
+        .filter(|l| l.contains("\"event\":\"shutdown\""))
+        .count();
     assert_eq!(hooks, 1, "hooks ran exactly once: {lines:#?}");
-    assert!(lines.iter().any(|l| l.contains("\"event\":\"disconnected\"")), "{lines:#?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("\"event\":\"disconnected\"")),
+        "{lines:#?}"
+    );
 }
 
 #[test]
@@ -171,18 +232,45 @@ fn frozen_server_is_detected_by_the_liveness_timeout() {
     let job = LoggerJob::start(&server, "frozen", &["--liveness-timeout", "2s"]);
     std::thread::sleep(Duration::from_millis(1500));
     let pid = server.pid().to_string();
-    assert!(Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap()
+        .success());
     let frozen = Instant::now();
     let (code, lines) = job.exit_code(LIMIT);
     let took = frozen.elapsed();
     let _ = Command::new("kill").args(["-CONT", &pid]).status();
-    eprintln!("MEASURED server SIGSTOP -> job exited: {} ms (liveness timeout 2 s)", took.as_millis());
+    eprintln!(
+        "MEASURED server SIGSTOP -> job exited: {} ms (liveness timeout 2 s)",
+        took.as_millis()
+    );
     assert_eq!(code, Some(69), "{lines:#?}");
     assert!(took < Duration::from_secs(15), "took {took:?}");
     assert!(
-        lines.iter().any(|l| l.contains("\"event\":\"shutdown\"") && l.contains("server_unreachable")),
+        took >= Duration::from_millis(500),
+        "detected before the server could be missed: {took:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("\"event\":\"shutdown\"") && l.contains("server_unreachable")),
         "{lines:#?}"
     );
+}
+
+#[test]
+fn healthy_server_is_not_mistaken_for_a_dead_one() {
+    // A liveness timeout shorter than the server's 5 s ping interval must not
+    // fire while the server is fine: the job runs until its deadline (124).
+    let server = LiveKitServer::start();
+    let out = run_in(
+        &server,
+        "event_logger",
+        "healthy",
+        &["--liveness-timeout", "1s", "--max-duration", "4s"],
+    );
+    assert_eq!(out.status.code(), Some(124), "{}", stderr(&out));
 }
 
 #[test]
@@ -192,14 +280,25 @@ fn wrong_api_secret_is_auth_refused_77_and_secret_not_printed() {
     let out = run_in(&server, "noop", "auth", &["--api-secret", secret]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(77), "{err}");
-    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("lk-go: error:")).collect();
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("lk-go: error:"))
+        .collect();
     assert_eq!(lines.len(), 1, "{err}");
     assert!(!err.contains(secret), "the secret leaked: {err}");
 
     // The same through the environment, as documented.
     let p = plugin("noop");
     let out = run_lk_go(
-        &["job", "run-script", p.to_str().unwrap(), "--room", "auth", "--url", &server.url],
+        &[
+            "job",
+            "run-script",
+            p.to_str().unwrap(),
+            "--room",
+            "auth",
+            "--url",
+            &server.url,
+        ],
         &[("LIVEKIT_API_SECRET", secret)],
         LIMIT,
     );
@@ -212,7 +311,11 @@ fn sigterm_in_a_real_room_exits_143() {
     let server = LiveKitServer::start();
     let mut job = LoggerJob::start(&server, "term", &[]);
     std::thread::sleep(Duration::from_millis(1000));
-    assert!(Command::new("kill").args(["-TERM", &job.child.id().to_string()]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-TERM", &job.child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
     let hook = job.expect_line(&["\"event\":\"shutdown\""], Duration::from_secs(10));
     assert!(hook.contains("signal_sigterm"), "{hook}");
     let (code, lines) = job.exit_code(LIMIT);

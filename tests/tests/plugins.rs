@@ -32,11 +32,25 @@ fn assert_load_failure(path: &Path, code: i32, needle: &str) {
     ] {
         let out = run_lk_go(&args, &[], LIMIT);
         let err = stderr(&out);
-        let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("lk-go: error:")).collect();
+        let lines: Vec<&str> = err
+            .lines()
+            .filter(|l| l.starts_with("lk-go: error:"))
+            .collect();
         assert_eq!(out.status.code(), Some(code), "{args:?}: stderr: {err}");
-        assert_eq!(lines.len(), 1, "{args:?}: one error line expected, got: {err}");
-        assert!(lines[0].contains(needle), "{args:?}: {:?} lacks {needle:?}", lines[0]);
-        assert!(!err.contains("panicked") && !err.contains("backtrace"), "{err}");
+        assert_eq!(
+            lines.len(),
+            1,
+            "{args:?}: one error line expected, got: {err}"
+        );
+        assert!(
+            lines[0].contains(needle),
+            "{args:?}: {:?} lacks {needle:?}",
+            lines[0]
+        );
+        assert!(
+            !err.contains("panicked") && !err.contains("backtrace"),
+            "{err}"
+        );
     }
 }
 
@@ -51,7 +65,11 @@ fn inspect_accepts_every_example_plugin() {
         ("go_noop", "go-noop", "1.1"),
         ("abi_1_0", "abi-1.0", "1.0"),
     ] {
-        let out = run_lk_go(&["plugin", "inspect", plugin(file).to_str().unwrap()], &[], LIMIT);
+        let out = run_lk_go(
+            &["plugin", "inspect", plugin(file).to_str().unwrap()],
+            &[],
+            LIMIT,
+        );
         let text = stdout(&out);
         assert_eq!(out.status.code(), Some(0), "{file}: {}", stderr(&out));
         assert!(text.contains(&format!("name: {name}\n")), "{text}");
@@ -73,10 +91,18 @@ fn loader_failure_matrix_one_line_each_with_its_code() {
     assert_load_failure(&empty, 65, "is empty");
     assert_load_failure(&fixtures, 65, "is a directory");
     assert_load_failure(&lk_go_bin(), 65, "not a shared library");
-    assert_load_failure(&plugin("broken_missing_entry"), 80, "missing entry symbol `lk_plugin_entry`");
+    assert_load_failure(
+        &plugin("broken_missing_entry"),
+        80,
+        "missing entry symbol `lk_plugin_entry`",
+    );
     assert_load_failure(&plugin("broken_bad_magic"), 81, "bad magic 0xdeadbeef");
     assert_load_failure(&plugin("broken_major"), 82, "plugin ABI 2.1, host ABI 1.1");
-    assert_load_failure(&plugin("broken_too_new"), 83, "plugin ABI 1.99, host ABI 1.1");
+    assert_load_failure(
+        &plugin("broken_too_new"),
+        83,
+        "plugin ABI 1.99, host ABI 1.1",
+    );
     assert_load_failure(&plugin("broken_null_run"), 84, "run entrypoint is NULL");
     assert_load_failure(&plugin("broken_null_desc"), 84, "returned NULL");
 }
@@ -105,12 +131,21 @@ async fn run_detached(plugin_file: &str, metadata: &str) -> lk_go::JobOutcome {
         cascade: CascadeTimeouts::default(),
         max_duration: None,
     };
-    run_job(job, &DetachedConnector, &options).await.expect("job runs")
+    run_job(job, &DetachedConnector, &options)
+        .await
+        .expect("job runs")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_job_mirrors_the_plugin_exit_code() {
-    for (metadata, expected) in [("0", 0), ("42", 42), ("255", 255), ("256", 1), ("-3", 1), ("oops", 1)] {
+    for (metadata, expected) in [
+        ("0", 0),
+        ("42", 42),
+        ("255", 255),
+        ("256", 1),
+        ("-3", 1),
+        ("oops", 1),
+    ] {
         let outcome = run_detached("exit_code", metadata).await;
         assert_eq!(outcome.exit_code, expected, "metadata {metadata}");
         assert_eq!(outcome.shutdown.reason.to_string(), "plugin_returned");
@@ -129,21 +164,55 @@ async fn run_job_mirrors_the_plugin_exit_code() {
 #[test]
 fn cli_mirrors_codes_and_reports_panics_in_one_line() {
     let code = run_lk_go(
-        &["job", "run-script", plugin("exit_code").to_str().unwrap(), "--room", "r", "--detached", "--metadata", "42"],
+        &[
+            "job",
+            "run-script",
+            plugin("exit_code").to_str().unwrap(),
+            "--room",
+            "r",
+            "--detached",
+            "--metadata",
+            "42",
+        ],
         &[],
         LIMIT,
     );
     assert_eq!(code.status.code(), Some(42), "{}", stderr(&code));
 
-    let out = run_lk_go(&["job", "run-script", plugin("panic").to_str().unwrap(), "--room", "r", "--detached"], &[], LIMIT);
+    let out = run_lk_go(
+        &[
+            "job",
+            "run-script",
+            plugin("panic").to_str().unwrap(),
+            "--room",
+            "r",
+            "--detached",
+        ],
+        &[],
+        LIMIT,
+    );
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(70), "{err}");
     let panic_lines: Vec<&str> = err.lines().filter(|l| l.contains("run panicked")).collect();
     assert_eq!(panic_lines.len(), 1, "{err}");
     assert!(panic_lines[0].contains("panics on purpose"), "{err}");
-    assert!(!err.contains("RUST_BACKTRACE"), "no default panic output: {err}");
+    assert!(
+        !err.contains("RUST_BACKTRACE"),
+        "no default panic output: {err}"
+    );
 
-    let abi10 = run_lk_go(&["job", "run-script", plugin("abi_1_0").to_str().unwrap(), "--room", "r", "--detached"], &[], LIMIT);
+    let abi10 = run_lk_go(
+        &[
+            "job",
+            "run-script",
+            plugin("abi_1_0").to_str().unwrap(),
+            "--room",
+            "r",
+            "--detached",
+        ],
+        &[],
+        LIMIT,
+    );
     assert_eq!(abi10.status.code(), Some(0), "{}", stderr(&abi10));
     assert!(stderr(&abi10).contains("abi-1.0 plugin ran on a newer host"));
 }
@@ -153,16 +222,35 @@ fn usage_errors_are_one_line_with_code_64() {
     let noop = plugin("noop");
     let p = noop.to_str().unwrap();
     for args in [
-        vec!["job", "run-script", p],                                        // no --room
-        vec!["job", "run-script", p, "--room", ""],                          // empty room
-        vec!["job", "run-script", p, "--room", "r", "--shutdown-grace", "x"], // bad duration
-        vec!["job", "run-script", p, "--room", "r", "--url", "127.0.0.1:7880"], // no scheme
+        vec!["job", "run-script", p],               // no --room
+        vec!["job", "run-script", p, "--room", ""], // empty room
+        vec![
+            "job",
+            "run-script",
+            p,
+            "--room",
+            "r",
+            "--shutdown-grace",
+            "x",
+        ], // bad duration
+        vec![
+            "job",
+            "run-script",
+            p,
+            "--room",
+            "r",
+            "--url",
+            "127.0.0.1:7880",
+        ], // no scheme
         vec!["job", "frobnicate"],
     ] {
         let out = run_lk_go(&args, &[], LIMIT);
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(64), "{args:?}: {err}");
-        let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("lk-go: error:")).collect();
+        let lines: Vec<&str> = err
+            .lines()
+            .filter(|l| l.starts_with("lk-go: error:"))
+            .collect();
         assert_eq!(lines.len(), 1, "{args:?}: {err}");
     }
 }
@@ -170,13 +258,25 @@ fn usage_errors_are_one_line_with_code_64() {
 #[test]
 fn deadline_exceeded_is_124_and_hooks_run_once() {
     let out = run_lk_go(
-        &["job", "run-script", plugin("event_logger").to_str().unwrap(), "--room", "r", "--detached", "--max-duration", "300ms"],
+        &[
+            "job",
+            "run-script",
+            plugin("event_logger").to_str().unwrap(),
+            "--room",
+            "r",
+            "--detached",
+            "--max-duration",
+            "300ms",
+        ],
         &[],
         LIMIT,
     );
     assert_eq!(out.status.code(), Some(124), "{}", stderr(&out));
     let text = stdout(&out);
-    let hooks: Vec<&str> = text.lines().filter(|l| l.contains("\"event\":\"shutdown\"")).collect();
+    let hooks: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("\"event\":\"shutdown\""))
+        .collect();
     assert_eq!(hooks.len(), 1, "{text}");
     assert!(hooks[0].contains("deadline_exceeded"), "{text}");
 }
@@ -186,14 +286,25 @@ fn plugin_ignoring_shutdown_gets_the_grace_code_75() {
     let t = Instant::now();
     let out = run_lk_go(
         &[
-            "job", "run-script", plugin("stubborn").to_str().unwrap(), "--room", "r", "--detached",
-            "--max-duration", "200ms", "--shutdown-grace", "500ms",
+            "job",
+            "run-script",
+            plugin("stubborn").to_str().unwrap(),
+            "--room",
+            "r",
+            "--detached",
+            "--max-duration",
+            "200ms",
+            "--shutdown-grace",
+            "500ms",
         ],
         &[],
         LIMIT,
     );
     assert_eq!(out.status.code(), Some(75), "{}", stderr(&out));
-    assert!(t.elapsed() < Duration::from_secs(10), "did not wait for the 60 s sleep");
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "did not wait for the 60 s sleep"
+    );
     assert!(stderr(&out).contains("did not return within the shutdown grace period"));
 }
 
@@ -209,27 +320,52 @@ fn spawn_lk_go(args: &[&str]) -> std::process::Child {
 }
 
 fn send_signal(pid: u32, sig: &str) {
-    let ok = Command::new("kill").args([sig, &pid.to_string()]).status().unwrap().success();
+    let ok = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
     assert!(ok, "kill {sig} {pid}");
 }
 
 #[test]
 fn sigint_runs_the_cascade_and_exits_130() {
-    let child = spawn_lk_go(&["job", "run-script", plugin("event_logger").to_str().unwrap(), "--room", "r", "--detached"]);
+    let child = spawn_lk_go(&[
+        "job",
+        "run-script",
+        plugin("event_logger").to_str().unwrap(),
+        "--room",
+        "r",
+        "--detached",
+    ]);
     std::thread::sleep(Duration::from_millis(700));
     send_signal(child.id(), "-INT");
     let out = wait_output(child, LIMIT);
     assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
     let text = stdout(&out);
-    let hooks: Vec<&str> = text.lines().filter(|l| l.contains("\"event\":\"shutdown\"")).collect();
+    let hooks: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("\"event\":\"shutdown\""))
+        .collect();
     assert_eq!(hooks.len(), 1, "{text}");
     assert!(hooks[0].contains("signal_sigint"), "{text}");
-    assert!(stderr(&out).contains("stage=\"room_leave\""), "cascade logged: {}", stderr(&out));
+    assert!(
+        stderr(&out).contains("stage=\"room_leave\""),
+        "cascade logged: {}",
+        stderr(&out)
+    );
 }
 
 #[test]
 fn sigterm_exits_143_and_a_second_signal_exits_at_once() {
-    let child = spawn_lk_go(&["job", "run-script", plugin("event_logger").to_str().unwrap(), "--room", "r", "--detached"]);
+    let child = spawn_lk_go(&[
+        "job",
+        "run-script",
+        plugin("event_logger").to_str().unwrap(),
+        "--room",
+        "r",
+        "--detached",
+    ]);
     std::thread::sleep(Duration::from_millis(700));
     send_signal(child.id(), "-TERM");
     let out = wait_output(child, LIMIT);
@@ -238,7 +374,14 @@ fn sigterm_exits_143_and_a_second_signal_exits_at_once() {
     // The stubborn plugin ignores shutdown; the grace is 20 s, but a second
     // SIGINT must end the process at once.
     let child = spawn_lk_go(&[
-        "job", "run-script", plugin("stubborn").to_str().unwrap(), "--room", "r", "--detached", "--shutdown-grace", "20s",
+        "job",
+        "run-script",
+        plugin("stubborn").to_str().unwrap(),
+        "--room",
+        "r",
+        "--detached",
+        "--shutdown-grace",
+        "20s",
     ]);
     std::thread::sleep(Duration::from_millis(700));
     let pid = child.id();
@@ -248,20 +391,47 @@ fn sigterm_exits_143_and_a_second_signal_exits_at_once() {
     send_signal(pid, "-INT");
     let out = wait_output(child, LIMIT);
     assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
-    assert!(t.elapsed() < Duration::from_secs(5), "second signal took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "second signal took {:?}",
+        t.elapsed()
+    );
     assert!(stderr(&out).contains("exiting at once"));
 }
 
 #[test]
 fn nothing_listening_is_server_unavailable_within_10s() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let url = format!("ws://127.0.0.1:{port}");
     let t = Instant::now();
-    let out = run_lk_go(&["job", "run-script", plugin("noop").to_str().unwrap(), "--room", "r", "--url", &url], &[], LIMIT);
+    let out = run_lk_go(
+        &[
+            "job",
+            "run-script",
+            plugin("noop").to_str().unwrap(),
+            "--room",
+            "r",
+            "--url",
+            &url,
+        ],
+        &[],
+        LIMIT,
+    );
     assert_eq!(out.status.code(), Some(69), "{}", stderr(&out));
-    assert!(t.elapsed() < Duration::from_secs(10), "took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        t.elapsed()
+    );
     let err = stderr(&out);
-    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("lk-go: error:")).collect();
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("lk-go: error:"))
+        .collect();
     assert_eq!(lines.len(), 1, "{err}");
     assert!(lines[0].contains("unreachable"), "{err}");
 }

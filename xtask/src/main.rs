@@ -96,12 +96,35 @@ fn build_plugins() -> Result<PathBuf> {
     let include = root.join("plugin-api").join("include");
     let fixtures = root.join("tests").join("fixtures");
     let mut c_builds: Vec<(PathBuf, PathBuf, Vec<String>, &str)> = vec![
-        (root.join("plugins/c-noop/c_noop.c"), include.clone(), vec![], "c_noop"),
-        (fixtures.join("abi_1_0_plugin.c"), fixtures.join("abi-1.0"), vec![], "abi_1_0"),
-        (fixtures.join("stubborn_plugin.c"), include.clone(), vec![], "stubborn"),
+        (
+            root.join("plugins/c-noop/c_noop.c"),
+            include.clone(),
+            vec![],
+            "c_noop",
+        ),
+        (
+            fixtures.join("abi_1_0_plugin.c"),
+            fixtures.join("abi-1.0"),
+            vec![],
+            "abi_1_0",
+        ),
+        (
+            fixtures.join("stubborn_plugin.c"),
+            include.clone(),
+            vec![],
+            "stubborn",
+        ),
     ];
-    for variant in ["MISSING_ENTRY", "BAD_MAGIC", "MAJOR", "TOO_NEW", "NULL_RUN", "NULL_DESC"] {
-        let name: &'static str = Box::leak(format!("broken_{}", variant.to_lowercase()).into_boxed_str());
+    for variant in [
+        "MISSING_ENTRY",
+        "BAD_MAGIC",
+        "MAJOR",
+        "TOO_NEW",
+        "NULL_RUN",
+        "NULL_DESC",
+    ] {
+        let name: &'static str =
+            Box::leak(format!("broken_{}", variant.to_lowercase()).into_boxed_str());
         c_builds.push((
             fixtures.join("broken_plugin.c"),
             include.clone(),
@@ -113,7 +136,9 @@ fn build_plugins() -> Result<PathBuf> {
         let target = out.join(format!("lib{name}.so"));
         run(
             Command::new(&cc)
-                .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC", "-O2"])
+                .args([
+                    "-std=c11", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC", "-O2",
+                ])
                 .arg("-I")
                 .arg(&inc)
                 .args(&defines)
@@ -163,7 +188,8 @@ fn provision_livekit() -> Result<PathBuf> {
     }
     let bin_dir = target_dir().join("livekit").join("bin");
     let cached = bin_dir.join("livekit-server");
-    if cached.is_file() && server_version(&cached).as_deref() == Some(&LIVEKIT_SERVER_VERSION[1..]) {
+    if cached.is_file() && server_version(&cached).as_deref() == Some(&LIVEKIT_SERVER_VERSION[1..])
+    {
         return Ok(cached);
     }
     if let Ok(path) = std::env::var("PATH") {
@@ -180,13 +206,22 @@ fn provision_livekit() -> Result<PathBuf> {
         let started = Instant::now();
         run(
             Command::new("go")
-                .args(["install", &format!("github.com/livekit/livekit-server/cmd/server@{LIVEKIT_SERVER_VERSION}")])
+                .args([
+                    "install",
+                    &format!(
+                        "github.com/livekit/livekit-server/cmd/server@{LIVEKIT_SERVER_VERSION}"
+                    ),
+                ])
                 .env("GOBIN", &bin_dir)
                 .env("CGO_ENABLED", "0"),
             "go install livekit-server",
         )?;
-        std::fs::rename(bin_dir.join("server"), &cached).context("rename server -> livekit-server")?;
-        eprintln!("livekit-server installed in {:.0} s", started.elapsed().as_secs_f64());
+        std::fs::rename(bin_dir.join("server"), &cached)
+            .context("rename server -> livekit-server")?;
+        eprintln!(
+            "livekit-server installed in {:.0} s",
+            started.elapsed().as_secs_f64()
+        );
         return Ok(cached);
     }
     if have("docker") {
@@ -198,7 +233,9 @@ fn provision_livekit() -> Result<PathBuf> {
 fn server_version(bin: &Path) -> Option<String> {
     let out = Command::new(bin).arg("--version").output().ok()?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.split_whitespace().last().map(|s| s.trim_start_matches('v').to_string())
+    text.split_whitespace()
+        .last()
+        .map(|s| s.trim_start_matches('v').to_string())
 }
 
 fn itest() -> Result<()> {
@@ -206,7 +243,18 @@ fn itest() -> Result<()> {
     step("integration tests against livekit-server");
     run(
         cargo()
-            .args(["test", "-j2", "-p", "lk-go-tests", "--features", "itest", "--test", "itest", "--", "--test-threads=2"])
+            .args([
+                "test",
+                "-j2",
+                "-p",
+                "lk-go-tests",
+                "--features",
+                "itest",
+                "--test",
+                "itest",
+                "--",
+                "--test-threads=2",
+            ])
             .env("LIVEKIT_SERVER_BIN", &bin),
         "integration tests",
     )
@@ -216,7 +264,18 @@ fn loom() -> Result<()> {
     step("loom models of the JobContext state machine");
     run(
         cargo()
-            .args(["test", "-j2", "-p", "lk-go", "--features", "loom-model", "--lib", "loom_", "--", "--test-threads=1"])
+            .args([
+                "test",
+                "-j2",
+                "-p",
+                "lk-go",
+                "--features",
+                "loom-model",
+                "--lib",
+                "loom_",
+                "--",
+                "--test-threads=1",
+            ])
             .env("LOOM_MAX_PREEMPTIONS", "3"),
         "loom models",
     )
@@ -229,14 +288,21 @@ fn test_all() -> Result<()> {
     run(cargo().args(["test", "-j2", "--workspace"]), "cargo test")?;
     loom()?;
     itest()?;
-    eprintln!("\nall test suites passed in {:.0} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "\nall test suites passed in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
 fn livekit() -> Result<()> {
     provision_livekit().map(|p| std::env::set_var("LIVEKIT_SERVER_BIN", p))?;
     let mut server = LiveKitServer::start();
-    println!("livekit-server {LIVEKIT_SERVER_VERSION} ready at {} (key devkey, secret secret); log: {}", server.url, server.log_path.display());
+    println!(
+        "livekit-server {LIVEKIT_SERVER_VERSION} ready at {} (key devkey, secret secret); log: {}",
+        server.url,
+        server.log_path.display()
+    );
     println!("try: LIVEKIT_URL={} target/debug/lk-go job run-script target/plugins/libevent_logger.so --room demo", server.url);
     let status = server.wait();
     println!("livekit-server exited: {status:?}");
@@ -248,7 +314,10 @@ fn demo() -> Result<()> {
     let server = LiveKitServer::start();
     let lk_go = target_dir().join("debug").join("lk-go");
     let plugins = target_dir().join("plugins");
-    eprintln!("livekit-server at {}; starting the event-logger job in room `demo`", server.url);
+    eprintln!(
+        "livekit-server at {}; starting the event-logger job in room `demo`",
+        server.url
+    );
     let mut job = Command::new(&lk_go)
         .args(["job", "run-script"])
         .arg(plugins.join("libevent_logger.so"))
@@ -262,7 +331,16 @@ fn demo() -> Result<()> {
     let mut visitor = Command::new(&lk_go)
         .args(["job", "run-script"])
         .arg(plugins.join("libevent_logger.so"))
-        .args(["--room", "demo", "--url", &server.url, "--identity", "visitor", "--max-duration", "2s"])
+        .args([
+            "--room",
+            "demo",
+            "--url",
+            &server.url,
+            "--identity",
+            "visitor",
+            "--max-duration",
+            "2s",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -270,9 +348,14 @@ fn demo() -> Result<()> {
     let _ = visitor.wait();
     std::thread::sleep(Duration::from_secs(1));
     eprintln!("\n--- SIGINT to the job: shutdown cascade ---");
-    let _ = Command::new("kill").args(["-INT", &job.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-INT", &job.id().to_string()])
+        .status();
     let status = job.wait()?;
-    eprintln!("\nlk-go exited with code {} (130 = shut down by SIGINT)", status.code().unwrap_or(-1));
+    eprintln!(
+        "\nlk-go exited with code {} (130 = shut down by SIGINT)",
+        status.code().unwrap_or(-1)
+    );
     drop(server);
     Ok(())
 }

@@ -68,7 +68,12 @@ fn spawn(hook: NamedHook, info: &ShutdownInfo) -> (String, Option<mpsc::Receiver
 }
 
 /// Waits for one started hook up to `deadline`, logging what happened.
-fn wait(name: String, rx: Option<mpsc::Receiver<Outcome>>, deadline: Duration, report: &mut HookReport) {
+fn wait(
+    name: String,
+    rx: Option<mpsc::Receiver<Outcome>>,
+    deadline: Duration,
+    report: &mut HookReport,
+) {
     let started = Instant::now();
     let Some(rx) = rx else {
         report.panicked.push(name);
@@ -110,7 +115,11 @@ pub(crate) fn run_one(hook: NamedHook, info: &ShutdownInfo, deadline: Duration) 
 /// `timeouts.per_hook`, all within `timeouts.budget`. Once the budget is
 /// spent, the remaining hooks are still started (each runs exactly once) but
 /// no longer waited for.
-pub(crate) fn run_all(hooks: Vec<NamedHook>, info: &ShutdownInfo, timeouts: super::HookTimeouts) -> HookReport {
+pub(crate) fn run_all(
+    hooks: Vec<NamedHook>,
+    info: &ShutdownInfo,
+    timeouts: super::HookTimeouts,
+) -> HookReport {
     let started = Instant::now();
     let mut report = HookReport::default();
     for hook in hooks {

@@ -354,7 +354,10 @@ impl JobContext {
             None => {
                 // Hooks only run after shutdown began; begin one so that no
                 // hook registered later is queued and lost.
-                self.shutdown(ShutdownReason::PluginReturned, "hooks run without a shutdown");
+                self.shutdown(
+                    ShutdownReason::PluginReturned,
+                    "hooks run without a shutdown",
+                );
                 self.shutdown_info().expect("shutdown just began")
             }
         };

@@ -133,7 +133,8 @@ mod loom_models {
             let s1 = state.clone();
             let t1 = thread::spawn(move || shutdown_and_run(&s1, ShutdownReason::SignalSigint));
             let s2 = state.clone();
-            let t2 = thread::spawn(move || shutdown_and_run(&s2, ShutdownReason::RequestedByPlugin));
+            let t2 =
+                thread::spawn(move || shutdown_and_run(&s2, ShutdownReason::RequestedByPlugin));
             let first1 = t1.join().unwrap();
             let first2 = t2.join().unwrap();
 

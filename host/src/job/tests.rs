@@ -26,7 +26,11 @@ fn two_hooks_each_run_once_after_shutdown() {
     ctx.on_shutdown("b", move |_| {
         b2.fetch_add(1, Ordering::SeqCst);
     });
-    assert_eq!(a.load(Ordering::SeqCst) + b.load(Ordering::SeqCst), 0, "hooks wait for shutdown");
+    assert_eq!(
+        a.load(Ordering::SeqCst) + b.load(Ordering::SeqCst),
+        0,
+        "hooks wait for shutdown"
+    );
 
     assert!(ctx.shutdown(ShutdownReason::RequestedByPlugin, "done"));
     let report = ctx.run_hooks();
@@ -88,8 +92,16 @@ fn hook_registered_after_shutdown_runs_at_once() {
         assert_eq!(info.reason, ShutdownReason::PluginReturned);
         r.fetch_add(1, Ordering::SeqCst);
     });
-    assert_eq!(ran.load(Ordering::SeqCst), 1, "ran before on_shutdown returned");
-    assert_eq!(ctx.run_hooks().completed, 0, "and is not run again by the cascade");
+    assert_eq!(
+        ran.load(Ordering::SeqCst),
+        1,
+        "ran before on_shutdown returned"
+    );
+    assert_eq!(
+        ctx.run_hooks().completed,
+        0,
+        "and is not run again by the cascade"
+    );
     assert_eq!(ran.load(Ordering::SeqCst), 1);
 }
 
@@ -125,7 +137,10 @@ fn overrunning_hook_is_abandoned_at_its_deadline() {
     ctx.shutdown(ShutdownReason::PluginReturned, "");
     let t = Instant::now();
     let report = ctx.run_hooks();
-    assert!(t.elapsed() < Duration::from_secs(2), "did not wait for the sleepy hook");
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "did not wait for the sleepy hook"
+    );
     assert_eq!(report.overran.len(), 1);
     assert_eq!(ran.load(Ordering::SeqCst), 1, "the next hook still ran");
 }
@@ -218,24 +233,40 @@ fn stress_shutdown_vs_registration_many_threads() {
         shutter.join().unwrap();
         assert_eq!(winners.load(Ordering::SeqCst), 1);
         for (i, r) in runs.iter().enumerate() {
-            assert_eq!(r.load(Ordering::SeqCst), 1, "round {round}: hook {i} ran wrong number of times");
+            assert_eq!(
+                r.load(Ordering::SeqCst),
+                1,
+                "round {round}: hook {i} ran wrong number of times"
+            );
         }
     }
 }
 
 #[test]
 fn job_new_validates_the_config() {
-    assert_eq!(Job::new(cfg("")).unwrap_err(), JobConfigError::EmptyRoomName);
-    assert_eq!(Job::new(cfg("   ")).unwrap_err(), JobConfigError::EmptyRoomName);
+    assert_eq!(
+        Job::new(cfg("")).unwrap_err(),
+        JobConfigError::EmptyRoomName
+    );
+    assert_eq!(
+        Job::new(cfg("   ")).unwrap_err(),
+        JobConfigError::EmptyRoomName
+    );
     assert_eq!(
         Job::new(cfg(&"r".repeat(257))).unwrap_err(),
         JobConfigError::RoomNameTooLong(257)
     );
     assert!(Job::new(cfg(&"r".repeat(256))).is_ok());
-    assert_eq!(Job::new(cfg("a\nb")).unwrap_err(), JobConfigError::RoomNameControlChar);
+    assert_eq!(
+        Job::new(cfg("a\nb")).unwrap_err(),
+        JobConfigError::RoomNameControlChar
+    );
     let mut c = cfg("ok");
     c.metadata = "x".repeat(MAX_METADATA_LEN + 1);
-    assert!(matches!(Job::new(c).unwrap_err(), JobConfigError::MetadataTooLong(_)));
+    assert!(matches!(
+        Job::new(c).unwrap_err(),
+        JobConfigError::MetadataTooLong(_)
+    ));
     let mut c = cfg("ok");
     c.identity = Some(String::new());
     assert_eq!(Job::new(c).unwrap_err(), JobConfigError::EmptyIdentity);
@@ -247,11 +278,15 @@ fn job_new_validates_the_config() {
 
 #[test]
 fn reasons_have_stable_distinct_snake_case_names() {
-    let names: std::collections::HashSet<_> = ShutdownReason::ALL.iter().map(|r| r.to_string()).collect();
+    let names: std::collections::HashSet<_> =
+        ShutdownReason::ALL.iter().map(|r| r.to_string()).collect();
     assert_eq!(names.len(), ShutdownReason::ALL.len());
     for n in &names {
         assert!(n.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{n}");
     }
-    assert_eq!(ShutdownReason::ServerUnreachable.to_string(), "server_unreachable");
+    assert_eq!(
+        ShutdownReason::ServerUnreachable.to_string(),
+        "server_unreachable"
+    );
     assert_eq!(ASSIGNMENT_TIMEOUT, Duration::from_millis(7500));
 }

@@ -175,7 +175,10 @@ fn track_source_code(s: TrackSource) -> u32 {
 fn fill_event(ev: &Event, out: &mut LkEvent) {
     let owned = Box::new(OwnedEvent {
         name: ev.name(),
-        identity: ev.participant().map(|p| p.identity.clone()).unwrap_or_default(),
+        identity: ev
+            .participant()
+            .map(|p| p.identity.clone())
+            .unwrap_or_default(),
         sid: ev.participant().map(|p| p.sid.clone()).unwrap_or_default(),
         track_sid: ev.track().map(|t| t.sid.clone()).unwrap_or_default(),
         track_name: ev.track().map(|t| t.name.clone()).unwrap_or_default(),
@@ -186,7 +189,9 @@ fn fill_event(ev: &Event, out: &mut LkEvent) {
     });
     *out = LkEvent {
         kind: kind_code(ev),
-        track_kind: ev.track().map_or(LK_TRACK_KIND_UNKNOWN, |t| track_kind_code(t.kind)),
+        track_kind: ev
+            .track()
+            .map_or(LK_TRACK_KIND_UNKNOWN, |t| track_kind_code(t.kind)),
         track_source: ev
             .track()
             .map_or(LK_TRACK_SOURCE_UNKNOWN, |t| track_source_code(t.source)),

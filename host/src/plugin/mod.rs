@@ -13,8 +13,8 @@
 pub(crate) mod host_api;
 
 use lk_plugin_api::abi::{
-    LkPluginDescriptor, LkPluginEntryFn, LkRunFn, LK_ABI_MAJOR, LK_ABI_MINOR, LK_PLUGIN_ENTRY_SYMBOL,
-    LK_PLUGIN_MAGIC,
+    LkPluginDescriptor, LkPluginEntryFn, LkRunFn, LK_ABI_MAJOR, LK_ABI_MINOR,
+    LK_PLUGIN_ENTRY_SYMBOL, LK_PLUGIN_MAGIC,
 };
 use std::path::{Path, PathBuf};
 

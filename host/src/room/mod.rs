@@ -13,7 +13,6 @@
 mod detached;
 pub mod signal;
 
-
 pub use detached::{DetachedConnector, DetachedLink};
 
 use crate::events::{Event, EventHub, ParticipantRef, Subscription, TrackRef};
@@ -241,11 +240,14 @@ mod tests {
     #[tokio::test]
     async fn synthetic_track_subscribed_reaches_the_events_channel() {
         let mut room = Room::new("test");
-        room.connect(&DetachedConnector, &JoinRequest {
-            room_name: "test".into(),
-            identity: "agent".into(),
-            job_id: "job-1".into(),
-        })
+        room.connect(
+            &DetachedConnector,
+            &JoinRequest {
+                room_name: "test".into(),
+                identity: "agent".into(),
+                job_id: "job-1".into(),
+            },
+        )
         .await
         .unwrap();
         let mut events = room.subscribe();
@@ -265,7 +267,9 @@ mod tests {
     async fn queries_follow_the_events() {
         let room = Room::new("test");
         let em = room.emitter();
-        em.emit(Event::ParticipantJoined { participant: alice() });
+        em.emit(Event::ParticipantJoined {
+            participant: alice(),
+        });
         em.emit(Event::TrackPublished {
             participant: alice(),
             track: mic(),
@@ -281,7 +285,9 @@ mod tests {
             participant: alice(),
             track: mic(),
         });
-        em.emit(Event::ParticipantLeft { participant: alice() });
+        em.emit(Event::ParticipantLeft {
+            participant: alice(),
+        });
         assert!(room.participants().is_empty());
         assert!(room.tracks().is_empty());
     }

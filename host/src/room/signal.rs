@@ -14,9 +14,7 @@
 //! [`RoomEmitter`].
 
 use super::{BoxFuture, ConnectError, JoinRequest, RoomConnector, RoomEmitter, RoomLink};
-use crate::events::{
-    DisconnectReason, Event, ParticipantRef, TrackKind, TrackRef, TrackSource,
-};
+use crate::events::{DisconnectReason, Event, ParticipantRef, TrackKind, TrackRef, TrackSource};
 use livekit_api::access_token::{AccessToken, VideoGrants};
 use livekit_protocol as proto;
 use livekit_signaling::{SignalClient, SignalError, SignalEvent, SignalOptions};
@@ -38,7 +36,9 @@ pub enum Credentials {
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Credentials::KeySecret { key, .. } => write!(f, "KeySecret {{ key: {key:?}, secret: <redacted> }}"),
+            Credentials::KeySecret { key, .. } => {
+                write!(f, "KeySecret {{ key: {key:?}, secret: <redacted> }}")
+            }
             Credentials::Token(_) => f.write_str("Token(<redacted>)"),
         }
     }
@@ -130,7 +130,9 @@ fn map_connect_error(url: &str, e: SignalError) -> ConnectError {
     let url = url.to_string();
     match e {
         SignalError::UrlParse(why) => ConnectError::InvalidUrl { url, why },
-        SignalError::TokenFormat => ConnectError::Token("the access token has invalid characters".into()),
+        SignalError::TokenFormat => {
+            ConnectError::Token("the access token has invalid characters".into())
+        }
         SignalError::Client(status, body) if status.as_u16() == 401 || status.as_u16() == 403 => {
             ConnectError::Unauthorized {
                 url,
@@ -143,10 +145,12 @@ fn map_connect_error(url: &str, e: SignalError) -> ConnectError {
                 detail: format!("{}", status.as_u16()),
             }
         }
-        SignalError::Client(status, body) | SignalError::Server(status, body) => ConnectError::Server {
-            url,
-            detail: format!("{} {}", status.as_u16(), body.trim()),
-        },
+        SignalError::Client(status, body) | SignalError::Server(status, body) => {
+            ConnectError::Server {
+                url,
+                detail: format!("{} {}", status.as_u16(), body.trim()),
+            }
+        }
         SignalError::Handshake { status } => ConnectError::Server {
             url,
             detail: format!("WebSocket upgrade answered {}", status.as_u16()),
@@ -227,12 +231,15 @@ impl Roster {
             }
             return (events, new_tracks);
         }
-        let entry = self.participants.entry(info.sid.clone()).or_insert_with(|| {
-            events.push(Event::ParticipantJoined {
-                participant: participant.clone(),
+        let entry = self
+            .participants
+            .entry(info.sid.clone())
+            .or_insert_with(|| {
+                events.push(Event::ParticipantJoined {
+                    participant: participant.clone(),
+                });
+                (participant.clone(), HashMap::new())
             });
-            (participant.clone(), HashMap::new())
-        });
         let current: HashMap<String, TrackRef> = info
             .tracks
             .iter()
@@ -329,7 +336,11 @@ impl RoomConnector for LiveKitConnector {
                 task: std::sync::Mutex::new(None),
             });
             let mut roster = Roster {
-                local_sid: join.participant.as_ref().map(|p| p.sid.clone()).unwrap_or_default(),
+                local_sid: join
+                    .participant
+                    .as_ref()
+                    .map(|p| p.sid.clone())
+                    .unwrap_or_default(),
                 ..Default::default()
             };
             for info in &join.other_participants {
@@ -337,7 +348,8 @@ impl RoomConnector for LiveKitConnector {
                 for ev in evs {
                     emitter.emit(ev);
                 }
-                subscribe_selected(&session, self.settings.auto_subscribe, &info.sid, &tracks).await;
+                subscribe_selected(&session, self.settings.auto_subscribe, &info.sid, &tracks)
+                    .await;
             }
             let task = tokio::spawn(session_loop(
                 session.clone(),
@@ -355,7 +367,12 @@ impl RoomConnector for LiveKitConnector {
 
 /// With `--auto-subscribe audio|video` the server subscribes to nothing by
 /// itself; ask for the tracks of the selected kind.
-async fn subscribe_selected(session: &Session, mode: AutoSubscribe, participant_sid: &str, tracks: &[TrackRef]) {
+async fn subscribe_selected(
+    session: &Session,
+    mode: AutoSubscribe,
+    participant_sid: &str,
+    tracks: &[TrackRef],
+) {
     if matches!(mode, AutoSubscribe::All | AutoSubscribe::None) {
         return;
     }
@@ -369,14 +386,16 @@ async fn subscribe_selected(session: &Session, mode: AutoSubscribe, participant_
     }
     session
         .client
-        .send(proto::signal_request::Message::Subscription(proto::UpdateSubscription {
-            track_sids: sids.clone(),
-            subscribe: true,
-            participant_tracks: vec![proto::ParticipantTracks {
-                participant_sid: participant_sid.to_string(),
-                track_sids: sids,
-            }],
-        }))
+        .send(proto::signal_request::Message::Subscription(
+            proto::UpdateSubscription {
+                track_sids: sids.clone(),
+                subscribe: true,
+                participant_tracks: vec![proto::ParticipantTracks {
+                    participant_sid: participant_sid.to_string(),
+                    track_sids: sids,
+                }],
+            },
+        ))
         .await;
 }
 
@@ -390,8 +409,24 @@ async fn session_loop(
 ) {
     let silence = tokio::time::sleep(liveness);
     tokio::pin!(silence);
+    // The server only speaks when asked or when something changes, and the
+    // signal client pings every ping_interval (5 s). Ping three times per
+    // liveness window ourselves so a healthy server always answers in time,
+    // whatever --liveness-timeout is.
+    let mut pinger = tokio::time::interval(liveness / 3);
+    pinger.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (reason, detail) = loop {
         tokio::select! {
+            _ = pinger.tick() => {
+                let now_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as i64)
+                    .unwrap_or(0);
+                session
+                    .client
+                    .send(proto::signal_request::Message::PingReq(proto::Ping { timestamp: now_ms, rtt: 0 }))
+                    .await;
+            }
             ev = events.recv() => {
                 silence.as_mut().reset(tokio::time::Instant::now() + liveness);
                 match ev {
@@ -454,7 +489,13 @@ impl RoomLink for LiveKitLink {
                 }))
                 .await;
             self.session.client.close().await;
-            if let Some(task) = self.session.task.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            if let Some(task) = self
+                .session
+                .task
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take()
+            {
                 task.abort();
             }
         })
@@ -474,8 +515,14 @@ mod tests {
     fn urls_are_checked() {
         assert!(validate_url("ws://127.0.0.1:7880").is_ok());
         assert!(validate_url("https://x.livekit.cloud").is_ok());
-        assert!(matches!(validate_url("127.0.0.1:7880"), Err(ConnectError::InvalidUrl { .. })));
-        assert!(matches!(validate_url("ws://"), Err(ConnectError::InvalidUrl { .. })));
+        assert!(matches!(
+            validate_url("127.0.0.1:7880"),
+            Err(ConnectError::InvalidUrl { .. })
+        ));
+        assert!(matches!(
+            validate_url("ws://"),
+            Err(ConnectError::InvalidUrl { .. })
+        ));
     }
 
     #[test]
@@ -488,7 +535,12 @@ mod tests {
         assert!(!format!("{:?}", Credentials::Token("tok-abc".into())).contains("tok-abc"));
     }
 
-    fn pinfo(sid: &str, identity: &str, tracks: &[(&str, i32)], state: proto::participant_info::State) -> proto::ParticipantInfo {
+    fn pinfo(
+        sid: &str,
+        identity: &str,
+        tracks: &[(&str, i32)],
+        state: proto::participant_info::State,
+    ) -> proto::ParticipantInfo {
         proto::ParticipantInfo {
             sid: sid.into(),
             identity: identity.into(),
@@ -516,15 +568,29 @@ mod tests {
         };
         let (evs, _) = r.apply(&pinfo("PA_me", "me", &[], State::Active));
         assert!(evs.is_empty(), "the local participant is not an event");
-        let (evs, new) = r.apply(&pinfo("PA_a", "alice", &[("TR_1", proto::TrackType::Audio as i32)], State::Active));
-        assert_eq!(evs.iter().map(|e| e.name()).collect::<Vec<_>>(), ["participant_joined", "track_published"]);
+        let (evs, new) = r.apply(&pinfo(
+            "PA_a",
+            "alice",
+            &[("TR_1", proto::TrackType::Audio as i32)],
+            State::Active,
+        ));
+        assert_eq!(
+            evs.iter().map(|e| e.name()).collect::<Vec<_>>(),
+            ["participant_joined", "track_published"]
+        );
         assert_eq!(new[0].kind, TrackKind::Audio);
         let (evs, _) = r.apply(&pinfo("PA_a", "alice", &[("TR_1", 0)], State::Active));
         assert!(evs.is_empty(), "no change, no event");
         let (evs, _) = r.apply(&pinfo("PA_a", "alice", &[], State::Active));
-        assert_eq!(evs.iter().map(|e| e.name()).collect::<Vec<_>>(), ["track_unpublished"]);
+        assert_eq!(
+            evs.iter().map(|e| e.name()).collect::<Vec<_>>(),
+            ["track_unpublished"]
+        );
         let (evs, _) = r.apply(&pinfo("PA_a", "alice", &[("TR_2", 1)], State::Disconnected));
-        assert_eq!(evs.iter().map(|e| e.name()).collect::<Vec<_>>(), ["participant_left"]);
+        assert_eq!(
+            evs.iter().map(|e| e.name()).collect::<Vec<_>>(),
+            ["participant_left"]
+        );
         assert!(AutoSubscribe::Audio.wants(TrackKind::Audio));
         assert!(!AutoSubscribe::Audio.wants(TrackKind::Video));
     }

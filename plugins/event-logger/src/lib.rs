@@ -18,7 +18,10 @@ fn print_line(v: Value) {
 fn event_json(ev: &Event) -> Value {
     let mut m = Map::new();
     m.insert("event".into(), json!(ev.name));
-    m.insert("participant_identity".into(), json!(ev.participant_identity));
+    m.insert(
+        "participant_identity".into(),
+        json!(ev.participant_identity),
+    );
     m.insert("participant_sid".into(), json!(ev.participant_sid));
     if ev.kind.is_track_event() {
         m.insert("track_sid".into(), json!(ev.track_sid));
