@@ -41,6 +41,8 @@ struct LoggerJob {
     child: std::process::Child,
     lines: mpsc::Receiver<String>,
     seen: Vec<String>,
+    /// The job's log (stderr), line by line as it arrives.
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl LoggerJob {
@@ -65,13 +67,21 @@ impl LoggerJob {
                 }
             }
         });
-        // Drain stderr so the pipe never fills.
+        // Keep stderr (the log) for assertions; draining it also keeps the
+        // pipe from filling.
         let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || for _ in BufReader::new(stderr).lines() {});
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
         LoggerJob {
             child,
             lines: rx,
             seen: Vec::new(),
+            log,
         }
     }
 
@@ -92,6 +102,23 @@ impl LoggerJob {
                     self.seen
                 ),
             }
+        }
+    }
+
+    /// Waits until the job's log has a line containing `needle`.
+    fn expect_log(&self, needle: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(l) = self.log.lock().unwrap().iter().find(|l| l.contains(needle)) {
+                return l.clone();
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "no log line with {needle:?} within {within:?}; log: {:#?}",
+                    self.log.lock().unwrap()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -320,4 +347,83 @@ fn sigterm_in_a_real_room_exits_143() {
     assert!(hook.contains("signal_sigterm"), "{hook}");
     let (code, lines) = job.exit_code(LIMIT);
     assert_eq!(code, Some(143), "{lines:#?}");
+}
+
+/// Joins `room` in this test process as `identity` through the library (the
+/// same LiveKit session the CLI uses) and publishes a silent audio track.
+async fn publisher(server: &LiveKitServer, room: &str, identity: &str) -> lk_go::room::Room {
+    use lk_go::room::signal::{AutoSubscribe, Credentials, LiveKitConnector, LiveKitSettings};
+    use lk_go::room::{JoinRequest, Room};
+    let connector = LiveKitConnector::new(LiveKitSettings {
+        url: server.url.clone(),
+        credentials: Credentials::KeySecret {
+            key: "devkey".into(),
+            secret: "secret".into(),
+        },
+        auto_subscribe: AutoSubscribe::None,
+        liveness_timeout: Duration::from_secs(15),
+    });
+    let mut r = Room::new(room);
+    r.connect(
+        &connector,
+        &JoinRequest {
+            room_name: room.into(),
+            identity: identity.into(),
+            job_id: format!("{identity}-job"),
+        },
+    )
+    .await
+    .expect("publisher joins");
+    let track = r.publish_silent_audio("dummy-mic").await.expect("publish");
+    assert!(track.sid.starts_with("TR_"), "{track:?}");
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn published_audio_track_reaches_the_job_as_track_subscribed() {
+    let server = LiveKitServer::start();
+    let mut job = LoggerJob::start(&server, "media", &[]);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let room = publisher(&server, "media", "speaker").await;
+    let line = tokio::task::block_in_place(|| {
+        job.expect_line(
+            &[
+                "\"event\":\"track_published\"",
+                "\"participant_identity\":\"speaker\"",
+            ],
+            Duration::from_secs(10),
+        );
+        job.expect_line(
+            &[
+                "\"event\":\"track_subscribed\"",
+                "\"participant_identity\":\"speaker\"",
+            ],
+            Duration::from_secs(15),
+        )
+    });
+    assert!(line.contains("\"kind\":\"audio\""), "{line}");
+    assert!(line.contains("\"source\":\"microphone\""), "{line}");
+    // Media really flows: the job's session logs the first RTP packet.
+    tokio::task::block_in_place(|| {
+        job.expect_log("first RTP packet received", Duration::from_secs(10))
+    });
+    room.leave().await;
+    room.close_tracks().await;
+    let line = tokio::task::block_in_place(|| {
+        job.expect_line(
+            &[
+                "\"event\":\"participant_left\"",
+                "\"participant_identity\":\"speaker\"",
+            ],
+            Duration::from_secs(10),
+        )
+    });
+    assert!(line.contains("speaker"));
+    assert!(Command::new("kill")
+        .args(["-INT", &job.child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let (code, lines) = tokio::task::block_in_place(|| job.exit_code(LIMIT));
+    assert_eq!(code, Some(130), "{lines:#?}");
 }

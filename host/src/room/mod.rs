@@ -11,6 +11,7 @@
 //! it publishes [`Event::Disconnected`] and the runner decides.
 
 mod detached;
+pub mod rtc;
 pub mod signal;
 
 pub use detached::{DetachedConnector, DetachedLink};
@@ -47,6 +48,15 @@ pub trait RoomLink: Send + Sync {
     fn leave(&self) -> BoxFuture<'_, ()>;
     /// Stops and releases every local and remote track. Must be idempotent.
     fn close_tracks(&self) -> BoxFuture<'_, ()>;
+    /// Publishes a microphone track carrying Opus silence until the tracks
+    /// are closed. Sessions without media refuse.
+    fn publish_silent_audio<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<TrackRef, rtc::PublishError>> {
+        let _ = name;
+        Box::pin(async { Err(rtc::PublishError::NotConnected) })
+    }
 }
 
 /// What a job needs to know to join.
@@ -203,6 +213,15 @@ impl Room {
     pub async fn leave(&self) {
         if let Some(link) = &self.link {
             link.leave().await;
+        }
+    }
+
+    /// Publishes a microphone track of Opus silence (a dummy publisher; what
+    /// an agent will use to speak).
+    pub async fn publish_silent_audio(&self, name: &str) -> Result<TrackRef, rtc::PublishError> {
+        match &self.link {
+            Some(link) => link.publish_silent_audio(name).await,
+            None => Err(rtc::PublishError::NotConnected),
         }
     }
 

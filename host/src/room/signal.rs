@@ -6,13 +6,13 @@
 //! (no message for `liveness_timeout` → disconnected), mapping the server's
 //! leave reasons, and leaving on shutdown. Never logs the token or secret.
 //!
-//! Not here yet: the peer connections. Media (TrackSubscribed, publishing)
-//! needs the WebRTC session of the "Join real LiveKit rooms" issue; this
-//! link never emits TrackSubscribed, because no media arrives without it.
+//! The media half (peer connections, TrackSubscribed, publishing) lives in
+//! [`super::rtc`]; this module routes the media signal messages to it.
 //!
 //! Must not touch: jobs or plugins; everything goes out through the
 //! [`RoomEmitter`].
 
+use super::rtc::{PublishError, RtcSession};
 use super::{BoxFuture, ConnectError, JoinRequest, RoomConnector, RoomEmitter, RoomLink};
 use crate::events::{DisconnectReason, Event, ParticipantRef, TrackKind, TrackRef, TrackSource};
 use livekit_api::access_token::{AccessToken, VideoGrants};
@@ -197,15 +197,28 @@ fn disconnect_reason(r: i32) -> DisconnectReason {
     }
 }
 
+/// The roster, shared with the track matcher of the media half.
+pub(crate) type SharedRoster = Arc<std::sync::Mutex<Roster>>;
+
 /// What the session knows of the remote participants, to compute deltas.
 #[derive(Default)]
-struct Roster {
+pub(crate) struct Roster {
     local_sid: String,
     /// sid → (participant, tracks by sid)
     participants: HashMap<String, (ParticipantRef, HashMap<String, TrackRef>)>,
 }
 
 impl Roster {
+    /// The publication behind a remote media track, if known yet.
+    pub(crate) fn find_track(
+        &self,
+        participant_sid: &str,
+        track_sid: &str,
+    ) -> Option<(ParticipantRef, TrackRef)> {
+        let (p, tracks) = self.participants.get(participant_sid)?;
+        tracks.get(track_sid).map(|t| (p.clone(), t.clone()))
+    }
+
     /// Applies one participant's info; returns the events it implies and the
     /// newly published tracks.
     fn apply(&mut self, info: &proto::ParticipantInfo) -> (Vec<Event>, Vec<TrackRef>) {
@@ -285,8 +298,9 @@ impl Roster {
 
 struct Session {
     client: SignalClient,
+    rtc: Arc<RtcSession>,
     left: AsyncMutex<bool>,
-    task: std::sync::Mutex<Option<JoinHandle<()>>>,
+    tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
 }
 
 /// The link the room holds for a LiveKit session.
@@ -330,28 +344,48 @@ impl RoomConnector for LiveKitConnector {
                 ping_timeout_s = join.ping_timeout,
                 "signal connection established"
             );
+            let (outgoing, mut outgoing_rx) = tokio::sync::mpsc::unbounded_channel();
+            let (rtc, remote_tracks) = match RtcSession::new(&join, outgoing).await {
+                Ok(made) => made,
+                Err(detail) => {
+                    client.close().await;
+                    return Err(ConnectError::Server {
+                        url,
+                        detail: format!("could not set up WebRTC: {detail}"),
+                    });
+                }
+            };
             let session = Arc::new(Session {
                 client,
+                rtc: rtc.clone(),
                 left: AsyncMutex::new(false),
-                task: std::sync::Mutex::new(None),
+                tasks: std::sync::Mutex::new(Vec::new()),
             });
-            let mut roster = Roster {
+            let roster: SharedRoster = Arc::new(std::sync::Mutex::new(Roster {
                 local_sid: join
                     .participant
                     .as_ref()
                     .map(|p| p.sid.clone())
                     .unwrap_or_default(),
                 ..Default::default()
-            };
+            }));
             for info in &join.other_participants {
-                let (evs, tracks) = roster.apply(info);
+                let (evs, tracks) = roster.lock().unwrap_or_else(|e| e.into_inner()).apply(info);
                 for ev in evs {
                     emitter.emit(ev);
                 }
                 subscribe_selected(&session, self.settings.auto_subscribe, &info.sid, &tracks)
                     .await;
             }
-            let task = tokio::spawn(session_loop(
+            let forwarder_session = session.clone();
+            let forwarder = tokio::spawn(async move {
+                while let Some(msg) = outgoing_rx.recv().await {
+                    forwarder_session.client.send(msg).await;
+                }
+            });
+            let matcher =
+                tokio::spawn(rtc.run_track_matcher(remote_tracks, roster.clone(), emitter.clone()));
+            let main = tokio::spawn(session_loop(
                 session.clone(),
                 events,
                 emitter,
@@ -359,7 +393,11 @@ impl RoomConnector for LiveKitConnector {
                 self.settings.auto_subscribe,
                 self.settings.liveness_timeout,
             ));
-            *session.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
+            session
+                .tasks
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend([forwarder, matcher, main]);
             Ok(Box::new(LiveKitLink { session }) as Box<dyn RoomLink>)
         })
     }
@@ -403,7 +441,7 @@ async fn session_loop(
     session: Arc<Session>,
     mut events: livekit_signaling::SignalEvents,
     emitter: RoomEmitter,
-    mut roster: Roster,
+    roster: SharedRoster,
     mode: AutoSubscribe,
     liveness: Duration,
 ) {
@@ -430,10 +468,11 @@ async fn session_loop(
             ev = events.recv() => {
                 silence.as_mut().reset(tokio::time::Instant::now() + liveness);
                 match ev {
+                    Some(SignalEvent::Message(msg)) if session.rtc.on_signal(&msg).await => {}
                     Some(SignalEvent::Message(msg)) => match *msg {
                         proto::signal_response::Message::Update(update) => {
                             for info in &update.participants {
-                                let (evs, tracks) = roster.apply(info);
+                                let (evs, tracks) = roster.lock().unwrap_or_else(|e| e.into_inner()).apply(info);
                                 for ev in evs {
                                     emitter.emit(ev);
                                 }
@@ -489,12 +528,8 @@ impl RoomLink for LiveKitLink {
                 }))
                 .await;
             self.session.client.close().await;
-            if let Some(task) = self
-                .session
-                .task
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .take()
+            for task in
+                std::mem::take(&mut *self.session.tasks.lock().unwrap_or_else(|e| e.into_inner()))
             {
                 task.abort();
             }
@@ -502,8 +537,14 @@ impl RoomLink for LiveKitLink {
     }
 
     fn close_tracks(&self) -> BoxFuture<'_, ()> {
-        // No media tracks exist without the peer connections (see module doc).
-        Box::pin(async {})
+        Box::pin(async move { self.session.rtc.close().await })
+    }
+
+    fn publish_silent_audio<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<TrackRef, PublishError>> {
+        Box::pin(async move { self.session.rtc.publish_silent_audio(name).await })
     }
 }
 

@@ -1,0 +1,636 @@
+//! The two peer connections of a LiveKit session (webrtc-rs, pure Rust).
+//!
+//! Owns: the subscriber connection (the server offers, we answer every offer,
+//! including re-offers when tracks change), the publisher connection (we
+//! offer, with the `_reliable` and `_lossy` data channels; negotiated when we
+//! first publish, as the server is subscriber-primary), trickle ICE in both
+//! directions with remote candidates held until the remote description is
+//! set, matching remote tracks to their publication by stream id
+//! `participant_sid|track_sid` (TrackSubscribed is emitted when the media
+//! track actually arrives), and publishing an audio track of Opus silence.
+//!
+//! Must not touch: the signal connection's lifecycle or the roster (it reads
+//! the roster to match tracks); outgoing signal messages go through a channel
+//! the session drains.
+
+use super::signal::SharedRoster;
+use super::RoomEmitter;
+use crate::events::{Event, TrackKind, TrackRef, TrackSource};
+use livekit_protocol as proto;
+use rtc::media::Sample;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::media_engine::MIME_TYPE_OPUS;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use webrtc::data_channel::RTCDataChannelInit;
+use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
+use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::{
+    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
+    RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceServer, RTCPeerConnectionIceEvent,
+    RTCPeerConnectionState, RTCSessionDescription, Registry, SettingEngineBuilder,
+};
+
+/// An Opus frame that decodes to 20 ms of silence (TOC 0xF8: CELT FB 20 ms,
+/// mono; no encoder needed).
+const OPUS_SILENCE_FRAME: [u8; 3] = [0xF8, 0xFF, 0xFE];
+const FRAME: Duration = Duration::from_millis(20);
+/// How long to wait for the server's answer or track confirmation.
+const NEGOTIATION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why publishing failed.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum PublishError {
+    #[error("the room is not connected to a LiveKit server")]
+    NotConnected,
+    #[error("the server did not confirm the track within {0:?}")]
+    NoConfirmation(Duration),
+    #[error("the server did not answer the publisher offer within {0:?}")]
+    NoAnswer(Duration),
+    #[error("WebRTC error while publishing: {0}")]
+    WebRtc(String),
+}
+
+fn wrtc<E: std::fmt::Display>(e: E) -> PublishError {
+    PublishError::WebRtc(e.to_string())
+}
+
+type Pc = Arc<dyn PeerConnection>;
+
+/// One peer connection plus the remote candidates waiting for its remote
+/// description.
+struct Transport {
+    pc: Pc,
+    remote_set: AtomicBool,
+    pending: Mutex<Vec<RTCIceCandidateInit>>,
+}
+
+impl Transport {
+    async fn add_remote_candidate(&self, c: RTCIceCandidateInit) {
+        if !self.remote_set.load(Ordering::Acquire) {
+            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            // Re-check under the lock: set_remote flips the flag before draining.
+            if !self.remote_set.load(Ordering::Acquire) {
+                pending.push(c);
+                return;
+            }
+        }
+        if let Err(e) = self.pc.add_ice_candidate(c).await {
+            tracing::debug!(error = %e, "remote ICE candidate rejected");
+        }
+    }
+
+    async fn set_remote(&self, desc: RTCSessionDescription) -> webrtc::error::Result<()> {
+        self.pc.set_remote_description(desc).await?;
+        let drained = {
+            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            self.remote_set.store(true, Ordering::Release);
+            std::mem::take(&mut *pending)
+        };
+        for c in drained {
+            if let Err(e) = self.pc.add_ice_candidate(c).await {
+                tracing::debug!(error = %e, "buffered remote ICE candidate rejected");
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone)]
+struct Handler {
+    target: proto::SignalTarget,
+    outgoing: mpsc::UnboundedSender<proto::signal_request::Message>,
+    /// Subscriber only: where remote tracks go.
+    on_track: Option<mpsc::UnboundedSender<Arc<dyn TrackRemote>>>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
+        match event.candidate.to_json() {
+            Ok(init) => match serde_json::to_string(&init) {
+                Ok(json) => {
+                    let _ = self.outgoing.send(proto::signal_request::Message::Trickle(
+                        proto::TrickleRequest {
+                            candidate_init: json,
+                            target: self.target as i32,
+                            ..Default::default()
+                        },
+                    ));
+                }
+                Err(e) => tracing::debug!(error = %e, "could not encode a local ICE candidate"),
+            },
+            Err(e) => tracing::debug!(error = %e, "could not encode a local ICE candidate"),
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        let pc = if self.target == proto::SignalTarget::Publisher {
+            "publisher"
+        } else {
+            "subscriber"
+        };
+        match state {
+            RTCPeerConnectionState::Connected => tracing::info!(pc, "peer connection connected"),
+            RTCPeerConnectionState::Failed => tracing::warn!(pc, "peer connection failed"),
+            other => tracing::debug!(pc, state = %other, "peer connection state"),
+        }
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        if let Some(tx) = &self.on_track {
+            let _ = tx.send(track);
+        }
+    }
+}
+
+/// A local track we publish, and the task feeding it.
+struct LocalTrack {
+    info: TrackRef,
+    stop: CancellationToken,
+}
+
+/// The media half of a session.
+pub(crate) struct RtcSession {
+    subscriber: Transport,
+    publisher: Transport,
+    outgoing: mpsc::UnboundedSender<proto::signal_request::Message>,
+    pending_tracks: Mutex<HashMap<String, oneshot::Sender<proto::TrackInfo>>>,
+    answer_waiter: tokio::sync::Mutex<Option<oneshot::Sender<()>>>,
+    /// Serialises publisher negotiations (one offer in flight at a time).
+    negotiation: tokio::sync::Mutex<()>,
+    local_tracks: Mutex<Vec<LocalTrack>>,
+    next_cid: AtomicU32,
+    closed: AtomicBool,
+    stop: CancellationToken,
+}
+
+fn setting_engine() -> webrtc::peer_connection::SettingEngine {
+    SettingEngineBuilder::new()
+        .with_include_loopback_candidate(true)
+        .build()
+}
+
+async fn build_pc(ice_servers: &[RTCIceServer], handler: Handler) -> webrtc::error::Result<Pc> {
+    let mut media = MediaEngine::default();
+    media.register_default_codecs()?;
+    let registry =
+        webrtc::peer_connection::register_default_interceptors(Registry::new(), &mut media)?;
+    let config = RTCConfigurationBuilder::new()
+        .with_ice_servers(ice_servers.to_vec())
+        .build();
+    let pc = PeerConnectionBuilder::new()
+        .with_configuration(config)
+        .with_media_engine(media)
+        .with_interceptor_registry(registry)
+        .with_setting_engine(setting_engine())
+        .with_handler(Arc::new(handler))
+        // Every interface, plus loopback explicitly: a local dev server only
+        // offers 127.0.0.1 candidates, which interface addresses cannot reach.
+        .with_udp_addrs(vec!["0.0.0.0:0".to_string(), "127.0.0.1:0".to_string()])
+        .build()
+        .await?;
+    Ok(Arc::new(pc))
+}
+
+fn ice_servers(join: &proto::JoinResponse) -> Vec<RTCIceServer> {
+    join.ice_servers
+        .iter()
+        .map(|s| RTCIceServer {
+            urls: s.urls.clone(),
+            username: s.username.clone(),
+            credential: s.credential.clone(),
+        })
+        .collect()
+}
+
+impl RtcSession {
+    /// Creates both peer connections. Remote tracks arrive on the returned
+    /// receiver (see [`RtcSession::run_track_matcher`]).
+    pub(crate) async fn new(
+        join: &proto::JoinResponse,
+        outgoing: mpsc::UnboundedSender<proto::signal_request::Message>,
+    ) -> Result<
+        (
+            Arc<RtcSession>,
+            mpsc::UnboundedReceiver<Arc<dyn TrackRemote>>,
+        ),
+        String,
+    > {
+        let servers = ice_servers(join);
+        let (track_tx, track_rx) = mpsc::unbounded_channel();
+        let subscriber = build_pc(
+            &servers,
+            Handler {
+                target: proto::SignalTarget::Subscriber,
+                outgoing: outgoing.clone(),
+                on_track: Some(track_tx),
+            },
+        )
+        .await
+        .map_err(|e| format!("subscriber peer connection: {e}"))?;
+        let publisher = build_pc(
+            &servers,
+            Handler {
+                target: proto::SignalTarget::Publisher,
+                outgoing: outgoing.clone(),
+                on_track: None,
+            },
+        )
+        .await
+        .map_err(|e| format!("publisher peer connection: {e}"))?;
+        for (label, init) in [
+            (
+                "_reliable",
+                RTCDataChannelInit {
+                    ordered: true,
+                    ..Default::default()
+                },
+            ),
+            (
+                "_lossy",
+                RTCDataChannelInit {
+                    ordered: false,
+                    max_retransmits: Some(0),
+                    ..Default::default()
+                },
+            ),
+        ] {
+            publisher
+                .create_data_channel(label, Some(init))
+                .await
+                .map_err(|e| format!("data channel {label}: {e}"))?;
+        }
+        let session = Arc::new(RtcSession {
+            subscriber: Transport {
+                pc: subscriber,
+                remote_set: AtomicBool::new(false),
+                pending: Mutex::new(Vec::new()),
+            },
+            publisher: Transport {
+                pc: publisher,
+                remote_set: AtomicBool::new(false),
+                pending: Mutex::new(Vec::new()),
+            },
+            outgoing,
+            pending_tracks: Mutex::new(HashMap::new()),
+            answer_waiter: tokio::sync::Mutex::new(None),
+            negotiation: tokio::sync::Mutex::new(()),
+            local_tracks: Mutex::new(Vec::new()),
+            next_cid: AtomicU32::new(1),
+            closed: AtomicBool::new(false),
+            stop: CancellationToken::new(),
+        });
+        Ok((session, track_rx))
+    }
+
+    fn send(&self, msg: proto::signal_request::Message) {
+        let _ = self.outgoing.send(msg);
+    }
+
+    /// Handles the signal messages that concern media. Returns false for
+    /// messages it does not handle.
+    pub(crate) async fn on_signal(&self, msg: &proto::signal_response::Message) -> bool {
+        use proto::signal_response::Message as M;
+        match msg {
+            M::Offer(offer) => {
+                if let Err(e) = self.answer_subscriber(&offer.sdp).await {
+                    tracing::warn!(error = %e, "could not answer the subscriber offer");
+                }
+                true
+            }
+            M::Answer(answer) => {
+                match RTCSessionDescription::answer(answer.sdp.clone()) {
+                    Ok(desc) => {
+                        if let Err(e) = self.publisher.set_remote(desc).await {
+                            tracing::warn!(error = %e, "could not apply the publisher answer");
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "server sent an unparsable answer"),
+                }
+                if let Some(w) = self.answer_waiter.lock().await.take() {
+                    let _ = w.send(());
+                }
+                true
+            }
+            M::Trickle(trickle) => {
+                match serde_json::from_str::<RTCIceCandidateInit>(&trickle.candidate_init) {
+                    Ok(c) => {
+                        if trickle.target == proto::SignalTarget::Publisher as i32 {
+                            self.publisher.add_remote_candidate(c).await;
+                        } else {
+                            self.subscriber.add_remote_candidate(c).await;
+                        }
+                    }
+                    Err(e) => tracing::debug!(error = %e, "unparsable remote ICE candidate"),
+                }
+                true
+            }
+            M::TrackPublished(resp) => {
+                let waiter = self
+                    .pending_tracks
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&resp.cid);
+                if let (Some(w), Some(track)) = (waiter, resp.track.clone()) {
+                    let _ = w.send(track);
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    async fn answer_subscriber(&self, sdp: &str) -> webrtc::error::Result<()> {
+        let offer = RTCSessionDescription::offer(sdp.to_string())?;
+        self.subscriber.set_remote(offer).await?;
+        let answer = self.subscriber.pc.create_answer(None).await?;
+        self.subscriber
+            .pc
+            .set_local_description(answer.clone())
+            .await?;
+        let sdp = self
+            .subscriber
+            .pc
+            .local_description()
+            .await
+            .map(|d| d.sdp)
+            .unwrap_or(answer.sdp);
+        self.send(proto::signal_request::Message::Answer(
+            proto::SessionDescription {
+                r#type: "answer".into(),
+                sdp,
+                ..Default::default()
+            },
+        ));
+        Ok(())
+    }
+
+    /// Offers the publisher's current state and waits for the answer.
+    async fn negotiate_publisher(&self) -> Result<(), PublishError> {
+        let _one_at_a_time = self.negotiation.lock().await;
+        let (tx, rx) = oneshot::channel();
+        *self.answer_waiter.lock().await = Some(tx);
+        let offer = self.publisher.pc.create_offer(None).await.map_err(wrtc)?;
+        self.publisher
+            .pc
+            .set_local_description(offer.clone())
+            .await
+            .map_err(wrtc)?;
+        let sdp = self
+            .publisher
+            .pc
+            .local_description()
+            .await
+            .map(|d| d.sdp)
+            .unwrap_or(offer.sdp);
+        self.send(proto::signal_request::Message::Offer(
+            proto::SessionDescription {
+                r#type: "offer".into(),
+                sdp,
+                ..Default::default()
+            },
+        ));
+        tokio::time::timeout(NEGOTIATION_TIMEOUT, rx)
+            .await
+            .map_err(|_| PublishError::NoAnswer(NEGOTIATION_TIMEOUT))?
+            .map_err(|_| PublishError::NoAnswer(NEGOTIATION_TIMEOUT))
+    }
+
+    /// Publishes a microphone track carrying Opus silence, 20 ms frames,
+    /// until the session closes. Returns the track as the server named it.
+    pub(crate) async fn publish_silent_audio(&self, name: &str) -> Result<TrackRef, PublishError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(PublishError::NotConnected);
+        }
+        let n = self.next_cid.fetch_add(1, Ordering::Relaxed);
+        let cid = format!("lkgo-audio-{n}");
+        let (tx, rx) = oneshot::channel();
+        self.pending_tracks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(cid.clone(), tx);
+        self.send(proto::signal_request::Message::AddTrack(
+            proto::AddTrackRequest {
+                cid: cid.clone(),
+                name: name.to_string(),
+                r#type: proto::TrackType::Audio as i32,
+                source: proto::TrackSource::Microphone as i32,
+                ..Default::default()
+            },
+        ));
+        let info = tokio::time::timeout(NEGOTIATION_TIMEOUT, rx)
+            .await
+            .map_err(|_| PublishError::NoConfirmation(NEGOTIATION_TIMEOUT))?
+            .map_err(|_| PublishError::NoConfirmation(NEGOTIATION_TIMEOUT))?;
+
+        let codec = RTCRtpCodec {
+            mime_type: MIME_TYPE_OPUS.to_owned(),
+            clock_rate: 48000,
+            channels: 2,
+            sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+            rtcp_feedback: vec![],
+        };
+        let ssrc = pseudo_random_ssrc(n);
+        let track = Arc::new(
+            TrackLocalStaticSample::new(
+                Instant::now(),
+                MediaStreamTrack::new(
+                    cid.clone(),
+                    cid.clone(),
+                    name.to_string(),
+                    RtpCodecKind::Audio,
+                    vec![RTCRtpEncodingParameters {
+                        rtp_coding_parameters: RTCRtpCodingParameters {
+                            ssrc: Some(ssrc),
+                            ..Default::default()
+                        },
+                        codec,
+                        ..Default::default()
+                    }],
+                ),
+            )
+            .map_err(wrtc)?,
+        );
+        let sender = self
+            .publisher
+            .pc
+            .add_track(track.clone() as Arc<dyn TrackLocal>)
+            .await
+            .map_err(wrtc)?;
+        self.negotiate_publisher().await?;
+        let payload_type = sender
+            .get_parameters()
+            .await
+            .map_err(wrtc)?
+            .rtp_parameters
+            .codecs
+            .first()
+            .map(|c| c.payload_type)
+            .ok_or_else(|| {
+                PublishError::WebRtc("no codec negotiated for the audio track".into())
+            })?;
+
+        let stop = self.stop.child_token();
+        let feeder_stop = stop.clone();
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(FRAME);
+            let mut frames: u64 = 0;
+            loop {
+                tokio::select! {
+                    _ = feeder_stop.cancelled() => break,
+                    _ = ticker.tick() => {}
+                }
+                let sample = Sample {
+                    data: bytes::Bytes::from_static(&OPUS_SILENCE_FRAME),
+                    duration: FRAME,
+                    ..Sample::new(Instant::now())
+                };
+                if let Err(e) = track
+                    .sample_writer(ssrc, payload_type)
+                    .write_sample(&sample)
+                    .await
+                {
+                    tracing::debug!(error = %e, frames, "audio track writer stopped");
+                    break;
+                }
+                frames += 1;
+            }
+        });
+        let track_ref = TrackRef {
+            sid: info.sid.clone(),
+            name: info.name.clone(),
+            kind: TrackKind::Audio,
+            source: TrackSource::Microphone,
+        };
+        tracing::info!(track_sid = %track_ref.sid, name = %track_ref.name, "publishing audio track (Opus silence)");
+        self.local_tracks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(LocalTrack {
+                info: track_ref.clone(),
+                stop,
+            });
+        Ok(track_ref)
+    }
+
+    /// Matches remote tracks to their publications and reports them.
+    pub(crate) async fn run_track_matcher(
+        self: Arc<Self>,
+        mut tracks: mpsc::UnboundedReceiver<Arc<dyn TrackRemote>>,
+        roster: SharedRoster,
+        emitter: RoomEmitter,
+    ) {
+        while let Some(track) = tracks.recv().await {
+            let roster = roster.clone();
+            let emitter = emitter.clone();
+            let stop = self.stop.clone();
+            tokio::spawn(async move {
+                follow_remote_track(track, roster, emitter, stop).await;
+            });
+        }
+    }
+
+    /// Stops local tracks and closes both peer connections. Idempotent.
+    pub(crate) async fn close(&self) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let locals =
+            std::mem::take(&mut *self.local_tracks.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in &locals {
+            tracing::debug!(track_sid = %t.info.sid, "stopping local track");
+            t.stop.cancel();
+        }
+        self.stop.cancel();
+        let _ = self.publisher.pc.close().await;
+        let _ = self.subscriber.pc.close().await;
+    }
+}
+
+fn pseudo_random_ssrc(salt: u32) -> u32 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    (nanos ^ std::process::id().rotate_left(16) ^ salt.wrapping_mul(0x9E37_79B9)) | 1
+}
+
+/// Waits for a remote track's publication info, emits TrackSubscribed, then
+/// reads its packets until it ends and emits TrackUnsubscribed.
+async fn follow_remote_track(
+    track: Arc<dyn TrackRemote>,
+    roster: SharedRoster,
+    emitter: RoomEmitter,
+    stop: CancellationToken,
+) {
+    let stream_id = track.stream_id().await.to_string();
+    let Some((participant_sid, track_sid)) = stream_id.split_once('|') else {
+        tracing::warn!(
+            stream_id,
+            "remote track with an unexpected stream id; ignored"
+        );
+        return;
+    };
+    // The ParticipantUpdate naming the track may arrive just after the media.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let found = loop {
+        if let Some(found) = roster
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .find_track(participant_sid, track_sid)
+        {
+            break Some(found);
+        }
+        if Instant::now() > deadline {
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let Some((participant, track_ref)) = found else {
+        tracing::warn!(
+            participant_sid,
+            track_sid,
+            "remote track matches no known publication; ignored"
+        );
+        return;
+    };
+    emitter.emit(Event::TrackSubscribed {
+        participant: participant.clone(),
+        track: track_ref.clone(),
+    });
+    let mut packets: u64 = 0;
+    let mut bytes: u64 = 0;
+    loop {
+        let event = tokio::select! {
+            _ = stop.cancelled() => break,
+            ev = track.poll() => ev,
+        };
+        match event {
+            Some(TrackRemoteEvent::OnRtpPacket(p)) => {
+                packets += 1;
+                bytes += p.payload.len() as u64;
+                if packets == 1 {
+                    tracing::info!(track_sid = %track_ref.sid, participant = %participant.identity, "first RTP packet received");
+                }
+            }
+            Some(TrackRemoteEvent::OnEnded) | None => break,
+            Some(_) => {}
+        }
+    }
+    tracing::info!(track_sid = %track_ref.sid, packets, bytes, "remote track ended");
+    if !stop.is_cancelled() {
+        emitter.emit(Event::TrackUnsubscribed {
+            participant,
+            track: track_ref,
+        });
+    }
+}
