@@ -164,9 +164,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// Default log filter: lk-go at info; the WebRTC stack's internals (which
+/// warn about benign conditions such as unanswered ICE pings during setup)
+/// only when they report errors. `LK_GO_LOG` overrides it.
+pub const DEFAULT_LOG_FILTER: &str =
+    "info,rtc=error,rtc_dtls=error,rtc_ice=error,rtc_sctp=error,rtc_srtp=error,webrtc=error";
+
 fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("LK_GO_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_env("LK_GO_LOG").unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -273,3 +273,40 @@ impl Drop for LiveKitServer {
         self.kill();
     }
 }
+
+/// The pinned official LiveKit Python SDK, the interop peer nobody here wrote.
+pub const PYTHON_LIVEKIT_PIN: &str = "livekit==1.2.1";
+
+/// The venv's python with the pinned `livekit` package (`LK_GO_PYTHON`, or
+/// `target/pyenv/bin/python`); panics with the fix when missing.
+pub fn python_bin() -> PathBuf {
+    let p = std::env::var_os("LK_GO_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("pyenv").join("bin").join("python"));
+    assert!(
+        p.is_file(),
+        "{} is missing; run the tests with `cargo xtask itest`, which creates the venv with {PYTHON_LIVEKIT_PIN}",
+        p.display()
+    );
+    p
+}
+
+/// A python script of tests/python/.
+pub fn python_script(name: &str) -> PathBuf {
+    workspace_root().join("tests").join("python").join(name)
+}
+
+/// A join token for the dev key/secret the test servers use.
+pub fn dev_token(room: &str, identity: &str) -> String {
+    use livekit_api::access_token::{AccessToken, VideoGrants};
+    AccessToken::with_api_key("devkey", "secret")
+        .with_identity(identity)
+        .with_name(identity)
+        .with_grants(VideoGrants {
+            room_join: true,
+            room: room.to_string(),
+            ..Default::default()
+        })
+        .to_jwt()
+        .expect("mint a dev token")
+}

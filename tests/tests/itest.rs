@@ -4,7 +4,7 @@
 //!
 //! Every test is bounded by a 30 s safety net.
 
-use lk_go_tests::{plugin, run_lk_go, LiveKitServer};
+use lk_go_tests::{plugin, run_lk_go, wait_output, LiveKitServer};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -409,6 +409,15 @@ async fn published_audio_track_reaches_the_job_as_track_subscribed() {
     });
     room.leave().await;
     room.close_tracks().await;
+    tokio::task::block_in_place(|| {
+        job.expect_line(
+            &[
+                "\"event\":\"track_unsubscribed\"",
+                "\"participant_identity\":\"speaker\"",
+            ],
+            Duration::from_secs(10),
+        )
+    });
     let line = tokio::task::block_in_place(|| {
         job.expect_line(
             &[
@@ -426,4 +435,91 @@ async fn published_audio_track_reaches_the_job_as_track_subscribed() {
         .success());
     let (code, lines) = tokio::task::block_in_place(|| job.exit_code(LIMIT));
     assert_eq!(code, Some(130), "{lines:#?}");
+}
+
+#[test]
+fn python_sdk_publisher_reaches_the_job_with_rtp() {
+    use lk_go_tests::{dev_token, python_bin, python_script};
+    let server = LiveKitServer::start();
+    let mut job = LoggerJob::start(&server, "interop", &[]);
+    std::thread::sleep(Duration::from_millis(800));
+    let python = Command::new(python_bin())
+        .arg(python_script("publish_sine.py"))
+        .args([&server.url, &dev_token("interop", "python-pub"), "8"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start python");
+    let line = job.expect_line(
+        &[
+            "\"event\":\"track_subscribed\"",
+            "\"participant_identity\":\"python-pub\"",
+        ],
+        Duration::from_secs(20),
+    );
+    assert!(line.contains("\"kind\":\"audio\""), "{line}");
+    job.expect_log("first RTP packet received", Duration::from_secs(10));
+    let py = wait_output(python, LIMIT);
+    assert_eq!(
+        py.status.code(),
+        Some(0),
+        "python: {}",
+        String::from_utf8_lossy(&py.stderr)
+    );
+    assert!(String::from_utf8_lossy(&py.stdout).contains("published TR_"));
+    job.expect_line(
+        &[
+            "\"event\":\"participant_left\"",
+            "\"participant_identity\":\"python-pub\"",
+        ],
+        Duration::from_secs(10),
+    );
+    assert!(Command::new("kill")
+        .args(["-INT", &job.child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let (code, lines) = job.exit_code(LIMIT);
+    assert_eq!(code, Some(130), "{lines:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_subscriber_receives_frames_of_our_track() {
+    use lk_go_tests::{dev_token, python_bin, python_script};
+    let server = LiveKitServer::start();
+    let room = publisher(&server, "interop-sub", "lkgo-speaker").await;
+    let python = Command::new(python_bin())
+        .arg(python_script("subscribe_count.py"))
+        .args([
+            &server.url,
+            &dev_token("interop-sub", "python-sub"),
+            "lkgo-speaker",
+            "50",
+            "20",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start python");
+    let py = tokio::task::block_in_place(|| wait_output(python, LIMIT));
+    let out = String::from_utf8_lossy(&py.stdout).into_owned();
+    assert_eq!(
+        py.status.code(),
+        Some(0),
+        "python stdout: {out}; stderr: {}",
+        String::from_utf8_lossy(&py.stderr)
+    );
+    let result: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON line");
+    assert!(result["frames"].as_u64().unwrap_or(0) >= 50, "{result}");
+    assert!(
+        result["track_sid"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("TR_"),
+        "{result}"
+    );
+    room.leave().await;
+    room.close_tracks().await;
 }

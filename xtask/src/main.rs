@@ -8,7 +8,9 @@
 //! `demo`. Every missing prerequisite is a one-line error, never a skip.
 
 use anyhow::{bail, Context, Result};
-use lk_go_tests::{target_dir, workspace_root, LiveKitServer, LIVEKIT_SERVER_VERSION};
+use lk_go_tests::{
+    target_dir, workspace_root, LiveKitServer, LIVEKIT_SERVER_VERSION, PYTHON_LIVEKIT_PIN,
+};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -238,9 +240,51 @@ fn server_version(bin: &Path) -> Option<String> {
         .map(|s| s.trim_start_matches('v').to_string())
 }
 
+/// Creates target/pyenv with the pinned official LiveKit Python SDK (the
+/// interop peer); returns its python.
+fn provision_python() -> Result<PathBuf> {
+    let venv = target_dir().join("pyenv");
+    let python = venv.join("bin").join("python");
+    let pinned_version = PYTHON_LIVEKIT_PIN.trim_start_matches("livekit==");
+    let installed = Command::new(&python)
+        .args([
+            "-c",
+            "import importlib.metadata as m, livekit.rtc; print(m.version('livekit'))",
+        ])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    if installed.as_deref() == Some(pinned_version) {
+        return Ok(python);
+    }
+    step(&format!(
+        "create the Python venv with {PYTHON_LIVEKIT_PIN} (the interop peer)"
+    ));
+    let python3 = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    if !have(&python3) {
+        bail!("`{python3}` not found; install Python 3.9+ with venv (apt-get install python3-venv) or set PYTHON");
+    }
+    run(
+        Command::new(&python3).args(["-m", "venv"]).arg(&venv),
+        "python3 -m venv target/pyenv",
+    )?;
+    run(
+        Command::new(venv.join("bin").join("pip")).args([
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            PYTHON_LIVEKIT_PIN,
+        ]),
+        &format!("pip install {PYTHON_LIVEKIT_PIN}"),
+    )?;
+    Ok(python)
+}
+
 fn itest() -> Result<()> {
     let bin = provision_livekit()?;
-    step("integration tests against livekit-server");
+    let python = provision_python()?;
+    step("integration tests against livekit-server (and the Python SDK)");
     run(
         cargo()
             .args([
@@ -255,7 +299,8 @@ fn itest() -> Result<()> {
                 "--",
                 "--test-threads=2",
             ])
-            .env("LIVEKIT_SERVER_BIN", &bin),
+            .env("LIVEKIT_SERVER_BIN", &bin)
+            .env("LK_GO_PYTHON", &python),
         "integration tests",
     )
 }
@@ -314,40 +359,28 @@ fn demo() -> Result<()> {
     let server = LiveKitServer::start();
     let lk_go = target_dir().join("debug").join("lk-go");
     let plugins = target_dir().join("plugins");
+    eprintln!("livekit-server {LIVEKIT_SERVER_VERSION} at {}", server.url);
     eprintln!(
-        "livekit-server at {}; starting the event-logger job in room `demo`",
-        server.url
+        "\n--- lk-go job with the event-logger plugin joins room `demo` (its stdout below) ---"
     );
     let mut job = Command::new(&lk_go)
         .args(["job", "run-script"])
         .arg(plugins.join("libevent_logger.so"))
         .args(["--room", "demo", "--url", &server.url])
+        .env("LK_GO_LOG", "warn")
         .stdout(Stdio::inherit())
         .stderr(Stdio::inherit())
         .spawn()
         .context("start lk-go")?;
     std::thread::sleep(Duration::from_secs(2));
-    eprintln!("\n--- participant `visitor` joins for 2 s ---");
-    let mut visitor = Command::new(&lk_go)
-        .args(["job", "run-script"])
-        .arg(plugins.join("libevent_logger.so"))
-        .args([
-            "--room",
-            "demo",
-            "--url",
-            &server.url,
-            "--identity",
-            "visitor",
-            "--max-duration",
-            "2s",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("start the visitor")?;
-    let _ = visitor.wait();
+    eprintln!("\n--- participant `visitor` joins and publishes an audio track for 3 s ---");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(visit(&server.url))?;
     std::thread::sleep(Duration::from_secs(1));
-    eprintln!("\n--- SIGINT to the job: shutdown cascade ---");
+    eprintln!("\n--- SIGINT to the job: shutdown cascade (room -> tracks -> hooks -> plugin) ---");
     let _ = Command::new("kill")
         .args(["-INT", &job.id().to_string()])
         .status();
@@ -357,5 +390,36 @@ fn demo() -> Result<()> {
         status.code().unwrap_or(-1)
     );
     drop(server);
+    Ok(())
+}
+
+/// A participant that joins `demo`, publishes silence for 3 s and leaves,
+/// through the same room client the jobs use.
+async fn visit(url: &str) -> Result<()> {
+    use lk_go::room::signal::{AutoSubscribe, Credentials, LiveKitConnector, LiveKitSettings};
+    use lk_go::room::{JoinRequest, Room};
+    let connector = LiveKitConnector::new(LiveKitSettings {
+        url: url.to_string(),
+        credentials: Credentials::KeySecret {
+            key: "devkey".into(),
+            secret: "secret".into(),
+        },
+        auto_subscribe: AutoSubscribe::None,
+        liveness_timeout: Duration::from_secs(15),
+    });
+    let mut room = Room::new("demo");
+    room.connect(
+        &connector,
+        &JoinRequest {
+            room_name: "demo".into(),
+            identity: "visitor".into(),
+            job_id: "demo-visitor".into(),
+        },
+    )
+    .await?;
+    room.publish_silent_audio("visitor-mic").await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    room.leave().await;
+    room.close_tracks().await;
     Ok(())
 }

@@ -168,6 +168,9 @@ pub(crate) struct RtcSession {
     /// Serialises publisher negotiations (one offer in flight at a time).
     negotiation: tokio::sync::Mutex<()>,
     local_tracks: Mutex<Vec<LocalTrack>>,
+    /// Remote tracks whose media arrived, by track sid. Whoever removes an
+    /// entry emits its TrackUnsubscribed, so it is emitted exactly once.
+    subscribed: Mutex<HashMap<String, CancellationToken>>,
     next_cid: AtomicU32,
     closed: AtomicBool,
     stop: CancellationToken,
@@ -285,6 +288,7 @@ impl RtcSession {
             answer_waiter: tokio::sync::Mutex::new(None),
             negotiation: tokio::sync::Mutex::new(()),
             local_tracks: Mutex::new(Vec::new()),
+            subscribed: Mutex::new(HashMap::new()),
             next_cid: AtomicU32::new(1),
             closed: AtomicBool::new(false),
             stop: CancellationToken::new(),
@@ -532,10 +536,28 @@ impl RtcSession {
         while let Some(track) = tracks.recv().await {
             let roster = roster.clone();
             let emitter = emitter.clone();
-            let stop = self.stop.clone();
+            let session = self.clone();
             tokio::spawn(async move {
-                follow_remote_track(track, roster, emitter, stop).await;
+                session.follow_remote_track(track, roster, emitter).await;
             });
+        }
+    }
+
+    /// Called when a publication goes away: if its media was subscribed,
+    /// stops following it and returns true (the caller emits
+    /// TrackUnsubscribed, before TrackUnpublished).
+    pub(crate) fn unsubscribe(&self, track_sid: &str) -> bool {
+        let entry = self
+            .subscribed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(track_sid);
+        match entry {
+            Some(token) => {
+                token.cancel();
+                true
+            }
+            None => false,
         }
     }
 
@@ -564,73 +586,86 @@ fn pseudo_random_ssrc(salt: u32) -> u32 {
     (nanos ^ std::process::id().rotate_left(16) ^ salt.wrapping_mul(0x9E37_79B9)) | 1
 }
 
-/// Waits for a remote track's publication info, emits TrackSubscribed, then
-/// reads its packets until it ends and emits TrackUnsubscribed.
-async fn follow_remote_track(
-    track: Arc<dyn TrackRemote>,
-    roster: SharedRoster,
-    emitter: RoomEmitter,
-    stop: CancellationToken,
-) {
-    let stream_id = track.stream_id().await.to_string();
-    let Some((participant_sid, track_sid)) = stream_id.split_once('|') else {
-        tracing::warn!(
-            stream_id,
-            "remote track with an unexpected stream id; ignored"
-        );
-        return;
-    };
-    // The ParticipantUpdate naming the track may arrive just after the media.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let found = loop {
-        if let Some(found) = roster
+impl RtcSession {
+    /// Waits for a remote track's publication info, emits TrackSubscribed, then
+    /// reads its packets until it ends and emits TrackUnsubscribed.
+    async fn follow_remote_track(
+        self: Arc<Self>,
+        track: Arc<dyn TrackRemote>,
+        roster: SharedRoster,
+        emitter: RoomEmitter,
+    ) {
+        let stream_id = track.stream_id().await.to_string();
+        let Some((participant_sid, track_sid)) = stream_id.split_once('|') else {
+            tracing::warn!(
+                stream_id,
+                "remote track with an unexpected stream id; ignored"
+            );
+            return;
+        };
+        // The ParticipantUpdate naming the track may arrive just after the media.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let found = loop {
+            if let Some(found) = roster
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .find_track(participant_sid, track_sid)
+            {
+                break Some(found);
+            }
+            if Instant::now() > deadline {
+                break None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let Some((participant, track_ref)) = found else {
+            tracing::warn!(
+                participant_sid,
+                track_sid,
+                "remote track matches no known publication; ignored"
+            );
+            return;
+        };
+        let stop = self.stop.child_token();
+        self.subscribed
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .find_track(participant_sid, track_sid)
-        {
-            break Some(found);
-        }
-        if Instant::now() > deadline {
-            break None;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    let Some((participant, track_ref)) = found else {
-        tracing::warn!(
-            participant_sid,
-            track_sid,
-            "remote track matches no known publication; ignored"
-        );
-        return;
-    };
-    emitter.emit(Event::TrackSubscribed {
-        participant: participant.clone(),
-        track: track_ref.clone(),
-    });
-    let mut packets: u64 = 0;
-    let mut bytes: u64 = 0;
-    loop {
-        let event = tokio::select! {
-            _ = stop.cancelled() => break,
-            ev = track.poll() => ev,
-        };
-        match event {
-            Some(TrackRemoteEvent::OnRtpPacket(p)) => {
-                packets += 1;
-                bytes += p.payload.len() as u64;
-                if packets == 1 {
-                    tracing::info!(track_sid = %track_ref.sid, participant = %participant.identity, "first RTP packet received");
-                }
-            }
-            Some(TrackRemoteEvent::OnEnded) | None => break,
-            Some(_) => {}
-        }
-    }
-    tracing::info!(track_sid = %track_ref.sid, packets, bytes, "remote track ended");
-    if !stop.is_cancelled() {
-        emitter.emit(Event::TrackUnsubscribed {
-            participant,
-            track: track_ref,
+            .insert(track_ref.sid.clone(), stop.clone());
+        emitter.emit(Event::TrackSubscribed {
+            participant: participant.clone(),
+            track: track_ref.clone(),
         });
+        let mut packets: u64 = 0;
+        let mut bytes: u64 = 0;
+        loop {
+            let event = tokio::select! {
+                _ = stop.cancelled() => break,
+                ev = track.poll() => ev,
+            };
+            match event {
+                Some(TrackRemoteEvent::OnRtpPacket(p)) => {
+                    packets += 1;
+                    bytes += p.payload.len() as u64;
+                    if packets == 1 {
+                        tracing::info!(track_sid = %track_ref.sid, participant = %participant.identity, "first RTP packet received");
+                    }
+                }
+                Some(TrackRemoteEvent::OnEnded) | None => break,
+                Some(_) => {}
+            }
+        }
+        tracing::info!(track_sid = %track_ref.sid, packets, bytes, "remote track ended");
+        let still_ours = self
+            .subscribed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&track_ref.sid)
+            .is_some();
+        if still_ours && !self.stop.is_cancelled() {
+            emitter.emit(Event::TrackUnsubscribed {
+                participant,
+                track: track_ref,
+            });
+        }
     }
 }

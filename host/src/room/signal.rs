@@ -474,6 +474,14 @@ async fn session_loop(
                             for info in &update.participants {
                                 let (evs, tracks) = roster.lock().unwrap_or_else(|e| e.into_inner()).apply(info);
                                 for ev in evs {
+                                    if let Event::TrackUnpublished { participant, track } = &ev {
+                                        if session.rtc.unsubscribe(&track.sid) {
+                                            emitter.emit(Event::TrackUnsubscribed {
+                                                participant: participant.clone(),
+                                                track: track.clone(),
+                                            });
+                                        }
+                                    }
                                     emitter.emit(ev);
                                 }
                                 subscribe_selected(&session, mode, &info.sid, &tracks).await;
