@@ -105,6 +105,17 @@ impl LoggerJob {
         }
     }
 
+    /// Asserts that no stdout line contains `needle` for `window`.
+    fn expect_no_line(&mut self, needle: &str, window: Duration) {
+        let deadline = Instant::now() + window;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            if let Ok(line) = self.lines.recv_timeout(left) {
+                assert!(!line.contains(needle), "unexpected {needle:?}: {line}");
+                self.seen.push(line);
+            }
+        }
+    }
+
     /// Waits until the job's log has a line containing `needle`.
     fn expect_log(&self, needle: &str, within: Duration) -> String {
         let deadline = Instant::now() + within;
@@ -313,6 +324,7 @@ fn wrong_api_secret_is_auth_refused_77_and_secret_not_printed() {
         .collect();
     assert_eq!(lines.len(), 1, "{err}");
     assert!(!err.contains(secret), "the secret leaked: {err}");
+    assert!(!err.contains("eyJ"), "a token leaked: {err}");
 
     // The same through the environment, as documented.
     let p = plugin("noop");
@@ -522,4 +534,66 @@ async fn python_sdk_subscriber_receives_frames_of_our_track() {
     );
     room.leave().await;
     room.close_tracks().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_subscribe_selects_which_tracks_arrive() {
+    let server = LiveKitServer::start();
+    let mut audio_only = LoggerJob::start(&server, "select", &["--auto-subscribe", "audio"]);
+    let mut video_only = LoggerJob::start(&server, "select", &["--auto-subscribe", "video"]);
+    let mut nothing = LoggerJob::start(&server, "select", &["--auto-subscribe", "none"]);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let room = publisher(&server, "select", "speaker").await;
+    tokio::task::block_in_place(|| {
+        for job in [&mut audio_only, &mut video_only, &mut nothing] {
+            job.expect_line(
+                &["\"event\":\"track_published\"", "speaker"],
+                Duration::from_secs(10),
+            );
+        }
+        audio_only.expect_line(
+            &["\"event\":\"track_subscribed\"", "speaker"],
+            Duration::from_secs(15),
+        );
+        video_only.expect_no_line("track_subscribed", Duration::from_secs(3));
+        nothing.expect_no_line("track_subscribed", Duration::from_millis(500));
+    });
+    room.leave().await;
+    room.close_tracks().await;
+    for job in [audio_only, video_only, nothing] {
+        assert!(Command::new("kill")
+            .args(["-INT", &job.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success());
+        let (code, lines) = tokio::task::block_in_place(|| job.exit_code(LIMIT));
+        assert_eq!(code, Some(130), "{lines:#?}");
+    }
+}
+
+/// A token the server cannot verify (signed for an API key it does not
+/// know) is refused like a wrong secret. (An expired token is not tested:
+/// the server accepts tokens up to 60 s past expiry, go-jose's default leeway.)
+#[test]
+fn token_for_an_unknown_key_is_auth_refused_77() {
+    use livekit_api::access_token::{AccessToken, VideoGrants};
+    let server = LiveKitServer::start();
+    let token = AccessToken::with_api_key("stranger", "a-secret-this-server-never-heard-of")
+        .with_identity("stranger")
+        .with_grants(VideoGrants {
+            room_join: true,
+            room: "locked".into(),
+            ..Default::default()
+        })
+        .to_jwt()
+        .unwrap();
+    let out = run_in(&server, "noop", "locked", &["--token", &token]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(77), "{err}");
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("lk-go: error:"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(!err.contains(&token), "the token leaked: {err}");
 }

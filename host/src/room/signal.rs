@@ -126,7 +126,18 @@ fn validate_url(url: &str) -> Result<(), ConnectError> {
     Ok(())
 }
 
-fn map_connect_error(url: &str, e: SignalError) -> ConnectError {
+/// The server echoes the token in some error bodies; a token is a
+/// credential, so it never reaches a message.
+fn redact(body: &str, token: &str) -> String {
+    let body = body.trim();
+    if token.is_empty() {
+        body.to_string()
+    } else {
+        body.replace(token, "<token>")
+    }
+}
+
+fn map_connect_error(url: &str, token: &str, e: SignalError) -> ConnectError {
     let url = url.to_string();
     match e {
         SignalError::UrlParse(why) => ConnectError::InvalidUrl { url, why },
@@ -136,7 +147,7 @@ fn map_connect_error(url: &str, e: SignalError) -> ConnectError {
         SignalError::Client(status, body) if status.as_u16() == 401 || status.as_u16() == 403 => {
             ConnectError::Unauthorized {
                 url,
-                detail: format!("{} {}", status.as_u16(), body.trim()),
+                detail: format!("{} {}", status.as_u16(), redact(&body, token)),
             }
         }
         SignalError::Handshake { status } if status.as_u16() == 401 || status.as_u16() == 403 => {
@@ -148,7 +159,7 @@ fn map_connect_error(url: &str, e: SignalError) -> ConnectError {
         SignalError::Client(status, body) | SignalError::Server(status, body) => {
             ConnectError::Server {
                 url,
-                detail: format!("{} {}", status.as_u16(), body.trim()),
+                detail: format!("{} {}", status.as_u16(), redact(&body, token)),
             }
         }
         SignalError::Handshake { status } => ConnectError::Server {
@@ -334,7 +345,8 @@ impl RoomConnector for LiveKitConnector {
                 url: url.clone(),
                 detail: "no answer within 9 s".into(),
             })?;
-            let (client, join, events) = connected.map_err(|e| map_connect_error(&url, e))?;
+            let (client, join, events) =
+                connected.map_err(|e| map_connect_error(&url, &token, e))?;
             tracing::info!(
                 room = %join.room.as_ref().map(|r| r.name.as_str()).unwrap_or(""),
                 room_sid = %join.room.as_ref().map(|r| r.sid.as_str()).unwrap_or(""),
@@ -572,6 +584,22 @@ mod tests {
             validate_url("ws://"),
             Err(ConnectError::InvalidUrl { .. })
         ));
+    }
+
+    #[test]
+    fn server_error_bodies_never_carry_the_token() {
+        let e = map_connect_error(
+            "ws://x",
+            "eyJabc.def.ghi",
+            SignalError::Client(
+                http::StatusCode::UNAUTHORIZED,
+                "invalid token: eyJabc.def.ghi, error: bad".into(),
+            ),
+        );
+        let msg = e.to_string();
+        assert!(matches!(e, ConnectError::Unauthorized { .. }));
+        assert!(!msg.contains("eyJabc"), "{msg}");
+        assert!(msg.contains("<token>"), "{msg}");
     }
 
     #[test]
