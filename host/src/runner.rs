@@ -179,9 +179,15 @@ pub async fn run_job(
     } else {
         let run = plugin.run;
         let thread_handle = handle.clone();
+        // unix_us lets `cargo xtask bench` measure exec -> run entered.
+        let unix_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0);
         tracing::info!(
             event = "plugin_run_entered",
             elapsed_us = run_entered_after.as_micros() as u64,
+            unix_us,
             "calling plugin run"
         );
         std::thread::Builder::new()

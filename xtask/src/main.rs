@@ -7,6 +7,8 @@
 //! `test` (the README's test command and CI's), `itest`, `loom`, `livekit`,
 //! `demo`. Every missing prerequisite is a one-line error, never a skip.
 
+mod bench;
+
 use anyhow::{bail, Context, Result};
 use lk_go_tests::{
     target_dir, workspace_root, LiveKitServer, LIVEKIT_SERVER_VERSION, PYTHON_LIVEKIT_PIN,
@@ -23,7 +25,9 @@ commands:
   itest           provision livekit-server and run the tests against it
   loom            run the loom models of the JobContext state machine
   livekit         provision and run a local livekit-server (foreground; Ctrl-C stops it)
-  demo            run the event-logger plugin in room `demo` while another participant comes and goes";
+  demo            run the event-logger plugin in room `demo` while another participant comes and goes
+  bench [--runs N] [--steady-seconds S]
+                  lk-go vs the LiveKit Python SDK and Python agents (default 20 runs, 30 s)";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -34,6 +38,7 @@ fn main() {
         Some("loom") => loom(),
         Some("livekit") => livekit(),
         Some("demo") => build_plugins().and_then(|_| demo()),
+        Some("bench") => build_plugins().and_then(|_| bench_cmd(&args[1..])),
         _ => {
             eprintln!("{USAGE}");
             std::process::exit(64);
@@ -279,6 +284,81 @@ fn provision_python() -> Result<PathBuf> {
         &format!("pip install {PYTHON_LIVEKIT_PIN}"),
     )?;
     Ok(python)
+}
+
+/// A venv of its own for the agents contender (it pins an older `livekit`).
+fn provision_python_agents() -> Result<PathBuf> {
+    let venv = target_dir().join("pyenv-agents");
+    let python = venv.join("bin").join("python");
+    let pinned = bench::AGENTS_PIN.trim_start_matches("livekit-agents==");
+    let installed = Command::new(&python)
+        .args([
+            "-c",
+            "import importlib.metadata as m; print(m.version('livekit-agents'))",
+        ])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    if installed.as_deref() == Some(pinned) {
+        return Ok(python);
+    }
+    step(&format!(
+        "create the agents venv with {}",
+        bench::AGENTS_PIN
+    ));
+    run(
+        Command::new("python3").args(["-m", "venv"]).arg(&venv),
+        "python3 -m venv target/pyenv-agents",
+    )?;
+    run(
+        Command::new(venv.join("bin").join("pip")).args([
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            bench::AGENTS_PIN,
+        ]),
+        &format!("pip install {}", bench::AGENTS_PIN),
+    )?;
+    Ok(python)
+}
+
+fn bench_cmd(args: &[String]) -> Result<()> {
+    let mut settings = bench::Settings {
+        runs: 20,
+        steady_seconds: 30,
+        memory_seconds: 10,
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| -> Result<u64> {
+            it.next()
+                .and_then(|v| v.parse().ok())
+                .with_context(|| format!("{name} needs a whole number"))
+        };
+        match a.as_str() {
+            "--runs" => settings.runs = value("--runs")?.max(1) as usize,
+            "--steady-seconds" => {
+                settings.steady_seconds = value("--steady-seconds")?.max(settings.memory_seconds)
+            }
+            other => bail!("unknown bench option {other}; see `cargo xtask`"),
+        }
+    }
+    let server_bin = provision_livekit()?;
+    std::env::set_var("LIVEKIT_SERVER_BIN", &server_bin);
+    step("build lk-go in release mode (benchmarks measure what users run)");
+    run(
+        cargo().args(["build", "-j2", "--release", "-p", "lk-go", "--bin", "lk-go"]),
+        "cargo build --release",
+    )?;
+    let tools = bench::Tools {
+        lk_go: target_dir().join("release").join("lk-go"),
+        plugins: target_dir().join("plugins"),
+        python_sdk: provision_python()?,
+        python_agents: provision_python_agents()?,
+    };
+    step("bench");
+    bench::run(tools, settings)
 }
 
 fn itest() -> Result<()> {
