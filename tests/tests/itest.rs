@@ -306,7 +306,7 @@ fn healthy_server_is_not_mistaken_for_a_dead_one() {
         &server,
         "event_logger",
         "healthy",
-        &["--liveness-timeout", "1s", "--max-duration", "4s"],
+        &["--liveness-timeout", "2s", "--max-duration", "7s"],
     );
     assert_eq!(out.status.code(), Some(124), "{}", stderr(&out));
 }
