@@ -310,3 +310,35 @@ pub fn dev_token(room: &str, identity: &str) -> String {
         .to_jwt()
         .expect("mint a dev token")
 }
+
+/// Joins `room` on a dev server (devkey/secret) as `identity` through the
+/// lk-go library, subscribing to nothing: the extra participant that tests,
+/// the demo and the benchmarks bring in.
+pub async fn join_dev_room(
+    url: &str,
+    room: &str,
+    identity: &str,
+) -> Result<lk_go::room::Room, lk_go::room::ConnectError> {
+    use lk_go::room::signal::{AutoSubscribe, Credentials, LiveKitConnector, LiveKitSettings};
+    use lk_go::room::{JoinRequest, Room};
+    let connector = LiveKitConnector::new(LiveKitSettings {
+        url: url.to_string(),
+        credentials: Credentials::KeySecret {
+            key: "devkey".into(),
+            secret: "secret".into(),
+        },
+        auto_subscribe: AutoSubscribe::None,
+        liveness_timeout: Duration::from_secs(15),
+    });
+    let mut r = Room::new(room);
+    r.connect(
+        &connector,
+        &JoinRequest {
+            room_name: room.into(),
+            identity: identity.into(),
+            job_id: format!("{identity}-job"),
+        },
+    )
+    .await?;
+    Ok(r)
+}

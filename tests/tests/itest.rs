@@ -364,28 +364,9 @@ fn sigterm_in_a_real_room_exits_143() {
 /// Joins `room` in this test process as `identity` through the library (the
 /// same LiveKit session the CLI uses) and publishes a silent audio track.
 async fn publisher(server: &LiveKitServer, room: &str, identity: &str) -> lk_go::room::Room {
-    use lk_go::room::signal::{AutoSubscribe, Credentials, LiveKitConnector, LiveKitSettings};
-    use lk_go::room::{JoinRequest, Room};
-    let connector = LiveKitConnector::new(LiveKitSettings {
-        url: server.url.clone(),
-        credentials: Credentials::KeySecret {
-            key: "devkey".into(),
-            secret: "secret".into(),
-        },
-        auto_subscribe: AutoSubscribe::None,
-        liveness_timeout: Duration::from_secs(15),
-    });
-    let mut r = Room::new(room);
-    r.connect(
-        &connector,
-        &JoinRequest {
-            room_name: room.into(),
-            identity: identity.into(),
-            job_id: format!("{identity}-job"),
-        },
-    )
-    .await
-    .expect("publisher joins");
+    let r = lk_go_tests::join_dev_room(&server.url, room, identity)
+        .await
+        .expect("publisher joins");
     let track = r.publish_silent_audio("dummy-mic").await.expect("publish");
     assert!(track.sid.starts_with("TR_"), "{track:?}");
     r

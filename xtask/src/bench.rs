@@ -245,28 +245,7 @@ fn agent_job(tools: &Tools, url: &str, room: &str) -> Command {
 }
 
 async fn publisher(url: &str, room: &str, identity: &str) -> Result<lk_go::room::Room> {
-    use lk_go::room::signal::{AutoSubscribe, Credentials, LiveKitConnector, LiveKitSettings};
-    use lk_go::room::{JoinRequest, Room};
-    let connector = LiveKitConnector::new(LiveKitSettings {
-        url: url.to_string(),
-        credentials: Credentials::KeySecret {
-            key: "devkey".into(),
-            secret: "secret".into(),
-        },
-        auto_subscribe: AutoSubscribe::None,
-        liveness_timeout: Duration::from_secs(15),
-    });
-    let mut r = Room::new(room);
-    r.connect(
-        &connector,
-        &JoinRequest {
-            room_name: room.into(),
-            identity: identity.into(),
-            job_id: format!("{identity}-bench"),
-        },
-    )
-    .await?;
-    Ok(r)
+    Ok(lk_go_tests::join_dev_room(url, room, identity).await?)
 }
 
 const READY: Duration = Duration::from_secs(30);

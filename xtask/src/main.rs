@@ -476,27 +476,7 @@ fn demo() -> Result<()> {
 /// A participant that joins `demo`, publishes silence for 3 s and leaves,
 /// through the same room client the jobs use.
 async fn visit(url: &str) -> Result<()> {
-    use lk_go::room::signal::{AutoSubscribe, Credentials, LiveKitConnector, LiveKitSettings};
-    use lk_go::room::{JoinRequest, Room};
-    let connector = LiveKitConnector::new(LiveKitSettings {
-        url: url.to_string(),
-        credentials: Credentials::KeySecret {
-            key: "devkey".into(),
-            secret: "secret".into(),
-        },
-        auto_subscribe: AutoSubscribe::None,
-        liveness_timeout: Duration::from_secs(15),
-    });
-    let mut room = Room::new("demo");
-    room.connect(
-        &connector,
-        &JoinRequest {
-            room_name: "demo".into(),
-            identity: "visitor".into(),
-            job_id: "demo-visitor".into(),
-        },
-    )
-    .await?;
+    let room = lk_go_tests::join_dev_room(url, "demo", "visitor").await?;
     room.publish_silent_audio("visitor-mic").await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     room.leave().await;
