@@ -245,82 +245,51 @@ fn server_version(bin: &Path) -> Option<String> {
         .map(|s| s.trim_start_matches('v').to_string())
 }
 
-/// Creates target/pyenv with the pinned official LiveKit Python SDK (the
-/// interop peer); returns its python.
-fn provision_python() -> Result<PathBuf> {
-    let venv = target_dir().join("pyenv");
+/// Creates (or reuses) the venv `target/<dir>` with exactly `pin`
+/// (`dist==version`) installed and `module` importable; returns its python.
+fn provision_venv(dir: &str, pin: &str, module: &str) -> Result<PathBuf> {
+    let venv = target_dir().join(dir);
     let python = venv.join("bin").join("python");
-    let pinned_version = PYTHON_LIVEKIT_PIN.trim_start_matches("livekit==");
+    let (dist, version) = pin.split_once("==").context("pin must be dist==version")?;
+    let probe = format!("import importlib.metadata as m, {module}; print(m.version('{dist}'))");
     let installed = Command::new(&python)
-        .args([
-            "-c",
-            "import importlib.metadata as m, livekit.rtc; print(m.version('livekit'))",
-        ])
+        .args(["-c", &probe])
         .output()
         .ok()
         .filter(|o| o.status.success())
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
-    if installed.as_deref() == Some(pinned_version) {
+    if installed.as_deref() == Some(version) {
         return Ok(python);
     }
-    step(&format!(
-        "create the Python venv with {PYTHON_LIVEKIT_PIN} (the interop peer)"
-    ));
+    step(&format!("create the Python venv target/{dir} with {pin}"));
     let python3 = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
     if !have(&python3) {
         bail!("`{python3}` not found; install Python 3.9+ with venv (apt-get install python3-venv) or set PYTHON");
     }
     run(
         Command::new(&python3).args(["-m", "venv"]).arg(&venv),
-        "python3 -m venv target/pyenv",
+        &format!("python3 -m venv target/{dir}"),
     )?;
     run(
         Command::new(venv.join("bin").join("pip")).args([
             "install",
             "--quiet",
             "--disable-pip-version-check",
-            PYTHON_LIVEKIT_PIN,
+            pin,
         ]),
-        &format!("pip install {PYTHON_LIVEKIT_PIN}"),
+        &format!("pip install {pin}"),
     )?;
     Ok(python)
 }
 
-/// A venv of its own for the agents contender (it pins an older `livekit`).
+/// The pinned official LiveKit Python SDK: the interop peer.
+fn provision_python() -> Result<PathBuf> {
+    provision_venv("pyenv", PYTHON_LIVEKIT_PIN, "livekit.rtc")
+}
+
+/// The agents contender gets a venv of its own: it pins an older `livekit`.
 fn provision_python_agents() -> Result<PathBuf> {
-    let venv = target_dir().join("pyenv-agents");
-    let python = venv.join("bin").join("python");
-    let pinned = bench::AGENTS_PIN.trim_start_matches("livekit-agents==");
-    let installed = Command::new(&python)
-        .args([
-            "-c",
-            "import importlib.metadata as m; print(m.version('livekit-agents'))",
-        ])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
-    if installed.as_deref() == Some(pinned) {
-        return Ok(python);
-    }
-    step(&format!(
-        "create the agents venv with {}",
-        bench::AGENTS_PIN
-    ));
-    run(
-        Command::new("python3").args(["-m", "venv"]).arg(&venv),
-        "python3 -m venv target/pyenv-agents",
-    )?;
-    run(
-        Command::new(venv.join("bin").join("pip")).args([
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            bench::AGENTS_PIN,
-        ]),
-        &format!("pip install {}", bench::AGENTS_PIN),
-    )?;
-    Ok(python)
+    provision_venv("pyenv-agents", bench::AGENTS_PIN, "livekit.agents")
 }
 
 fn bench_cmd(args: &[String]) -> Result<()> {
