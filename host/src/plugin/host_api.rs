@@ -254,7 +254,11 @@ unsafe extern "C" fn api_next_event(
     }
     let ctx = h.ctx.clone();
     let waited = h.rt.block_on(async {
+        // Biased towards events: the event that caused a shutdown (e.g.
+        // Disconnected) is published before the token is cancelled, so both
+        // branches can be ready at once, and the event must win.
         tokio::select! {
+            biased;
             r = sub.recv() => Waited::Got(r),
             _ = ctx.cancelled() => Waited::ShuttingDown,
             _ = tokio::time::sleep(Duration::from_millis(timeout_ms as u64)) => Waited::TimedOut,
@@ -262,7 +266,10 @@ unsafe extern "C" fn api_next_event(
     });
     match waited {
         Waited::Got(r) => deliver(r, out, missed),
-        Waited::ShuttingDown => LK_NEXT_SHUTTING_DOWN,
+        Waited::ShuttingDown => match sub.try_recv() {
+            Some(r) => deliver(r, out, missed),
+            None => LK_NEXT_SHUTTING_DOWN,
+        },
         Waited::TimedOut => LK_NEXT_TIMEOUT,
     }
 }
