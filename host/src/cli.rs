@@ -2,9 +2,15 @@
 //!
 //! Owns: argument parsing (clap derive, env fallbacks, defaults for a local
 //! `livekit-server --dev`), logging setup, signal handling (first
-//! SIGINT/SIGTERM → `shutdown(signal)` and the cascade; a second → exit at
-//! once), and turning every error into one line on stderr plus its documented
-//! exit code. Must not contain job logic.
+//! SIGINT/SIGTERM/SIGHUP → `shutdown(signal)` and the cascade; a second →
+//! exit at once), and turning every error into one line on stderr plus its
+//! documented exit code. Must not contain job logic.
+//!
+//! Architecture invariant: **a broken stdout or stderr never changes the
+//! outcome.** Nothing here uses `println!`/`eprintln!` (they panic when the
+//! stream is closed or full); logs go through [`LossyStderr`], which drops
+//! what cannot be written and counts it; the exit code is the documented one
+//! whether or not anyone reads the output.
 //!
 //! The API secret is only ever read from `--api-secret` or
 //! `LIVEKIT_API_SECRET`; it is never logged, echoed in `--help`, or printed in
@@ -16,7 +22,9 @@ use crate::room::signal::{AutoSubscribe, Credentials, LiveKitConnector, LiveKitS
 use crate::room::{DetachedConnector, RoomConnector};
 use crate::runner::{run_job, CascadeTimeouts, RunOptions};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Default URL: a local `livekit-server --dev`.
@@ -80,9 +88,10 @@ pub enum AutoSubscribeArg {
 pub struct RunScriptArgs {
     /// Path to the plugin shared library (.so / .dylib).
     pub plugin: PathBuf,
-    /// Room to join.
+    /// Room to join. Optional with --token (the token names the room); if
+    /// both are given they must agree.
     #[arg(long)]
-    pub room: String,
+    pub room: Option<String>,
     /// LiveKit server URL.
     #[arg(long, env = "LIVEKIT_URL", default_value = DEFAULT_URL)]
     pub url: String,
@@ -95,12 +104,17 @@ pub struct RunScriptArgs {
     /// A ready access token; overrides --api-key/--api-secret.
     #[arg(long, env = "LIVEKIT_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
-    /// Participant identity of the job (default: lk-go-<job id>).
+    /// Participant identity of the job (default: lk-go-<job id>, or the
+    /// token's identity with --token; if both are given they must agree).
     #[arg(long)]
     pub identity: Option<String>,
-    /// Job metadata handed to the plugin.
-    #[arg(long, default_value = "")]
+    /// Job metadata handed to the plugin (at most 512 KiB; a command line
+    /// holds about 128 KiB per argument: use --metadata-file for more).
+    #[arg(long, default_value = "", conflicts_with = "metadata_file")]
     pub metadata: String,
+    /// Read the job metadata from this file (`-` for standard input).
+    #[arg(long, value_name = "PATH")]
+    pub metadata_file: Option<PathBuf>,
     /// Job id (default: generated).
     #[arg(long)]
     pub job_id: Option<String>,
@@ -110,15 +124,20 @@ pub struct RunScriptArgs {
     /// How long the plugin's run may take to return once shutdown began (e.g. 10s, 500ms).
     #[arg(long, value_parser = parse_duration, default_value = "10s")]
     pub shutdown_grace: Duration,
-    /// Shut down if the server sends nothing (not even a pong) for this long.
+    /// Shut down if the server sends nothing (not even a pong) for this long
+    /// (1s to 15s: the server's ping timeout bounds it).
     #[arg(long, value_parser = parse_duration, default_value = "15s")]
     pub liveness_timeout: Duration,
     /// Shut down with reason deadline_exceeded (exit 124) after this long.
     #[arg(long, value_parser = parse_duration)]
     pub max_duration: Option<Duration>,
-    /// Per-hook deadline during shutdown.
+    /// A shutdown hook running longer than this is reported as overrun.
     #[arg(long, value_parser = parse_duration, default_value = "5s")]
     pub hook_timeout: Duration,
+    /// Longest the whole hook stage may take (default: 10s, or
+    /// --hook-timeout if longer). Hooks not started by then are not started.
+    #[arg(long, value_parser = parse_duration)]
+    pub hook_budget: Option<Duration>,
     /// Run the plugin without joining a room (no server needed, no events).
     #[arg(long)]
     pub detached: bool,
@@ -141,7 +160,12 @@ impl std::fmt::Debug for RunScriptArgs {
     }
 }
 
-/// Parses `250ms`, `10s`, `2m`, or a bare number of seconds (`1.5`).
+/// Longest duration any flag accepts: a year. Larger values are typos, and
+/// `Duration` arithmetic on them would overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Parses `250ms`, `10s`, `2m`, or a bare number of seconds (`1.5`), from 0
+/// to [`MAX_DURATION`]. Never panics: every other input is an error message.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
@@ -161,14 +185,50 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "m" => value * 60.0,
         _ => return Err(format!("invalid duration unit in {s:?}; use ms, s or m")),
     };
-    Ok(Duration::from_secs_f64(secs))
+    match Duration::try_from_secs_f64(secs) {
+        Ok(d) if d <= MAX_DURATION => Ok(d),
+        _ => Err(format!(
+            "duration {s:?} is too large; the limit is {} days",
+            MAX_DURATION.as_secs() / 86400
+        )),
+    }
 }
 
-/// Default log filter: lk-go at info; the WebRTC stack's internals (which
-/// warn about benign conditions such as unanswered ICE pings during setup)
-/// only when they report errors. `LK_GO_LOG` overrides it.
-pub const DEFAULT_LOG_FILTER: &str =
-    "info,rtc=error,rtc_dtls=error,rtc_ice=error,rtc_sctp=error,rtc_srtp=error,webrtc=error";
+/// Default log filter: lk-go at info; the WebRTC stack (webrtc-rs crates,
+/// which log through `log` with targets such as `webrtc_ice::agent`, and
+/// `rtc_*`) only when it reports errors: it warns about conditions that are
+/// normal during setup (unanswered ICE pings, a DTLS packet before its
+/// config, a short SRTP packet), and a healthy job prints no WARN.
+/// `LK_GO_LOG` overrides it.
+pub const DEFAULT_LOG_FILTER: &str = "info,rtc=error,rtc_dtls=error,rtc_ice=error,rtc_sctp=error,rtc_srtp=error,webrtc=error,webrtc_ice=error,webrtc_dtls=error,webrtc_sctp=error,webrtc_srtp=error,webrtc_data=error,webrtc_mdns=error,webrtc_util=error,interceptor=error,turn=error,stun=error";
+
+/// Log lines that could not be written (stderr closed, full, or a pipe
+/// whose reader went away). Counted, never fatal.
+pub static LOST_LOG_LINES: AtomicU64 = AtomicU64::new(0);
+
+/// stderr for the log, minus its failures: a write error is counted in
+/// [`LOST_LOG_LINES`] and reported as success, so neither tracing nor the
+/// job ever sees it.
+pub struct LossyStderr;
+
+impl Write for LossyStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if std::io::stderr().lock().write_all(buf).is_err() {
+            LOST_LOG_LINES.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = std::io::stderr().flush();
+        Ok(())
+    }
+}
+
+/// Colour only for a terminal, and never with `NO_COLOR` set (no-color.org).
+fn use_ansi() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
 
 fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
@@ -176,17 +236,28 @@ fn init_logging(format: LogFormat) {
         EnvFilter::try_from_env("LK_GO_LOG").unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_ansi(use_ansi())
+        // Its own fallback for a failed write is eprintln!, which panics on
+        // a closed stderr; LossyStderr never fails, and this stays quiet.
+        .log_internal_errors(false)
+        .with_writer(|| LossyStderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
 }
 
+/// Writes one line to stderr, ignoring failure (see the module doc).
+fn err_line(line: std::fmt::Arguments<'_>) {
+    let mut e = std::io::stderr().lock();
+    let _ = e.write_fmt(line);
+    let _ = e.write_all(b"\n");
+}
+
 /// Prints `lk-go: error: <message>` as one line.
 fn fail(code: i32, message: impl std::fmt::Display) -> i32 {
     let one_line = message.to_string().replace('\n', " ");
-    eprintln!("lk-go: error: {one_line}");
+    err_line(format_args!("lk-go: error: {one_line}"));
     code
 }
 
@@ -202,6 +273,7 @@ pub fn main() -> i32 {
                     | ErrorKind::DisplayVersion
                     | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
             ) {
+                // print() writes to stdout and reports failure; ignore it.
                 let _ = e.print();
                 return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
                     exit::USAGE
@@ -224,15 +296,18 @@ pub fn main() -> i32 {
 fn inspect(path: &std::path::Path) -> i32 {
     match crate::plugin::load(path) {
         Ok(p) => {
-            println!("name: {}", p.name);
-            println!("version: {}", p.version);
-            println!("abi: {}.{}", p.abi_major, p.abi_minor);
-            println!(
-                "host abi: {}.{}",
+            let text = format!(
+                "name: {}\nversion: {}\nabi: {}.{}\nhost abi: {}.{}\npath: {}\n",
+                p.name,
+                p.version,
+                p.abi_major,
+                p.abi_minor,
                 lk_plugin_api::abi::LK_ABI_MAJOR,
-                lk_plugin_api::abi::LK_ABI_MINOR
+                lk_plugin_api::abi::LK_ABI_MINOR,
+                p.path.display()
             );
-            println!("path: {}", p.path.display());
+            // A closed stdout does not change the verdict on the plugin.
+            let _ = std::io::stdout().lock().write_all(text.as_bytes());
             exit::OK
         }
         Err(e) => fail(exit::for_load_error(&e), e),
@@ -242,20 +317,102 @@ fn inspect(path: &std::path::Path) -> i32 {
 /// Shortest `--liveness-timeout` accepted: the session pings three times per
 /// window, and a loopback round trip must fit comfortably in a third of it.
 pub const MIN_LIVENESS_TIMEOUT: Duration = Duration::from_secs(1);
+/// Longest `--liveness-timeout` accepted: livekit-server v1.13.5 announces
+/// `ping_timeout` 15 s in its JoinResponse, and the signal client
+/// (livekit-signaling 0.1.8) closes the connection after that long without a
+/// pong, whatever lk-go would wait. A longer flag could not be honoured.
+pub const MAX_LIVENESS_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Reads `--metadata-file` (`-`: standard input), at most one byte more than
+/// the limit so that an oversized file is refused, not read whole.
+fn read_metadata_file(path: &std::path::Path) -> Result<String, String> {
+    use std::io::Read;
+    let limit = crate::job::MAX_METADATA_LEN as u64 + 1;
+    let mut buf = Vec::new();
+    let read = if path.as_os_str() == "-" {
+        std::io::stdin().lock().take(limit).read_to_end(&mut buf)
+    } else {
+        std::fs::File::open(path).and_then(|f| f.take(limit).read_to_end(&mut buf))
+    };
+    read.map_err(|e| format!("could not read --metadata-file {}: {e}", path.display()))?;
+    String::from_utf8(buf)
+        .map_err(|_| format!("--metadata-file {} is not UTF-8 text", path.display()))
+}
+
+/// Room and identity from the flags and, with `--token`, from the token:
+/// the token decides, and a flag that contradicts it is an error.
+fn room_and_identity(args: &RunScriptArgs) -> Result<(String, Option<String>), i32> {
+    let claims = match &args.token {
+        Some(token) => match crate::room::signal::token_claims(token) {
+            Ok(c) => Some(c),
+            Err(e) => return Err(fail(exit::for_connect_error(&e), e)),
+        },
+        None => None,
+    };
+    let mut room = args.room.clone();
+    let mut identity = args.identity.clone();
+    if let Some(c) = claims {
+        for (what, flag, in_token, given) in [
+            ("room", "--room", &c.room, &mut room),
+            ("identity", "--identity", &c.identity, &mut identity),
+        ] {
+            match (in_token.is_empty(), given.as_ref()) {
+                (false, Some(g)) if g != in_token => {
+                    let e = crate::room::ConnectError::TokenMismatch {
+                        what,
+                        flag,
+                        in_token: in_token.clone(),
+                        given: g.clone(),
+                    };
+                    return Err(fail(exit::for_connect_error(&e), e));
+                }
+                (false, None) => *given = Some(in_token.clone()),
+                _ => {}
+            }
+        }
+    }
+    match room {
+        Some(room) => Ok((room, identity)),
+        None => Err(fail(
+            exit::USAGE,
+            "no room: pass --room <name> (or a --token that names one)",
+        )),
+    }
+}
 
 fn run_script(args: RunScriptArgs) -> i32 {
     init_logging(args.log_format);
     if args.liveness_timeout < MIN_LIVENESS_TIMEOUT {
         return fail(exit::USAGE, "--liveness-timeout must be at least 1s");
     }
+    if args.liveness_timeout > MAX_LIVENESS_TIMEOUT {
+        return fail(
+            exit::USAGE,
+            "--liveness-timeout may be at most 15s: the server's ping timeout (15 s) ends a silent connection first; use 15s or less",
+        );
+    }
+    let (room_name, identity) = match room_and_identity(&args) {
+        Ok(v) => v,
+        Err(code) => return code,
+    };
+    let metadata = match &args.metadata_file {
+        Some(path) => match read_metadata_file(path) {
+            Ok(m) => m,
+            Err(e) => return fail(exit::USAGE, e),
+        },
+        None => args.metadata.clone(),
+    };
+    let default_budget = HookTimeouts::default().budget;
     let job = match Job::new(JobConfig {
         id: args.job_id.clone(),
-        room_name: args.room.clone(),
-        identity: args.identity.clone(),
-        metadata: args.metadata.clone(),
+        room_name,
+        identity,
+        metadata,
         hook_timeouts: HookTimeouts {
             per_hook: args.hook_timeout,
-            ..HookTimeouts::default()
+            budget: args
+                .hook_budget
+                .unwrap_or_else(|| default_budget.max(args.hook_timeout)),
         },
     }) {
         Ok(job) => job,
@@ -323,25 +480,30 @@ fn run_script(args: RunScriptArgs) -> i32 {
     code
 }
 
-/// First SIGINT/SIGTERM: shut the job down (cascade). Second: exit at once.
+/// First SIGINT/SIGTERM/SIGHUP: shut the job down (cascade). Second: exit
+/// at once. SIGHUP (terminal closed, ssh dropped) is treated like SIGTERM,
+/// with its own code (129), instead of killing the job with no cascade.
 fn install_signal_handlers(ctx: JobContext) -> std::io::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut int = signal(SignalKind::interrupt())?;
     let mut term = signal(SignalKind::terminate())?;
+    let mut hup = signal(SignalKind::hangup())?;
     tokio::spawn(async move {
         let (reason, name) = tokio::select! {
             _ = int.recv() => (ShutdownReason::SignalSigint, "SIGINT"),
             _ = term.recv() => (ShutdownReason::SignalSigterm, "SIGTERM"),
+            _ = hup.recv() => (ShutdownReason::SignalSighup, "SIGHUP"),
         };
         ctx.shutdown(reason, format!("received {name}"));
         let second = tokio::select! {
             _ = int.recv() => ("SIGINT", exit::SIGINT),
             _ = term.recv() => ("SIGTERM", exit::SIGTERM),
+            _ = hup.recv() => ("SIGHUP", exit::SIGHUP),
         };
-        eprintln!(
+        err_line(format_args!(
             "lk-go: received {} during shutdown; exiting at once",
             second.0
-        );
+        ));
         std::process::exit(second.1);
     });
     Ok(())
@@ -360,6 +522,13 @@ mod tests {
         assert!(parse_duration("ten").is_err());
         assert!(parse_duration("5h").is_err());
         assert!(parse_duration("-1s").is_err());
+        // Used to panic in Duration::from_secs_f64 (exit 101).
+        assert!(parse_duration("99999999999999999999999").is_err());
+        assert!(parse_duration("1e30ms").is_err());
+        assert!(parse_duration("NaN").is_err());
+        assert!(parse_duration("inf").is_err());
+        assert_eq!(parse_duration("365d").is_err(), true);
+        assert_eq!(parse_duration(&format!("{}", MAX_DURATION.as_secs())).unwrap(), MAX_DURATION);
     }
 
     #[test]

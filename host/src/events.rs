@@ -79,14 +79,25 @@ pub enum DisconnectReason {
     ConnectionLost,
     /// The server stopped answering within the liveness timeout.
     LivenessTimeout,
-    /// The server said the room was deleted.
+    /// The room was deleted (RoomService DeleteRoom): Leave reason
+    /// ROOM_DELETED.
     RoomDeleted,
+    /// The server closed the room on its own, e.g. after the last
+    /// non-agent participant left and `departure_timeout` passed: Leave
+    /// reason ROOM_CLOSED (livekit-server v1.13.5).
+    RoomClosed,
     /// The server removed this participant.
     ParticipantRemoved,
     /// Another participant joined with the same identity.
     DuplicateIdentity,
     /// The server is shutting down.
     ServerShutdown,
+    /// The server asked the client to come back (Leave action RESUME or
+    /// RECONNECT: migration, drain, state mismatch). lk-go does not resume
+    /// sessions yet, so the session ends.
+    ReconnectRequested,
+    /// The media connection (peer connection) failed.
+    MediaFailed,
     /// The server sent a leave for another reason.
     ServerLeave,
 }
@@ -98,6 +109,9 @@ impl DisconnectReason {
             DisconnectReason::ConnectionLost => "connection_lost",
             DisconnectReason::LivenessTimeout => "liveness_timeout",
             DisconnectReason::RoomDeleted => "room_deleted",
+            DisconnectReason::RoomClosed => "room_closed",
+            DisconnectReason::ReconnectRequested => "reconnect_requested",
+            DisconnectReason::MediaFailed => "media_failed",
             DisconnectReason::ParticipantRemoved => "participant_removed",
             DisconnectReason::DuplicateIdentity => "duplicate_identity",
             DisconnectReason::ServerShutdown => "server_shutdown",
@@ -105,11 +119,27 @@ impl DisconnectReason {
         }
     }
 
-    /// True when the server went away rather than ending the session.
+    /// True when the server went away (or is going away) rather than
+    /// ending the session on purpose.
     pub fn is_server_unreachable(self) -> bool {
         matches!(
             self,
-            DisconnectReason::ConnectionLost | DisconnectReason::LivenessTimeout
+            DisconnectReason::ConnectionLost
+                | DisconnectReason::LivenessTimeout
+                | DisconnectReason::ServerShutdown
+                | DisconnectReason::ReconnectRequested
+        )
+    }
+
+    /// True for the room's natural end: deleted, closed, or this
+    /// participant removed. The plugin's code is then the job's outcome.
+    pub fn is_natural_end(self) -> bool {
+        matches!(
+            self,
+            DisconnectReason::RoomDeleted
+                | DisconnectReason::RoomClosed
+                | DisconnectReason::ParticipantRemoved
+                | DisconnectReason::ClientInitiated
         )
     }
 }
@@ -217,7 +247,14 @@ impl EventHub {
 
     /// A new subscriber; it sees events published from now on.
     pub fn subscribe(&self) -> Subscription {
+        self.subscribe_after(Vec::new())
+    }
+
+    /// A new subscriber that receives `first` (in order, unbounded) before
+    /// the events published from now on.
+    pub fn subscribe_after(&self, first: Vec<Event>) -> Subscription {
         Subscription {
+            first: first.into(),
             rx: self.tx.subscribe(),
         }
     }
@@ -240,11 +277,17 @@ pub enum Received {
 /// One subscriber's view of the event stream.
 #[derive(Debug)]
 pub struct Subscription {
+    /// Delivered before anything from `rx` (a room snapshot).
+    first: std::collections::VecDeque<Event>,
     rx: broadcast::Receiver<Event>,
 }
 
 impl Subscription {
+    /// The next event. Cancel-safe: dropping the future loses nothing.
     pub async fn recv(&mut self) -> Received {
+        if let Some(ev) = self.first.pop_front() {
+            return Received::Event(ev);
+        }
         match self.rx.recv().await {
             Ok(ev) => Received::Event(ev),
             Err(broadcast::error::RecvError::Lagged(n)) => Received::Missed(n),
@@ -259,6 +302,9 @@ impl Subscription {
 
     /// An event already buffered, without waiting.
     pub fn try_recv(&mut self) -> Option<Received> {
+        if let Some(ev) = self.first.pop_front() {
+            return Some(Received::Event(ev));
+        }
         match self.rx.try_recv() {
             Ok(ev) => Some(Received::Event(ev)),
             Err(broadcast::error::TryRecvError::Lagged(n)) => Some(Received::Missed(n)),

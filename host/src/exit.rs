@@ -24,12 +24,22 @@ pub const SERVER_UNAVAILABLE: i32 = 69;
 pub const PLUGIN_PANICKED: i32 = 70;
 /// The host itself failed (thread or runtime creation) (EX_OSERR).
 pub const INTERNAL: i32 = 71;
+/// The media connection (ICE/DTLS) could not be established within
+/// [`crate::room::rtc::MEDIA_CONNECT_TIMEOUT`] of joining, or failed
+/// mid-job (EX_IOERR).
+pub const MEDIA_FAILED: i32 = 74;
 /// The plugin did not return within the shutdown grace period (EX_TEMPFAIL).
 pub const PLUGIN_GRACE_EXCEEDED: i32 = 75;
 /// The server answered with an error other than an auth refusal (EX_PROTOCOL).
 pub const SERVER_ERROR: i32 = 76;
 /// The server refused the credentials: wrong key/secret, expired token (EX_NOPERM).
 pub const AUTH_REFUSED: i32 = 77;
+/// Another participant joined with the job's identity; the server dropped
+/// the job's session (EX_CONFIG: give each job its own identity).
+pub const DUPLICATE_IDENTITY: i32 = 78;
+/// The job would have exited 0, but a shutdown hook panicked, overran its
+/// deadline, was abandoned or was never run (the teardown is incomplete).
+pub const HOOKS_INCOMPLETE: i32 = 79;
 /// The plugin has no `lk_plugin_entry` symbol.
 pub const MISSING_ENTRY: i32 = 80;
 /// The descriptor's magic is wrong.
@@ -42,6 +52,8 @@ pub const PLUGIN_TOO_NEW: i32 = 83;
 pub const INVALID_DESCRIPTOR: i32 = 84;
 /// The job ran past `--max-duration` (as `timeout(1)`).
 pub const DEADLINE_EXCEEDED: i32 = 124;
+/// Shut down by SIGHUP (128 + 1).
+pub const SIGHUP: i32 = 129;
 /// Shut down by SIGINT (128 + 2).
 pub const SIGINT: i32 = 130;
 /// Shut down by SIGTERM (128 + 15).
@@ -65,6 +77,8 @@ pub fn for_connect_error(e: &ConnectError) -> i32 {
         ConnectError::Unreachable { .. } => SERVER_UNAVAILABLE,
         ConnectError::Unauthorized { .. } => AUTH_REFUSED,
         ConnectError::Server { .. } => SERVER_ERROR,
+        ConnectError::MediaFailed { .. } => MEDIA_FAILED,
+        ConnectError::TokenMismatch { .. } => USAGE,
     }
 }
 
@@ -84,9 +98,11 @@ pub fn mirror_plugin_code(code: i32) -> i32 {
 /// The exit code of a job whose plugin returned `plugin_code` within the
 /// grace period (`None`: it did not), after shutting down for `reason`.
 ///
-/// The plugin's code is mirrored when the plugin or the room ended the job;
-/// when something outside did (signal, server loss, deadline), the code says
-/// that instead, so a supervisor can tell the cases apart.
+/// The plugin's code is mirrored when the plugin or the room's natural end
+/// (deleted, closed, participant removed) ended the job; when something
+/// outside did (signal, server loss, media failure, duplicate identity,
+/// deadline), the code says that instead, so a supervisor can tell the cases
+/// apart. Hook failures are applied on top by [`with_hooks`].
 pub fn for_job(reason: ShutdownReason, plugin_code: Option<i32>) -> i32 {
     let Some(code) = plugin_code else {
         return PLUGIN_GRACE_EXCEEDED;
@@ -98,11 +114,25 @@ pub fn for_job(reason: ShutdownReason, plugin_code: Option<i32>) -> i32 {
         ShutdownReason::PluginPanicked => PLUGIN_PANICKED,
         ShutdownReason::SignalSigint => SIGINT,
         ShutdownReason::SignalSigterm => SIGTERM,
+        ShutdownReason::SignalSighup => SIGHUP,
         ShutdownReason::ServerUnreachable => SERVER_UNAVAILABLE,
+        ShutdownReason::MediaFailed => MEDIA_FAILED,
+        ShutdownReason::DuplicateIdentity => DUPLICATE_IDENTITY,
+        ShutdownReason::ServerError => SERVER_ERROR,
         ShutdownReason::DeadlineExceeded => DEADLINE_EXCEEDED,
         ShutdownReason::PluginReturned
         | ShutdownReason::RequestedByPlugin
         | ShutdownReason::RoomDisconnected => mirror_plugin_code(code),
+    }
+}
+
+/// A job that would exit 0 exits [`HOOKS_INCOMPLETE`] when its teardown
+/// was not complete; any other code already says the job failed and wins.
+pub fn with_hooks(code: i32, hooks_clean: bool) -> i32 {
+    if code == OK && !hooks_clean {
+        HOOKS_INCOMPLETE
+    } else {
+        code
     }
 }
 
@@ -127,6 +157,13 @@ mod tests {
         assert_eq!(for_job(ShutdownReason::SignalSigterm, Some(0)), 143);
         assert_eq!(for_job(ShutdownReason::ServerUnreachable, Some(0)), 69);
         assert_eq!(for_job(ShutdownReason::DeadlineExceeded, Some(0)), 124);
+        assert_eq!(for_job(ShutdownReason::SignalSighup, Some(0)), 129);
+        assert_eq!(for_job(ShutdownReason::MediaFailed, Some(0)), 74);
+        assert_eq!(for_job(ShutdownReason::DuplicateIdentity, Some(0)), 78);
+        assert_eq!(for_job(ShutdownReason::ServerError, Some(0)), 76);
+        assert_eq!(with_hooks(0, false), 79);
+        assert_eq!(with_hooks(0, true), 0);
+        assert_eq!(with_hooks(3, false), 3);
         assert_eq!(for_job(ShutdownReason::SignalSigint, None), 75);
         assert_eq!(
             for_job(

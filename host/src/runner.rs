@@ -11,7 +11,7 @@
 //! Must not touch: process-wide state (signals, exit, logging setup): that is
 //! the CLI's. The runner reports an outcome and an exit code, it never exits.
 
-use crate::events::{Event, Received};
+use crate::events::{DisconnectReason, Event, Received};
 use crate::exit;
 use crate::job::{HookReport, Job, JobConfigError, ShutdownInfo, ShutdownReason};
 use crate::plugin::host_api::{JobHandle, HOST_API};
@@ -20,7 +20,6 @@ use crate::room::{ConnectError, JoinRequest, Room, RoomConnector};
 use lk_plugin_api::abi::LK_RUN_PANICKED;
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Deadlines of the cascade and the job.
@@ -103,6 +102,33 @@ impl RunError {
     }
 }
 
+/// The job's shutdown reason for a room session that ended: the room's
+/// natural end is `room_disconnected` (the plugin's code is the outcome);
+/// everything else names the failure, so its exit code differs from success.
+pub fn shutdown_reason_for(reason: DisconnectReason) -> ShutdownReason {
+    match reason {
+        DisconnectReason::DuplicateIdentity => ShutdownReason::DuplicateIdentity,
+        DisconnectReason::MediaFailed => ShutdownReason::MediaFailed,
+        r if r.is_server_unreachable() => ShutdownReason::ServerUnreachable,
+        r if r.is_natural_end() => ShutdownReason::RoomDisconnected,
+        _ => ShutdownReason::ServerError,
+    }
+}
+
+fn non_empty_or(value: String, fallback: &str) -> String {
+    if value.is_empty() {
+        fallback.to_string()
+    } else {
+        value
+    }
+}
+
+/// The job pointer, moved to the plugin thread. It points at a leaked
+/// `JobHandle`, which every host function may use from any thread.
+struct SendPtr(*const lk_plugin_api::abi::LkJob);
+// SAFETY: see above; the pointee is 'static and Sync.
+unsafe impl Send for SendPtr {}
+
 /// Runs `fut` with a deadline, logging the stage's duration.
 async fn stage<F: Future<Output = ()>>(name: &str, deadline: Duration, fut: F) -> Duration {
     let started = Instant::now();
@@ -140,9 +166,9 @@ pub async fn run_job(
     let ctx = job.context.clone();
 
     let mut room = Room::new(job.room_name.clone());
-    // Subscribe before joining: the participants already present arrive as
-    // events during the join, and both the plugin and the runner see them.
-    let plugin_events = room.subscribe();
+    // The runner subscribes before joining so that no Disconnected is
+    // missed. The plugin subscribes after: it gets the room as joined as a
+    // snapshot (unbounded, however many are present), then every event.
     let mut runner_events = room.subscribe();
     let request = JoinRequest {
         room_name: job.room_name.clone(),
@@ -155,20 +181,31 @@ pub async fn run_job(
             tracing::info!("shutdown requested while joining the room");
         }
     }
-    if room.is_connected() {
-        tracing::info!(room = %job.room_name, identity = %job.identity, elapsed_ms = started.elapsed().as_millis() as u64, "joined room");
-    }
+    // The plugin and the logs are told what the server joined, which is
+    // the truth even when a token named another room or identity.
+    let (room_name, identity) = match room.joined() {
+        Some(j) => {
+            let room_name = non_empty_or(j.room_name, &job.room_name);
+            let identity = non_empty_or(j.participant_identity, &job.identity);
+            tracing::info!(room = %room_name, identity = %identity, participant_sid = %j.participant_sid, elapsed_ms = started.elapsed().as_millis() as u64, "joined room");
+            (room_name, identity)
+        }
+        None => (job.room_name.clone(), job.identity.clone()),
+    };
 
-    let handle = Arc::new(JobHandle {
+    // Leaked on purpose: the handle and its strings stay valid for the life
+    // of the process (see plugin::host_api), whatever plugin threads do.
+    let handle: &'static JobHandle = JobHandle {
         job_id: job.id.clone(),
-        room_name: job.room_name.clone(),
+        room_name,
         metadata: job.metadata.clone(),
-        identity: job.identity.clone(),
+        identity,
         plugin_name: plugin.name.clone(),
+        plugin_abi_minor: plugin.abi_minor,
         ctx: ctx.clone(),
-        events: Mutex::new(plugin_events),
-        rt: tokio::runtime::Handle::current(),
-    });
+        events: tokio::sync::Mutex::new(Some(room.subscribe_with_snapshot())),
+    }
+    .leak();
 
     let (code_tx, mut code_rx) = tokio::sync::oneshot::channel::<i32>();
     let run_entered_after = started.elapsed();
@@ -178,7 +215,7 @@ pub async fn run_job(
         let _ = code_tx.send(0);
     } else {
         let run = plugin.run;
-        let thread_handle = handle.clone();
+        let job_ptr = SendPtr(handle.as_abi());
         // unix_us lets `cargo xtask bench` measure exec -> run entered.
         let unix_us = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -193,9 +230,9 @@ pub async fn run_job(
         std::thread::Builder::new()
             .name("lk-plugin-run".into())
             .spawn(move || {
-                // SAFETY: the table is static and the handle outlives the call
-                // (this thread holds an Arc to it).
-                let code = unsafe { run(&HOST_API, thread_handle.as_abi()) };
+                let job_ptr = job_ptr;
+                // SAFETY: the table is static and the handle is leaked.
+                let code = unsafe { run(&HOST_API, job_ptr.0) };
                 let _ = code_tx.send(code);
             })
             .map_err(|e| RunError::Internal(format!("could not start the plugin thread: {e}")))?;
@@ -225,11 +262,7 @@ pub async fn run_job(
             _ = ctx.cancelled() => break,
             received = runner_events.recv() => {
                 if let Received::Event(Event::Disconnected { reason, detail }) = received {
-                    let why = if reason.is_server_unreachable() {
-                        ShutdownReason::ServerUnreachable
-                    } else {
-                        ShutdownReason::RoomDisconnected
-                    };
+                    let why = shutdown_reason_for(reason);
                     let detail = if detail.is_empty() { reason.to_string() } else { format!("{reason}: {detail}") };
                     ctx.shutdown(why, detail);
                     break;
@@ -272,6 +305,8 @@ pub async fn run_job(
         completed = hooks.completed,
         panicked = hooks.panicked.len(),
         overran = hooks.overran.len(),
+        abandoned = hooks.abandoned.len(),
+        not_run = hooks.not_run.len(),
         "cascade stage done"
     );
 
@@ -292,7 +327,19 @@ pub async fn run_job(
         );
     }
 
-    let exit_code = exit::for_job(info.reason, plugin_code);
+    // The job is over for the plugin: from now on its API answers as after
+    // shutdown, and the room's events are released.
+    handle.retire();
+    if !hooks.is_clean() {
+        tracing::error!(
+            panicked = ?hooks.panicked,
+            overran = ?hooks.overran,
+            abandoned = ?hooks.abandoned,
+            not_run = ?hooks.not_run,
+            "shutdown hooks did not all complete in time"
+        );
+    }
+    let exit_code = exit::with_hooks(exit::for_job(info.reason, plugin_code), hooks.is_clean());
     if let Some(code) = plugin_code {
         if code != LK_RUN_PANICKED && !(0..=255).contains(&code) {
             tracing::warn!(

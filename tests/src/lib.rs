@@ -194,12 +194,20 @@ impl LiveKitServer {
     /// Starts a server from `xtask/livekit.yaml` with fresh ports and waits
     /// until `GET /` answers 200 (at most 30 s).
     pub fn start() -> LiveKitServer {
+        Self::start_with_ports(free_tcp_port(), free_tcp_port(), free_udp_port())
+    }
+
+    /// Starts a server on livekit-server's standard ports (7880 signal,
+    /// 7881 ICE/TCP, 7882 ICE/UDP): what `cargo xtask livekit` runs for a
+    /// person, so `lk-go`'s default URL reaches it.
+    pub fn start_on_standard_ports() -> LiveKitServer {
+        Self::start_with_ports(7880, 7881, 7882)
+    }
+
+    fn start_with_ports(http_port: u16, tcp_port: u16, udp_port: u16) -> LiveKitServer {
         let bin = livekit_server_bin();
         let template = std::fs::read_to_string(workspace_root().join("xtask").join("livekit.yaml"))
             .expect("read xtask/livekit.yaml");
-        let http_port = free_tcp_port();
-        let tcp_port = free_tcp_port();
-        let udp_port = free_udp_port();
         let config = template
             .replace("port: 7880", &format!("port: {http_port}"))
             .replace("tcp_port: 7881", &format!("tcp_port: {tcp_port}"))
@@ -341,4 +349,101 @@ pub async fn join_dev_room(
     )
     .await?;
     Ok(r)
+}
+
+/// valgrind, as `cargo xtask test` provisions it (`LK_GO_VALGRIND`, or
+/// `valgrind` on PATH); panics with the fix when missing: the C-boundary
+/// memory tests never skip.
+pub fn valgrind_bin() -> PathBuf {
+    let p = std::env::var_os("LK_GO_VALGRIND")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("valgrind"));
+    let ok = Command::new(&p)
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "valgrind not found ({}); run the tests with `cargo xtask test`, which installs it, or apt-get install valgrind",
+        p.display()
+    );
+    p
+}
+
+/// Calls a RoomService method of the server on `http_port` (Twirp: POST
+/// `/twirp/livekit.RoomService/<method>` with a JSON body), authorised by a
+/// dev token with the `roomAdmin` grant for `room`. Returns (status, body).
+pub fn room_service(http_port: u16, room: &str, method: &str, body: &str) -> (u16, String) {
+    use livekit_api::access_token::{AccessToken, VideoGrants};
+    let token = AccessToken::with_api_key("devkey", "secret")
+        .with_identity("lk-go-tests-admin")
+        .with_grants(VideoGrants {
+            room_admin: true,
+            room_list: true,
+            room: room.to_string(),
+            ..Default::default()
+        })
+        .to_jwt()
+        .expect("mint an admin token");
+    let mut s = TcpStream::connect(("127.0.0.1", http_port)).expect("connect to the server");
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    let request = format!(
+        "POST /twirp/livekit.RoomService/{method} HTTP/1.0\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(request.as_bytes()).expect("send the request");
+    let mut response = String::new();
+    let _ = s.read_to_string(&mut response);
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Identities of the participants the server has in `room`
+/// (RoomService ListParticipants): the readiness check "the job is in".
+pub fn participant_identities(http_port: u16, room: &str) -> Vec<String> {
+    let (status, body) = room_service(
+        http_port,
+        room,
+        "ListParticipants",
+        &format!("{{\"room\":{}}}", serde_json::Value::from(room)),
+    );
+    if status != 200 {
+        return Vec::new();
+    }
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    v["participants"]
+        .as_array()
+        .map(|ps| {
+            ps.iter()
+                .filter_map(|p| p["identity"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Waits until `identity` is in `room` on the server (at most `within`).
+pub fn wait_for_participant(http_port: u16, room: &str, identity: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        if participant_identities(http_port, room)
+            .iter()
+            .any(|i| i == identity)
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{identity} did not appear in room {room} within {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -121,6 +121,18 @@ fn build_plugins() -> Result<PathBuf> {
             vec![],
             "stubborn",
         ),
+        (
+            fixtures.join("probe_plugin.c"),
+            include.clone(),
+            vec!["-pthread".to_string()],
+            "probe",
+        ),
+        (
+            fixtures.join("undefined_symbol_plugin.c"),
+            include.clone(),
+            vec![],
+            "undefined_symbol",
+        ),
     ];
     for variant in [
         "MISSING_ENTRY",
@@ -375,11 +387,59 @@ fn loom() -> Result<()> {
     )
 }
 
+/// Finds valgrind (`LK_GO_VALGRIND`, or on PATH) or installs it with
+/// apt-get (Debian package `valgrind`) when running as root; returns its
+/// path. The C-boundary memory tests need it and never skip.
+fn provision_valgrind() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("LK_GO_VALGRIND") {
+        return Ok(PathBuf::from(p));
+    }
+    let on_path = || {
+        Command::new("valgrind")
+            .arg("--version")
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|_| PathBuf::from("valgrind"))
+    };
+    if let Some(p) = on_path() {
+        return Ok(p);
+    }
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false);
+    if is_root && have("apt-get") {
+        step("install valgrind (apt-get install valgrind) for the C-boundary memory tests");
+        run(
+            Command::new("apt-get").args(["update", "-qq"]),
+            "apt-get update",
+        )?;
+        run(
+            Command::new("apt-get")
+                .args(["install", "-y", "-qq", "valgrind"])
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+            "apt-get install valgrind",
+        )?;
+        if let Some(p) = on_path() {
+            return Ok(p);
+        }
+    }
+    bail!("valgrind not found; install it (apt-get install valgrind) or set LK_GO_VALGRIND: the C-boundary memory tests need it")
+}
+
 fn test_all() -> Result<()> {
     let started = Instant::now();
     build_plugins()?;
+    let valgrind = provision_valgrind()?;
     step("unit and integration tests (no server)");
-    run(cargo().args(["test", "-j2", "--workspace"]), "cargo test")?;
+    run(
+        cargo()
+            .args(["test", "-j2", "--workspace"])
+            .env("LK_GO_VALGRIND", &valgrind),
+        "cargo test",
+    )?;
     loom()?;
     itest()?;
     eprintln!(
@@ -389,15 +449,21 @@ fn test_all() -> Result<()> {
     Ok(())
 }
 
+/// The dev server a person starts runs on the standard ports (7880 signal,
+/// 7881 ICE/TCP, 7882 ICE/UDP), where `lk-go`'s default `--url` looks, so
+/// the README's next command works as written. Tests use free ports instead.
 fn livekit() -> Result<()> {
     provision_livekit().map(|p| std::env::set_var("LIVEKIT_SERVER_BIN", p))?;
-    let mut server = LiveKitServer::start();
+    if let Err(e) = std::net::TcpListener::bind(("127.0.0.1", 7880)) {
+        bail!("port 7880 is taken ({e}): is a livekit-server already running? If it is, run lk-go against it as is; otherwise stop what holds the port (e.g. `ss -ltnp 'sport = :7880'`)");
+    }
+    let mut server = LiveKitServer::start_on_standard_ports();
     println!(
         "livekit-server {LIVEKIT_SERVER_VERSION} ready at {} (key devkey, secret secret); log: {}",
         server.url,
         server.log_path.display()
     );
-    println!("try: LIVEKIT_URL={} target/debug/lk-go job run-script target/plugins/libevent_logger.so --room demo", server.url);
+    println!("try: target/debug/lk-go job run-script target/plugins/libnoop.so --room test");
     let status = server.wait();
     println!("livekit-server exited: {status:?}");
     Ok(())

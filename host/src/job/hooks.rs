@@ -1,30 +1,56 @@
 //! Running shutdown hooks with deadlines.
 //!
 //! Owns: how one hook runs (a thread of its own, `catch_unwind`, a deadline)
-//! and how the hook stage runs them all (in the order given, within an overall
-//! budget). A hook that panics or overruns is logged and the others still run.
-//! Must not decide which hooks exist or when to run them: `JobContext` does.
+//! and how the hook stage runs them all: strictly one after the other in the
+//! order given (newest first), within an overall budget. Must not decide
+//! which hooks exist or when to run them: `JobContext` does.
+//!
+//! The promises, each visible in [`HookReport`] and as an ERROR line:
+//! - **Order is kept**: a hook starts only after the one before it returned.
+//!   A hook past its per-hook deadline is reported as overrun, and the stage
+//!   keeps waiting for it (within the budget) rather than start an older
+//!   hook beside it: teardown in reverse order must not run concurrently.
+//! - **No hook is started that will not be waited for**: once the budget is
+//!   spent, the hooks not yet started are not started at all; they are
+//!   dropped, which for a C hook calls its `free_user_data`.
+//! - A hook that panics is reported and the next one runs.
 //!
 //! Why a thread per hook: a hook may be foreign code (a C or Go callback) that
 //! cannot be cancelled. Waiting on a thread with a timeout is the only way to
-//! keep the cascade's deadline without trusting the hook. A hook that overruns
-//! keeps its thread; the process ends soon after anyway (one job per process).
+//! keep the budget without trusting the hook. A hook still running at the end
+//! of the budget keeps its thread; the process ends soon after (one job per
+//! process).
 
 use super::{NamedHook, ShutdownInfo};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// What the hook stage did.
+/// What the hook stage did. Names are the hooks' registration names.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HookReport {
-    /// Hooks that returned within their deadline.
+    /// Hooks that returned (within their deadline or late).
     pub completed: usize,
-    /// Hooks that panicked (names).
+    /// Hooks that panicked.
     pub panicked: Vec<String>,
-    /// Hooks still running at their deadline or at the end of the budget.
+    /// Hooks that ran past the per-hook deadline (they may have returned
+    /// late, within the budget).
     pub overran: Vec<String>,
+    /// Hooks still running when the budget ran out: abandoned mid-run.
+    pub abandoned: Vec<String>,
+    /// Hooks never started because the budget was spent before their turn.
+    pub not_run: Vec<String>,
     pub elapsed: Duration,
+}
+
+impl HookReport {
+    /// True when every hook ran to completion, in time, without panicking.
+    pub fn is_clean(&self) -> bool {
+        self.panicked.is_empty()
+            && self.overran.is_empty()
+            && self.abandoned.is_empty()
+            && self.not_run.is_empty()
+    }
 }
 
 enum Outcome {
@@ -67,11 +93,13 @@ fn spawn(hook: NamedHook, info: &ShutdownInfo) -> (String, Option<mpsc::Receiver
     }
 }
 
-/// Waits for one started hook up to `deadline`, logging what happened.
+/// Waits for one started hook: up to `per_hook`, then (overrun) on until
+/// `budget_end`. Logs and records what happened.
 fn wait(
     name: String,
     rx: Option<mpsc::Receiver<Outcome>>,
-    deadline: Duration,
+    per_hook: Duration,
+    budget_end: Instant,
     report: &mut HookReport,
 ) {
     let started = Instant::now();
@@ -79,7 +107,19 @@ fn wait(
         report.panicked.push(name);
         return;
     };
-    match rx.recv_timeout(deadline) {
+    let first = per_hook.min(budget_end.saturating_duration_since(started));
+    let outcome = match rx.recv_timeout(first) {
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            let remaining = budget_end.saturating_duration_since(Instant::now());
+            if started.elapsed() >= per_hook {
+                tracing::error!(hook = %name, deadline_ms = per_hook.as_millis() as u64, remaining_budget_ms = remaining.as_millis() as u64, "shutdown hook overran its deadline; waiting for it within the hook budget before starting older hooks");
+                report.overran.push(name.clone());
+            }
+            rx.recv_timeout(remaining)
+        }
+        other => other,
+    };
+    match outcome {
         Ok(Outcome::Completed) => {
             tracing::debug!(hook = %name, elapsed_ms = started.elapsed().as_millis() as u64, "shutdown hook done");
             report.completed += 1;
@@ -89,8 +129,8 @@ fn wait(
             report.panicked.push(name);
         }
         Err(mpsc::RecvTimeoutError::Timeout) => {
-            tracing::warn!(hook = %name, deadline_ms = deadline.as_millis() as u64, "shutdown hook overran its deadline; moving on");
-            report.overran.push(name);
+            tracing::error!(hook = %name, "shutdown hook still running when the hook budget ran out; abandoned (raise --hook-budget or make the hook return)");
+            report.abandoned.push(name);
         }
         Err(mpsc::RecvTimeoutError::Disconnected) => {
             // The thread ended without sending: only possible if the panic
@@ -101,36 +141,48 @@ fn wait(
     }
 }
 
-/// Runs one hook with a deadline, blocking the caller at most `deadline`.
-pub(crate) fn run_one(hook: NamedHook, info: &ShutdownInfo, deadline: Duration) -> HookReport {
+/// Runs one hook on the calling thread, to completion (a hook registered
+/// after shutdown began: the header promises it runs before `on_shutdown`
+/// returns). A panic is caught and logged.
+pub(crate) fn run_here(hook: NamedHook, info: &ShutdownInfo) -> HookReport {
     let started = Instant::now();
     let mut report = HookReport::default();
-    let (name, rx) = spawn(hook, info);
-    wait(name, rx, deadline, &mut report);
+    let run = hook.run;
+    match catch_unwind(AssertUnwindSafe(|| run(info))) {
+        Ok(()) => report.completed = 1,
+        Err(p) => {
+            let msg = panic_message(p.as_ref());
+            tracing::error!(hook = %hook.name, panic = %msg, "shutdown hook panicked");
+            report.panicked.push(hook.name);
+        }
+    }
     report.elapsed = started.elapsed();
     report
 }
 
-/// Runs `hooks` one after the other in the given order, each within
-/// `timeouts.per_hook`, all within `timeouts.budget`. Once the budget is
-/// spent, the remaining hooks are still started (each runs exactly once) but
-/// no longer waited for.
+/// Runs `hooks` strictly one after the other in the given order, each
+/// expected within `timeouts.per_hook`, all within `timeouts.budget` (see the
+/// module doc for what happens to those that do not fit).
 pub(crate) fn run_all(
     hooks: Vec<NamedHook>,
     info: &ShutdownInfo,
     timeouts: super::HookTimeouts,
 ) -> HookReport {
     let started = Instant::now();
+    let budget_end = started + timeouts.budget;
     let mut report = HookReport::default();
     for hook in hooks {
-        let remaining = timeouts.budget.saturating_sub(started.elapsed());
-        let (name, rx) = spawn(hook, info);
-        if remaining.is_zero() {
-            tracing::warn!(hook = %name, budget_ms = timeouts.budget.as_millis() as u64, "hook budget spent; hook started without waiting for it");
-            report.overran.push(name);
+        let out_of_budget = Instant::now() >= budget_end
+            || !report.abandoned.is_empty();
+        if out_of_budget {
+            tracing::error!(hook = %hook.name, budget_ms = timeouts.budget.as_millis() as u64, "hook budget spent before this hook's turn; not started (raise --hook-budget)");
+            report.not_run.push(hook.name);
+            // Dropping the hook unrun releases what it owns (for a C hook:
+            // its free_user_data).
             continue;
         }
-        wait(name, rx, timeouts.per_hook.min(remaining), &mut report);
+        let (name, rx) = spawn(hook, info);
+        wait(name, rx, timeouts.per_hook, budget_end, &mut report);
     }
     report.elapsed = started.elapsed();
     report

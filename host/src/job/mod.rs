@@ -42,18 +42,35 @@ pub enum ShutdownReason {
     PluginReturned,
     /// The plugin's `run` panicked (reported `LK_RUN_PANICKED`).
     PluginPanicked,
-    /// The room ended the session (left, removed, room deleted, ...).
+    /// The room's natural end: the room was deleted or closed (emptied),
+    /// or this participant was removed. The plugin's code is the outcome.
     RoomDisconnected,
-    /// The server went away: connection lost or liveness timeout.
+    /// The server went away or asked the job to come back: connection lost,
+    /// liveness timeout, server shutting down, leave with action
+    /// RESUME/RECONNECT (lk-go does not resume sessions yet).
     ServerUnreachable,
     SignalSigint,
     SignalSigterm,
     /// The job ran past its `--max-duration`.
     DeadlineExceeded,
+    /// SIGHUP (terminal closed, ssh session dropped). Plugins of ABI <= 1.1
+    /// see it as `signal_sigterm`.
+    SignalSighup,
+    /// Another participant joined with this job's identity and the server
+    /// dropped the job's session. Plugins of ABI <= 1.1 see
+    /// `room_disconnected`.
+    DuplicateIdentity,
+    /// The media connection (ICE/DTLS) could not be established or failed
+    /// mid-job. Plugins of ABI <= 1.1 see `server_unreachable`.
+    MediaFailed,
+    /// The server ended the session for a reason that is neither the room's
+    /// natural end nor an outage (state mismatch, join failure, unknown).
+    /// Plugins of ABI <= 1.1 see `room_disconnected`.
+    ServerError,
 }
 
 impl ShutdownReason {
-    pub const ALL: [ShutdownReason; 8] = [
+    pub const ALL: [ShutdownReason; 12] = [
         ShutdownReason::RequestedByPlugin,
         ShutdownReason::PluginReturned,
         ShutdownReason::PluginPanicked,
@@ -62,7 +79,27 @@ impl ShutdownReason {
         ShutdownReason::SignalSigint,
         ShutdownReason::SignalSigterm,
         ShutdownReason::DeadlineExceeded,
+        ShutdownReason::SignalSighup,
+        ShutdownReason::DuplicateIdentity,
+        ShutdownReason::MediaFailed,
+        ShutdownReason::ServerError,
     ];
+
+    /// The reason a plugin built against ABI `1.<minor>` is shown: a reason
+    /// its header does not define becomes the closest one it does (the
+    /// header's rule "a plugin never receives a value its header does not
+    /// define"). Every reason defined so far exists since ABI 1.0 or is
+    /// host-internal and mapped here.
+    pub fn as_seen_by_abi_minor(self, _minor: u16) -> ShutdownReason {
+        match self {
+            ShutdownReason::SignalSighup => ShutdownReason::SignalSigterm,
+            ShutdownReason::DuplicateIdentity | ShutdownReason::ServerError => {
+                ShutdownReason::RoomDisconnected
+            }
+            ShutdownReason::MediaFailed => ShutdownReason::ServerUnreachable,
+            other => other,
+        }
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -74,10 +111,15 @@ impl ShutdownReason {
             ShutdownReason::SignalSigint => "signal_sigint",
             ShutdownReason::SignalSigterm => "signal_sigterm",
             ShutdownReason::DeadlineExceeded => "deadline_exceeded",
+            ShutdownReason::SignalSighup => "signal_sighup",
+            ShutdownReason::DuplicateIdentity => "duplicate_identity",
+            ShutdownReason::MediaFailed => "media_failed",
+            ShutdownReason::ServerError => "server_error",
         }
     }
 
-    /// The `LK_SHUTDOWN_*` code of the C ABI.
+    /// The `LK_SHUTDOWN_*` code of the C ABI. Host-internal reasons have
+    /// none of their own: see [`ShutdownReason::as_seen_by_abi_minor`].
     pub fn abi_code(self) -> u32 {
         use lk_plugin_api::abi::*;
         match self {
@@ -89,6 +131,10 @@ impl ShutdownReason {
             ShutdownReason::SignalSigint => LK_SHUTDOWN_SIGNAL_SIGINT,
             ShutdownReason::SignalSigterm => LK_SHUTDOWN_SIGNAL_SIGTERM,
             ShutdownReason::DeadlineExceeded => LK_SHUTDOWN_DEADLINE_EXCEEDED,
+            ShutdownReason::SignalSighup
+            | ShutdownReason::DuplicateIdentity
+            | ShutdownReason::MediaFailed
+            | ShutdownReason::ServerError => self.as_seen_by_abi_minor(LK_ABI_MINOR).abi_code(),
         }
     }
 }
@@ -132,12 +178,17 @@ impl fmt::Display for ShutdownInfo {
     }
 }
 
-/// Deadlines for the hook stage of the cascade.
+/// Deadlines for the hook stage of the cascade (`--hook-timeout`,
+/// `--hook-budget`). See `hooks` for what happens at each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HookTimeouts {
-    /// Longest any one hook may take before the cascade moves on.
+    /// A hook running longer than this is reported as overrun (ERROR). The
+    /// stage still waits for it, within the budget, so that older hooks
+    /// never start beside it.
     pub per_hook: Duration,
-    /// Longest all hooks together may take.
+    /// Longest the whole hook stage may take. Hooks not started by then are
+    /// not started at all; a hook still running then is abandoned. Must be
+    /// at least `per_hook`.
     pub budget: Duration,
 }
 
@@ -190,6 +241,8 @@ pub enum JobConfigError {
     EmptyJobId,
     #[error("hook timeouts must be non-zero")]
     ZeroHookTimeout,
+    #[error("--hook-timeout ({per_hook:?}) is longer than --hook-budget ({budget:?}); raise --hook-budget")]
+    HookTimeoutOverBudget { per_hook: Duration, budget: Duration },
 }
 
 /// One job: a plugin run in one room.
@@ -231,6 +284,12 @@ impl Job {
         }
         if cfg.hook_timeouts.per_hook.is_zero() || cfg.hook_timeouts.budget.is_zero() {
             return Err(JobConfigError::ZeroHookTimeout);
+        }
+        if cfg.hook_timeouts.per_hook > cfg.hook_timeouts.budget {
+            return Err(JobConfigError::HookTimeoutOverBudget {
+                per_hook: cfg.hook_timeouts.per_hook,
+                budget: cfg.hook_timeouts.budget,
+            });
         }
         Ok(Job {
             id,
@@ -328,9 +387,9 @@ impl JobContext {
     /// Registers a hook that runs exactly once with the [`ShutdownInfo`].
     ///
     /// Hooks run in reverse registration order during the cascade's hook
-    /// stage, each on a thread of its own with the per-hook deadline. A hook
-    /// registered after shutdown has begun runs at once: this call blocks
-    /// until it returns or its deadline passes.
+    /// stage, one at a time, each on a thread of its own, within the hook
+    /// timeouts. A hook registered after shutdown has begun runs at once on
+    /// the calling thread, to completion, before this call returns.
     pub fn on_shutdown<F>(&self, name: impl Into<String>, hook: F)
     where
         F: FnOnce(&ShutdownInfo) + Send + 'static,
@@ -342,7 +401,7 @@ impl JobContext {
         };
         if let Registered::RunNow(hook, info) = self.inner.state.register(hook) {
             tracing::debug!(hook = %hook.name, "shutdown already begun; running hook at once");
-            hooks::run_one(hook, &info, self.inner.timeouts.per_hook);
+            hooks::run_here(hook, &info);
         }
     }
 

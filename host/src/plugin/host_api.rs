@@ -2,34 +2,74 @@
 //!
 //! Owns: the static function table handed to `run`, the [`JobHandle`] behind
 //! the opaque `lk_job*`, and the conversions between host types and their C
-//! mirrors. Every function tolerates NULL arguments and never unwinds into
-//! the plugin (they cannot panic on any input the header allows).
+//! mirrors. Every function tolerates NULL arguments, any length, and any
+//! thread, and never unwinds into the plugin.
+//!
+//! Architecture invariant: **a `lk_job*` and every string the host returned
+//! for it stay valid for the life of the process.** A handle is leaked when
+//! the job starts ([`JobHandle::leak`]); when the job ends it is *retired*:
+//! its event subscription is dropped (so the room's events are freed) and
+//! every function answers as after shutdown (`next_event` → shutting down,
+//! `shutdown` a no-op, `on_shutdown` runs the hook at once). A plugin thread
+//! that outlives `run` therefore never reads freed memory. The cost is one
+//! small allocation per job (ids and names, well under 1 KiB with default
+//! limits); the worker runs one job per process, so nothing accumulates.
 //!
 //! Must not touch: the cascade or exit codes (`crate::runner`).
 
+use super::wait;
 use crate::events::{Event, Received, Subscription, TrackKind, TrackSource};
 use crate::job::{JobContext, ShutdownInfo, ShutdownReason};
 use lk_plugin_api::abi::*;
 use std::ffi::{c_char, c_void};
-use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// What `lk_job*` points at. Lives (in an `Arc`) until `run` has returned and
-/// the cascade is over; a plugin thread that overruns keeps it alive.
+/// Longest log message the host keeps, in bytes; longer ones are cut and
+/// say so (`LK_MAX_LOG_LEN` in the header).
+pub const MAX_LOG_LEN: usize = 64 * 1024;
+/// Longest shutdown reason the host keeps, in bytes (`LK_MAX_REASON_LEN`).
+pub const MAX_REASON_LEN: usize = 1024;
+/// A length above this is not believed: the host reads the string as
+/// NUL-terminated instead (`LK_STR_NUL_TERMINATED`, i.e. `(size_t)-1`, is
+/// the usual C way to say so). See the header's "Lengths" paragraph.
+pub const MAX_BELIEVED_LEN: usize = 1 << 30;
+
+/// What `lk_job*` points at. Leaked for the life of the process (see the
+/// module doc); all fields are immutable except the event subscription.
 pub(crate) struct JobHandle {
     pub(crate) job_id: String,
     pub(crate) room_name: String,
     pub(crate) metadata: String,
     pub(crate) identity: String,
     pub(crate) plugin_name: String,
+    /// The ABI minor the plugin was built against: it never sees a value its
+    /// header does not define.
+    pub(crate) plugin_abi_minor: u16,
     pub(crate) ctx: JobContext,
-    pub(crate) events: Mutex<Subscription>,
-    pub(crate) rt: tokio::runtime::Handle,
+    /// `None` once the job is retired. An async mutex so that a waiting
+    /// `next_event` can give up on the lock at its own deadline.
+    pub(crate) events: tokio::sync::Mutex<Option<Subscription>>,
 }
 
 impl JobHandle {
-    pub(crate) fn as_abi(&self) -> *const LkJob {
+    /// Moves the handle to the heap for the rest of the process.
+    pub(crate) fn leak(self) -> &'static JobHandle {
+        Box::leak(Box::new(self))
+    }
+
+    pub(crate) fn as_abi(&'static self) -> *const LkJob {
         self as *const JobHandle as *const LkJob
+    }
+
+    /// Ends the job's view of the room: drops the event subscription. Called
+    /// by the runner once the cascade is over (shutdown has begun, so a
+    /// `next_event` holding the lock returns within its poll).
+    pub(crate) fn retire(&self) {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        match wait::until(deadline, self.events.lock()) {
+            Some(mut guard) => *guard = None,
+            None => tracing::debug!("event subscription still in use at retirement; kept"),
+        }
     }
 }
 
@@ -51,15 +91,37 @@ pub(crate) static HOST_API: LkHostApi = LkHostApi {
 };
 
 /// # Safety
-/// `job` is NULL or the pointer the host passed to `run`.
+/// `job` is NULL or a pointer the host passed to `run` (valid forever).
 unsafe fn handle<'a>(job: *const LkJob) -> Option<&'a JobHandle> {
     (job as *const JobHandle).as_ref()
 }
 
+/// Reads a string a plugin passed in, never trusting its length: a length
+/// above [`MAX_BELIEVED_LEN`] (e.g. `(size_t)-1`) means "NUL-terminated";
+/// at most `cap` bytes are read either way. Invalid UTF-8 is replaced.
+/// Returns the text and how many bytes were cut.
+///
 /// # Safety
-/// `ptr` is NULL or points at `len` readable bytes.
-unsafe fn read_str(ptr: *const c_char, len: usize) -> String {
-    LkStr { ptr, len }.to_string_lossy()
+/// `ptr` is NULL or points at `min(len, cap)` readable bytes (or, for an
+/// unbelievable length, at a NUL-terminated string).
+pub(crate) unsafe fn plugin_text(ptr: *const c_char, len: usize, cap: usize) -> (String, usize) {
+    if ptr.is_null() || len == 0 {
+        return (String::new(), 0);
+    }
+    let bytes = ptr as *const u8;
+    let (n, cut) = if len > MAX_BELIEVED_LEN {
+        let mut n = 0;
+        while n < cap && *bytes.add(n) != 0 {
+            n += 1;
+        }
+        // Past the cap, the real length is unknown: report one byte cut.
+        let cut = usize::from(n == cap && *bytes.add(n) != 0);
+        (n, cut)
+    } else {
+        (len.min(cap), len.saturating_sub(cap))
+    };
+    let slice = std::slice::from_raw_parts(bytes, n);
+    (String::from_utf8_lossy(slice).into_owned(), cut)
 }
 
 unsafe extern "C" fn api_job_id(job: *const LkJob) -> LkStr {
@@ -80,7 +142,7 @@ unsafe extern "C" fn api_participant_identity(job: *const LkJob) -> LkStr {
 
 unsafe extern "C" fn api_shutdown(job: *const LkJob, reason: *const c_char, len: usize) {
     if let Some(h) = handle(job) {
-        let detail = read_str(reason, len);
+        let (detail, _) = plugin_text(reason, len, MAX_REASON_LEN);
         h.ctx.shutdown(ShutdownReason::RequestedByPlugin, detail);
     }
 }
@@ -89,18 +151,47 @@ unsafe extern "C" fn api_is_shutting_down(job: *const LkJob) -> i32 {
     handle(job).map_or(1, |h| h.ctx.is_shutting_down() as i32)
 }
 
-/// A raw pointer the plugin promised may be used from any thread.
-struct ForeignPtr(*mut c_void);
+/// A plugin's hook and its user data. Dropping it unrun (the hook stage's
+/// budget was spent before its turn) still calls `free_user_data`, so the
+/// header's "called after the hook ran or was dropped" holds on every path.
+struct ForeignHook {
+    hook: LkShutdownFn,
+    user_data: *mut c_void,
+    free_user_data: Option<LkFreeFn>,
+    plugin_abi_minor: u16,
+}
+
 // SAFETY: lk_plugin.h states that hooks run on host threads; plugins must
 // give user_data that tolerates it.
-unsafe impl Send for ForeignPtr {}
+unsafe impl Send for ForeignHook {}
 
-/// The C view of `info`, borrowing its strings for the duration of a call.
-fn abi_info(info: &ShutdownInfo) -> LkShutdownInfo {
+impl ForeignHook {
+    fn call(self, info: &ShutdownInfo) {
+        let c_info = abi_info(info, self.plugin_abi_minor);
+        // SAFETY: the plugin registered this function for exactly this call.
+        unsafe { (self.hook)(self.user_data, &c_info) };
+        // `self` drops here: free_user_data runs after the hook.
+    }
+}
+
+impl Drop for ForeignHook {
+    fn drop(&mut self) {
+        if let Some(free) = self.free_user_data.take() {
+            // SAFETY: called once, with the pointer the plugin gave.
+            unsafe { free(self.user_data) };
+        }
+    }
+}
+
+/// The C view of `info` for a plugin built against `plugin_abi_minor`,
+/// borrowing its strings for the duration of a call. A reason newer than
+/// the plugin's header is shown as the closest one it knows.
+fn abi_info(info: &ShutdownInfo, plugin_abi_minor: u16) -> LkShutdownInfo {
+    let shown = info.reason.as_seen_by_abi_minor(plugin_abi_minor);
     LkShutdownInfo {
-        reason: info.reason.abi_code(),
+        reason: shown.abi_code(),
         reserved: 0,
-        reason_str: LkStr::from_static(info.reason.as_str()),
+        reason_str: LkStr::from_static(shown.as_str()),
         detail: LkStr::borrow(&info.detail),
         unix_ms: info.unix_ms(),
     }
@@ -115,19 +206,15 @@ unsafe extern "C" fn api_on_shutdown(
     let (Some(h), Some(hook)) = (handle(job), hook) else {
         return -1;
     };
-    let data = ForeignPtr(user_data);
+    let foreign = ForeignHook {
+        hook,
+        user_data,
+        free_user_data,
+        plugin_abi_minor: h.plugin_abi_minor,
+    };
     let name = format!("{} plugin hook", h.plugin_name);
-    h.ctx.on_shutdown(name, move |info: &ShutdownInfo| {
-        let data = data;
-        let c_info = abi_info(info);
-        // SAFETY: the plugin registered this function for exactly this call.
-        unsafe {
-            hook(data.0, &c_info);
-            if let Some(free) = free_user_data {
-                free(data.0);
-            }
-        }
-    });
+    h.ctx
+        .on_shutdown(name, move |info: &ShutdownInfo| foreign.call(info));
     0
 }
 
@@ -233,7 +320,30 @@ unsafe extern "C" fn api_next_event(
         return LK_NEXT_INVALID;
     };
     *out = LkEvent::zeroed();
-    let mut sub = h.events.lock().unwrap_or_else(|e| e.into_inner());
+    let deadline = Instant::now() + Duration::from_millis(timeout_ms as u64);
+    // The subscription has one reader at a time. A caller waits for it no
+    // longer than its own timeout (or until shutdown), so a short
+    // `next_event` is never held up by another thread's long one.
+    let lock = wait::until(deadline, async {
+        tokio::select! {
+            biased;
+            guard = h.events.lock() => Some(guard),
+            _ = h.ctx.cancelled() => None,
+        }
+    });
+    let mut guard = match lock {
+        Some(Some(guard)) => guard,
+        // Shutting down: take a buffered event if the lock is free at once.
+        Some(None) => match h.events.try_lock() {
+            Ok(guard) => guard,
+            Err(_) => return LK_NEXT_SHUTTING_DOWN,
+        },
+        None => return LK_NEXT_TIMEOUT,
+    };
+    let Some(sub) = guard.as_mut() else {
+        // Retired: the job is over.
+        return LK_NEXT_SHUTTING_DOWN;
+    };
     // Events already buffered come first, even during shutdown, so a plugin
     // sees e.g. the Disconnected event that caused the shutdown.
     if let Some(r) = sub.try_recv() {
@@ -242,35 +352,27 @@ unsafe extern "C" fn api_next_event(
     if h.ctx.is_shutting_down() {
         return LK_NEXT_SHUTTING_DOWN;
     }
-    if tokio::runtime::Handle::try_current().is_ok() {
-        // Called from a runtime thread (not a plugin thread): block_on would
-        // panic, so answer without waiting.
-        return LK_NEXT_TIMEOUT;
-    }
     enum Waited {
         Got(Received),
         ShuttingDown,
-        TimedOut,
     }
-    let ctx = h.ctx.clone();
-    let waited = h.rt.block_on(async {
+    let waited = wait::until(deadline, async {
         // Biased towards events: the event that caused a shutdown (e.g.
         // Disconnected) is published before the token is cancelled, so both
         // branches can be ready at once, and the event must win.
         tokio::select! {
             biased;
             r = sub.recv() => Waited::Got(r),
-            _ = ctx.cancelled() => Waited::ShuttingDown,
-            _ = tokio::time::sleep(Duration::from_millis(timeout_ms as u64)) => Waited::TimedOut,
+            _ = h.ctx.cancelled() => Waited::ShuttingDown,
         }
     });
     match waited {
-        Waited::Got(r) => deliver(r, out, missed),
-        Waited::ShuttingDown => match sub.try_recv() {
+        Some(Waited::Got(r)) => deliver(r, out, missed),
+        Some(Waited::ShuttingDown) => match sub.try_recv() {
             Some(r) => deliver(r, out, missed),
             None => LK_NEXT_SHUTTING_DOWN,
         },
-        Waited::TimedOut => LK_NEXT_TIMEOUT,
+        None => LK_NEXT_TIMEOUT,
     }
 }
 
@@ -285,12 +387,129 @@ unsafe extern "C" fn api_event_release(_job: *const LkJob, event: *mut LkEvent) 
 
 unsafe extern "C" fn api_log(job: *const LkJob, level: i32, msg: *const c_char, len: usize) {
     let plugin = handle(job).map_or("?", |h| h.plugin_name.as_str());
-    let msg = read_str(msg, len);
+    let (mut msg, cut) = plugin_text(msg, len, MAX_LOG_LEN);
+    if cut > 0 {
+        use std::fmt::Write;
+        let _ = write!(msg, " [cut: message longer than {MAX_LOG_LEN} bytes]");
+    }
     match level {
         LK_LOG_ERROR => tracing::error!(target: "plugin", plugin, "{msg}"),
         LK_LOG_WARN => tracing::warn!(target: "plugin", plugin, "{msg}"),
         LK_LOG_INFO => tracing::info!(target: "plugin", plugin, "{msg}"),
         LK_LOG_DEBUG => tracing::debug!(target: "plugin", plugin, "{msg}"),
         _ => tracing::trace!(target: "plugin", plugin, "{msg}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{EventHub, ParticipantRef};
+    use crate::job::HookTimeouts;
+
+    fn leaked_handle(hub: &EventHub) -> &'static JobHandle {
+        JobHandle {
+            job_id: "job-1".into(),
+            room_name: "room".into(),
+            metadata: String::new(),
+            identity: "agent".into(),
+            plugin_name: "test".into(),
+            plugin_abi_minor: LK_ABI_MINOR,
+            ctx: JobContext::new(HookTimeouts::default()),
+            events: tokio::sync::Mutex::new(Some(hub.subscribe())),
+        }
+        .leak()
+    }
+
+    #[derive(Clone, Copy)]
+    struct Job(*const LkJob);
+    // SAFETY: points at a leaked JobHandle (Sync).
+    unsafe impl Send for Job {}
+
+    fn next(job: Job, timeout_ms: u32) -> i32 {
+        let mut ev = LkEvent::zeroed();
+        // SAFETY: a valid handle and out pointer.
+        unsafe {
+            let rc = api_next_event(job.0, timeout_ms, &mut ev, std::ptr::null_mut());
+            api_event_release(job.0, &mut ev);
+            rc
+        }
+    }
+
+    /// `next_event(0)` used to block behind another thread's
+    /// `next_event(3000)` for the whole 3 s (a mutex held across the wait).
+    #[test]
+    fn a_short_next_event_is_not_held_up_by_a_long_one() {
+        let hub = EventHub::new(16);
+        let h = leaked_handle(&hub);
+        let job = Job(h.as_abi());
+        let long = std::thread::spawn(move || next(job, 3000));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while h.events.try_lock().is_ok() {
+            assert!(Instant::now() < deadline, "the long call never waited");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let t = Instant::now();
+        assert_eq!(next(job, 0), LK_NEXT_TIMEOUT);
+        assert!(t.elapsed() < Duration::from_millis(500), "{:?}", t.elapsed());
+        hub.publish(Event::ParticipantJoined {
+            participant: ParticipantRef {
+                identity: "alice".into(),
+                sid: "PA_a".into(),
+            },
+        });
+        assert_eq!(long.join().unwrap(), LK_NEXT_EVENT);
+    }
+
+    /// Shutdown wakes every waiter within its poll, whoever holds the lock.
+    #[test]
+    fn shutdown_wakes_every_waiting_next_event() {
+        let hub = EventHub::new(16);
+        let h = leaked_handle(&hub);
+        let job = Job(h.as_abi());
+        let waiters: Vec<_> = (0..4)
+            .map(|_| std::thread::spawn(move || next(job, 30_000)))
+            .collect();
+        std::thread::sleep(Duration::from_millis(50));
+        let t = Instant::now();
+        h.ctx.shutdown(ShutdownReason::SignalSigterm, "");
+        for w in waiters {
+            assert_eq!(w.join().unwrap(), LK_NEXT_SHUTTING_DOWN);
+        }
+        assert!(t.elapsed() < Duration::from_millis(100), "{:?}", t.elapsed());
+    }
+
+    /// After the job ended the handle answers as documented, and its
+    /// strings are still the job's.
+    #[test]
+    fn a_retired_handle_answers_as_after_shutdown() {
+        let hub = EventHub::new(16);
+        let h = leaked_handle(&hub);
+        let job = Job(h.as_abi());
+        h.ctx.shutdown(ShutdownReason::PluginReturned, "");
+        h.retire();
+        drop(hub);
+        assert_eq!(next(job, 1000), LK_NEXT_SHUTTING_DOWN);
+        // SAFETY: a valid (leaked) handle.
+        unsafe {
+            assert_eq!(api_room_name(job.0).to_string_lossy(), "room");
+            assert_eq!(api_is_shutting_down(job.0), 1);
+            api_shutdown(job.0, std::ptr::null(), usize::MAX);
+        }
+    }
+
+    #[test]
+    fn unbelievable_lengths_are_read_as_nul_terminated() {
+        let s = b"hello\0world";
+        let p = s.as_ptr() as *const c_char;
+        // SAFETY: `s` is NUL-terminated after "hello".
+        unsafe {
+            assert_eq!(plugin_text(p, usize::MAX, 64), ("hello".into(), 0));
+            assert_eq!(plugin_text(p, MAX_BELIEVED_LEN + 1, 64), ("hello".into(), 0));
+            assert_eq!(plugin_text(p, usize::MAX, 3), ("hel".into(), 1));
+            assert_eq!(plugin_text(p, 5, 64), ("hello".into(), 0));
+            assert_eq!(plugin_text(p, 11, 4), ("hell".into(), 7));
+            assert_eq!(plugin_text(std::ptr::null(), usize::MAX, 4), (String::new(), 0));
+        }
     }
 }

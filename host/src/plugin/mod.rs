@@ -11,12 +11,16 @@
 //! plugin may still run in a thread that overran its deadline.
 
 pub(crate) mod host_api;
+mod wait;
 
 use lk_plugin_api::abi::{
     LkPluginDescriptor, LkPluginEntryFn, LkRunFn, LK_ABI_MAJOR, LK_ABI_MINOR,
     LK_PLUGIN_ENTRY_SYMBOL, LK_PLUGIN_MAGIC,
 };
 use std::path::{Path, PathBuf};
+
+/// Longest descriptor name or version accepted, in bytes.
+pub const MAX_DESCRIPTOR_STR_LEN: usize = 256;
 
 /// Why a plugin was refused. Each variant has its own exit code
 /// (`crate::exit`); the message is one line naming the path.
@@ -132,16 +136,23 @@ pub fn load(path: &Path) -> Result<LoadedPlugin, LoadError> {
     })?;
     precheck(&canonical)?;
 
+    // RTLD_NOW: resolve every symbol now, so a plugin with an undefined
+    // symbol fails here (65, before connecting) instead of dying mid-job
+    // with exit 127 at its first call through the lazy binding.
     // SAFETY: loading a library runs its initialisers; that is the point of
     // a plugin and the user asked for this file.
-    let lib = unsafe { libloading::Library::new(&canonical) }.map_err(|e| {
-        LoadError::NotSharedLibrary {
-            path: canonical.clone(),
-            detail: one_line(&e.to_string()),
-        }
+    let lib = unsafe {
+        libloading::os::unix::Library::open(
+            Some(&canonical),
+            libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_LOCAL,
+        )
+    }
+    .map_err(|e| LoadError::NotSharedLibrary {
+        path: canonical.clone(),
+        detail: one_line(&e.to_string()),
     })?;
     // Never unloaded (see the module doc).
-    let lib: &'static libloading::Library = Box::leak(Box::new(lib));
+    let lib: &'static libloading::os::unix::Library = Box::leak(Box::new(lib));
 
     let symbol = format!("{LK_PLUGIN_ENTRY_SYMBOL}\0");
     // SAFETY: the type is the one lk_plugin.h declares for the symbol.
@@ -198,9 +209,21 @@ pub fn load(path: &Path) -> Result<LoadedPlugin, LoadError> {
             detail: "run entrypoint is NULL".into(),
         });
     };
-    // SAFETY: descriptor strings are static data of the (never unloaded) library.
-    let name = unsafe { desc.name.to_string_lossy() };
-    let version = unsafe { desc.version.to_string_lossy() };
+    // SAFETY: descriptor strings are static data of the (never unloaded)
+    // library; their lengths are not trusted (see `plugin_text`).
+    let (name, name_cut) =
+        unsafe { host_api::plugin_text(desc.name.ptr, desc.name.len, MAX_DESCRIPTOR_STR_LEN) };
+    let (version, version_cut) = unsafe {
+        host_api::plugin_text(desc.version.ptr, desc.version.len, MAX_DESCRIPTOR_STR_LEN)
+    };
+    if name_cut > 0 || version_cut > 0 {
+        return Err(LoadError::InvalidDescriptor {
+            path: canonical,
+            detail: format!(
+                "plugin name or version is longer than {MAX_DESCRIPTOR_STR_LEN} bytes (a wrong length?)"
+            ),
+        });
+    }
     if name.trim().is_empty() {
         return Err(LoadError::InvalidDescriptor {
             path: canonical,

@@ -5,7 +5,7 @@
 //! writing it) and by tests that exercise the job without a server. Events
 //! only arrive if something emits them through the room's emitter.
 
-use super::{BoxFuture, ConnectError, JoinRequest, RoomConnector, RoomEmitter, RoomLink};
+use super::{BoxFuture, ConnectError, JoinRequest, Joined, RoomConnector, RoomEmitter, RoomLink};
 
 /// Connects instantly to nothing.
 #[derive(Clone, Copy, Debug, Default)]
@@ -13,9 +13,15 @@ pub struct DetachedConnector;
 
 /// The link of a detached room: leaving and closing tracks do nothing.
 #[derive(Debug, Default)]
-pub struct DetachedLink;
+pub struct DetachedLink {
+    joined: Joined,
+}
 
 impl RoomLink for DetachedLink {
+    fn joined(&self) -> Joined {
+        self.joined.clone()
+    }
+
     fn leave(&self) -> BoxFuture<'_, ()> {
         Box::pin(async {})
     }
@@ -33,7 +39,12 @@ impl RoomConnector for DetachedConnector {
     ) -> BoxFuture<'a, Result<Box<dyn RoomLink>, ConnectError>> {
         Box::pin(async move {
             tracing::info!(room = %request.room_name, "running detached: no LiveKit server, no room events");
-            Ok(Box::new(DetachedLink) as Box<dyn RoomLink>)
+            let joined = Joined {
+                room_name: request.room_name.clone(),
+                participant_identity: request.identity.clone(),
+                ..Default::default()
+            };
+            Ok(Box::new(DetachedLink { joined }) as Box<dyn RoomLink>)
         })
     }
 }

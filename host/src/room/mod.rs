@@ -36,13 +36,34 @@ pub enum ConnectError {
     Unauthorized { url: String, detail: String },
     #[error("LiveKit server at {url} answered with an error: {detail}")]
     Server { url: String, detail: String },
-    #[error("could not create an access token: {0}")]
+    #[error("access token: {0}")]
     Token(String),
+    #[error("joined the room, but the media connection to {url} did not come up: {detail}; check that UDP (or TCP {url_hint}) from this host reaches the server's rtc ports and that rtc.node_ip/use_external_ip advertise an address this host can reach", url_hint = "7881")]
+    MediaFailed { url: String, detail: String },
+    #[error("--token is for {what} {in_token:?}, but {flag} {given:?} was given; drop {flag} (the token decides) or use a token for {given:?}")]
+    TokenMismatch {
+        what: &'static str,
+        flag: &'static str,
+        in_token: String,
+        given: String,
+    },
+}
+
+/// What the server says the session joined as (JoinResponse): the truth the
+/// plugin and the logs are told, whatever was asked for.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Joined {
+    pub room_name: String,
+    pub room_sid: String,
+    pub participant_identity: String,
+    pub participant_sid: String,
 }
 
 /// A connected session, as the room needs it for the shutdown cascade.
 /// Implementations are given a [`RoomEmitter`] when they connect.
 pub trait RoomLink: Send + Sync {
+    /// The room and identity the server joined (JoinResponse).
+    fn joined(&self) -> Joined;
     /// Leaves the room (tells the server and closes the connection).
     /// Must be idempotent.
     fn leave(&self) -> BoxFuture<'_, ()>;
@@ -100,7 +121,9 @@ pub struct RoomEmitter {
 }
 
 impl RoomEmitter {
-    /// Records `event` in the room's state, then publishes it.
+    /// Records `event` in the room's state and publishes it, under the state
+    /// lock, so that [`Room::subscribe_with_snapshot`] sees every event
+    /// either in its snapshot or in its stream, never both or neither.
     pub fn emit(&self, event: Event) {
         {
             let mut st = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -128,8 +151,8 @@ impl RoomEmitter {
                 }
                 Event::Disconnected { .. } => {}
             }
+            self.shared.hub.publish(event);
         }
-        self.shared.hub.publish(event);
     }
 }
 
@@ -192,6 +215,43 @@ impl Room {
     /// A new subscriber to the room's events.
     pub fn subscribe(&self) -> Subscription {
         self.shared.hub.subscribe()
+    }
+
+    /// A new subscriber that first receives the room as it is now — one
+    /// `participant_joined` per remote participant, then `track_published`
+    /// (and `track_subscribed` when its media arrived) per track — and then
+    /// every later event. The snapshot is not bounded by the event capacity:
+    /// a plugin started in a room of thousands sees all of them.
+    pub fn subscribe_with_snapshot(&self) -> Subscription {
+        let st = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut snapshot = Vec::new();
+        for p in st.participants.values() {
+            snapshot.push(Event::ParticipantJoined {
+                participant: p.clone(),
+            });
+            for (owner, t) in st.tracks.values() {
+                if owner.sid != p.sid {
+                    continue;
+                }
+                snapshot.push(Event::TrackPublished {
+                    participant: p.clone(),
+                    track: t.clone(),
+                });
+                if st.subscribed.contains_key(&t.sid) {
+                    snapshot.push(Event::TrackSubscribed {
+                        participant: p.clone(),
+                        track: t.clone(),
+                    });
+                }
+            }
+        }
+        // Subscribing under the state lock: emit() publishes under it too.
+        self.shared.hub.subscribe_after(snapshot)
+    }
+
+    /// What the server joined as; `None` before connecting.
+    pub fn joined(&self) -> Option<Joined> {
+        self.link.as_ref().map(|l| l.joined())
     }
 
     /// Remote participants currently in the room.

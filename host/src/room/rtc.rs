@@ -45,6 +45,12 @@ const OPUS_SILENCE_FRAME: [u8; 3] = [0xF8, 0xFF, 0xFE];
 const FRAME: Duration = Duration::from_millis(20);
 /// How long to wait for the server's answer or track confirmation.
 const NEGOTIATION_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long after the JoinResponse the subscriber connection (ICE + DTLS)
+/// has to come up before joining fails with "media failed" (exit 74). The
+/// server offers the subscriber connection right after the join (its data
+/// channels), so a healthy local join connects in tens of milliseconds; the
+/// official SDKs give up after a similar bound (`wait_pc_connection`).
+pub const MEDIA_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why publishing failed.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -110,6 +116,8 @@ struct Handler {
     outgoing: mpsc::UnboundedSender<proto::signal_request::Message>,
     /// Subscriber only: where remote tracks go.
     on_track: Option<mpsc::UnboundedSender<Arc<dyn TrackRemote>>>,
+    /// Subscriber only: its connection state, for the join and the session.
+    state: Option<tokio::sync::watch::Sender<RTCPeerConnectionState>>,
 }
 
 #[async_trait::async_trait]
@@ -140,8 +148,14 @@ impl PeerConnectionEventHandler for Handler {
         };
         match state {
             RTCPeerConnectionState::Connected => tracing::info!(pc, "peer connection connected"),
-            RTCPeerConnectionState::Failed => tracing::warn!(pc, "peer connection failed"),
+            // The session reports a failed subscriber connection as the
+            // job's ending (media_failed); the publisher's shows up when
+            // publishing fails.
+            RTCPeerConnectionState::Failed => tracing::debug!(pc, "peer connection failed"),
             other => tracing::debug!(pc, state = %other, "peer connection state"),
+        }
+        if let Some(tx) = &self.state {
+            let _ = tx.send(state);
         }
     }
 
@@ -170,7 +184,12 @@ pub(crate) struct RtcSession {
     local_tracks: Mutex<Vec<LocalTrack>>,
     /// Remote tracks whose media arrived, by track sid. Whoever removes an
     /// entry emits its TrackUnsubscribed, so it is emitted exactly once.
-    subscribed: Mutex<HashMap<String, CancellationToken>>,
+    /// The value is (subscription generation, stop token): a track
+    /// subscribed again gets a new generation, so the follower of the old
+    /// one can never remove (and report) the new one.
+    subscribed: Mutex<HashMap<String, (u64, CancellationToken)>>,
+    next_generation: std::sync::atomic::AtomicU64,
+    subscriber_state: tokio::sync::watch::Receiver<RTCPeerConnectionState>,
     next_cid: AtomicU32,
     closed: AtomicBool,
     stop: CancellationToken,
@@ -230,12 +249,15 @@ impl RtcSession {
     > {
         let servers = ice_servers(join);
         let (track_tx, track_rx) = mpsc::unbounded_channel();
+        let (state_tx, subscriber_state) =
+            tokio::sync::watch::channel(RTCPeerConnectionState::New);
         let subscriber = build_pc(
             &servers,
             Handler {
                 target: proto::SignalTarget::Subscriber,
                 outgoing: outgoing.clone(),
                 on_track: Some(track_tx),
+                state: Some(state_tx),
             },
         )
         .await
@@ -246,6 +268,7 @@ impl RtcSession {
                 target: proto::SignalTarget::Publisher,
                 outgoing: outgoing.clone(),
                 on_track: None,
+                state: None,
             },
         )
         .await
@@ -289,11 +312,57 @@ impl RtcSession {
             negotiation: tokio::sync::Mutex::new(()),
             local_tracks: Mutex::new(Vec::new()),
             subscribed: Mutex::new(HashMap::new()),
+            next_generation: std::sync::atomic::AtomicU64::new(1),
+            subscriber_state,
             next_cid: AtomicU32::new(1),
             closed: AtomicBool::new(false),
             stop: CancellationToken::new(),
         });
         Ok((session, track_rx))
+    }
+
+    /// Waits until the subscriber connection is connected. Errs when it
+    /// fails or closes first, or after `timeout`.
+    pub(crate) async fn wait_subscriber_connected(&self, timeout: Duration) -> Result<(), String> {
+        let mut rx = self.subscriber_state.clone();
+        let waited = tokio::time::timeout(timeout, async {
+            loop {
+                let state = *rx.borrow_and_update();
+                match state {
+                    RTCPeerConnectionState::Connected => return Ok(()),
+                    RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
+                        return Err(format!("the subscriber peer connection went {state}"))
+                    }
+                    _ => {}
+                }
+                if rx.changed().await.is_err() {
+                    return Err("the subscriber peer connection went away".to_string());
+                }
+            }
+        })
+        .await;
+        match waited {
+            Ok(result) => result,
+            Err(_) => Err(format!(
+                "ICE/DTLS did not connect within {} s (state: {})",
+                timeout.as_secs(),
+                *self.subscriber_state.borrow()
+            )),
+        }
+    }
+
+    /// Resolves when the subscriber connection fails (ICE gave up, DTLS
+    /// broke) after having been set up; pending forever otherwise.
+    pub(crate) async fn subscriber_failed(&self) {
+        let mut rx = self.subscriber_state.clone();
+        loop {
+            if *rx.borrow_and_update() == RTCPeerConnectionState::Failed {
+                return;
+            }
+            if rx.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
     }
 
     fn send(&self, msg: proto::signal_request::Message) {
@@ -553,7 +622,7 @@ impl RtcSession {
             .unwrap_or_else(|e| e.into_inner())
             .remove(track_sid);
         match entry {
-            Some(token) => {
+            Some((_, token)) => {
                 token.cancel();
                 true
             }
@@ -627,10 +696,23 @@ impl RtcSession {
             return;
         };
         let stop = self.stop.child_token();
-        self.subscribed
+        let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
+        let replaced = self
+            .subscribed
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(track_ref.sid.clone(), stop.clone());
+            .insert(track_ref.sid.clone(), (generation, stop.clone()));
+        if let Some((_, old)) = replaced {
+            // Subscribed again (e.g. RoomService UpdateSubscriptions off and
+            // on) before the old media ended: the old subscription ends
+            // here, with its one track_unsubscribed, before the new one's
+            // track_subscribed.
+            old.cancel();
+            emitter.emit(Event::TrackUnsubscribed {
+                participant: participant.clone(),
+                track: track_ref.clone(),
+            });
+        }
         emitter.emit(Event::TrackSubscribed {
             participant: participant.clone(),
             track: track_ref.clone(),
@@ -655,12 +737,13 @@ impl RtcSession {
             }
         }
         tracing::info!(track_sid = %track_ref.sid, packets, bytes, "remote track ended");
-        let still_ours = self
-            .subscribed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&track_ref.sid)
-            .is_some();
+        let still_ours = {
+            let mut subscribed = self.subscribed.lock().unwrap_or_else(|e| e.into_inner());
+            match subscribed.get(&track_ref.sid) {
+                Some((g, _)) if *g == generation => subscribed.remove(&track_ref.sid).is_some(),
+                _ => false,
+            }
+        };
         if still_ours && !self.stop.is_cancelled() {
             emitter.emit(Event::TrackUnsubscribed {
                 participant,

@@ -13,7 +13,10 @@
 //! [`RoomEmitter`].
 
 use super::rtc::{PublishError, RtcSession};
-use super::{BoxFuture, ConnectError, JoinRequest, RoomConnector, RoomEmitter, RoomLink};
+use super::rtc::MEDIA_CONNECT_TIMEOUT;
+use super::{
+    BoxFuture, ConnectError, JoinRequest, Joined, RoomConnector, RoomEmitter, RoomLink,
+};
 use crate::events::{DisconnectReason, Event, ParticipantRef, TrackKind, TrackRef, TrackSource};
 use livekit_api::access_token::{AccessToken, VideoGrants};
 use livekit_protocol as proto;
@@ -109,6 +112,37 @@ impl LiveKitConnector {
     }
 }
 
+/// What a ready token (`--token`) grants, read without verifying it (the
+/// server verifies): the room (`video.room`) and the identity (`sub`).
+/// Empty when the token does not say.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TokenClaims {
+    pub room: String,
+    pub identity: String,
+}
+
+/// Reads [`TokenClaims`] from a JWT's payload. Errs (usage, 64) when the
+/// token is not a JWT. Never includes the token in the message.
+pub fn token_claims(token: &str) -> Result<TokenClaims, ConnectError> {
+    use base64::Engine;
+    let bad = |why: &str| ConnectError::Token(format!("--token is not a LiveKit access token: {why}"));
+    let payload = token
+        .trim()
+        .split('.')
+        .nth(1)
+        .ok_or_else(|| bad("expected header.payload.signature"))?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .map_err(|_| bad("its payload is not base64url"))?;
+    let json: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|_| bad("its payload is not JSON"))?;
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+    Ok(TokenClaims {
+        room: text(&json["video"]["room"]),
+        identity: text(&json["sub"]),
+    })
+}
+
 /// Checks the URL ourselves so a typo gets a clear one-line error.
 fn validate_url(url: &str) -> Result<(), ConnectError> {
     let bad = |why: &str| ConnectError::InvalidUrl {
@@ -196,11 +230,34 @@ fn track_source(s: i32) -> TrackSource {
     }
 }
 
+/// Classifies a server Leave (livekit-protocol `LeaveRequest`, as sent by
+/// livekit-server v1.13.5). An action of RESUME or RECONNECT means "come
+/// back", whatever the reason; lk-go does not resume sessions yet, so that
+/// ends the job as an outage, not as the room's natural end.
+fn leave_reason(leave: &proto::LeaveRequest) -> (DisconnectReason, String) {
+    let reason = proto::DisconnectReason::try_from(leave.reason)
+        .unwrap_or(proto::DisconnectReason::UnknownReason);
+    let action = proto::leave_request::Action::try_from(leave.action)
+        .unwrap_or(proto::leave_request::Action::Disconnect);
+    let detail = format!(
+        "server sent leave (reason {}, action {})",
+        reason.as_str_name(),
+        action.as_str_name()
+    );
+    match action {
+        proto::leave_request::Action::Resume | proto::leave_request::Action::Reconnect
+            if reason != proto::DisconnectReason::DuplicateIdentity =>
+        {
+            (DisconnectReason::ReconnectRequested, detail)
+        }
+        _ => (disconnect_reason(leave.reason), detail),
+    }
+}
+
 fn disconnect_reason(r: i32) -> DisconnectReason {
     match proto::DisconnectReason::try_from(r) {
-        Ok(proto::DisconnectReason::RoomDeleted) | Ok(proto::DisconnectReason::RoomClosed) => {
-            DisconnectReason::RoomDeleted
-        }
+        Ok(proto::DisconnectReason::RoomDeleted) => DisconnectReason::RoomDeleted,
+        Ok(proto::DisconnectReason::RoomClosed) => DisconnectReason::RoomClosed,
         Ok(proto::DisconnectReason::ParticipantRemoved) => DisconnectReason::ParticipantRemoved,
         Ok(proto::DisconnectReason::DuplicateIdentity) => DisconnectReason::DuplicateIdentity,
         Ok(proto::DisconnectReason::ServerShutdown) => DisconnectReason::ServerShutdown,
@@ -255,6 +312,27 @@ impl Roster {
             }
             return (events, new_tracks);
         }
+        // The same identity under a new sid is a rejoin (a page reload): the
+        // server replaces the old session without a DISCONNECTED update for
+        // clients on protocol > 11, so end the old one here, or it stays in
+        // the room as a ghost.
+        let ghosts: Vec<String> = self
+            .participants
+            .iter()
+            .filter(|(sid, (p, _))| **sid != info.sid && p.identity == info.identity)
+            .map(|(sid, _)| sid.clone())
+            .collect();
+        for sid in ghosts {
+            if let Some((p, tracks)) = self.participants.remove(&sid) {
+                for t in tracks.into_values() {
+                    events.push(Event::TrackUnpublished {
+                        participant: p.clone(),
+                        track: t,
+                    });
+                }
+                events.push(Event::ParticipantLeft { participant: p });
+            }
+        }
         let entry = self
             .participants
             .entry(info.sid.clone())
@@ -308,10 +386,29 @@ impl Roster {
 }
 
 struct Session {
+    joined: Joined,
     client: SignalClient,
     rtc: Arc<RtcSession>,
     left: AsyncMutex<bool>,
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// Leaves the room when a join is abandoned half-way (its future dropped
+/// after the signal connection was up), so no ghost participant stays.
+struct LeaveOnDrop(Option<Arc<Session>>);
+
+impl Drop for LeaveOnDrop {
+    fn drop(&mut self) {
+        if let Some(session) = self.0.take() {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    let link = LiveKitLink { session };
+                    link.leave().await;
+                    link.close_tracks().await;
+                });
+            }
+        }
+    }
 }
 
 /// The link the room holds for a LiveKit session.
@@ -367,7 +464,22 @@ impl RoomConnector for LiveKitConnector {
                     });
                 }
             };
+            let joined = Joined {
+                room_name: join.room.as_ref().map(|r| r.name.clone()).unwrap_or_default(),
+                room_sid: join.room.as_ref().map(|r| r.sid.clone()).unwrap_or_default(),
+                participant_identity: join
+                    .participant
+                    .as_ref()
+                    .map(|p| p.identity.clone())
+                    .unwrap_or_default(),
+                participant_sid: join
+                    .participant
+                    .as_ref()
+                    .map(|p| p.sid.clone())
+                    .unwrap_or_default(),
+            };
             let session = Arc::new(Session {
+                joined,
                 client,
                 rtc: rtc.clone(),
                 left: AsyncMutex::new(false),
@@ -396,7 +508,7 @@ impl RoomConnector for LiveKitConnector {
                 }
             });
             let matcher =
-                tokio::spawn(rtc.run_track_matcher(remote_tracks, roster.clone(), emitter.clone()));
+                tokio::spawn(rtc.clone().run_track_matcher(remote_tracks, roster.clone(), emitter.clone()));
             let main = tokio::spawn(session_loop(
                 session.clone(),
                 events,
@@ -410,6 +522,19 @@ impl RoomConnector for LiveKitConnector {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .extend([forwarder, matcher, main]);
+            // Joined means media too, as in the official SDKs: a session whose
+            // peer connection never connects would run deaf. If this future
+            // is dropped while waiting (shutdown during the join), the guard
+            // still leaves the room.
+            let mut guard = LeaveOnDrop(Some(session.clone()));
+            if let Err(detail) = rtc.wait_subscriber_connected(MEDIA_CONNECT_TIMEOUT).await {
+                guard.0 = None;
+                let link = LiveKitLink { session };
+                link.leave().await;
+                link.close_tracks().await;
+                return Err(ConnectError::MediaFailed { url, detail });
+            }
+            guard.0 = None;
             Ok(Box::new(LiveKitLink { session }) as Box<dyn RoomLink>)
         })
     }
@@ -500,8 +625,7 @@ async fn session_loop(
                             }
                         }
                         proto::signal_response::Message::Leave(leave) => {
-                            let reason = disconnect_reason(leave.reason);
-                            break (reason, format!("server sent leave ({:?})", proto::DisconnectReason::try_from(leave.reason).unwrap_or(proto::DisconnectReason::UnknownReason)));
+                            break leave_reason(&leave);
                         }
                         _ => {}
                     },
@@ -519,6 +643,9 @@ async fn session_loop(
             _ = &mut silence => {
                 break (DisconnectReason::LivenessTimeout, format!("no message from the server for {} s", liveness.as_secs_f64()));
             }
+            _ = session.rtc.subscriber_failed() => {
+                break (DisconnectReason::MediaFailed, "the subscriber peer connection failed (ICE/DTLS)".to_string());
+            }
         }
     };
     let we_left = *session.left.lock().await;
@@ -529,6 +656,10 @@ async fn session_loop(
 }
 
 impl RoomLink for LiveKitLink {
+    fn joined(&self) -> Joined {
+        self.session.joined.clone()
+    }
+
     fn leave(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             let mut left = self.session.left.lock().await;
@@ -600,6 +731,29 @@ mod tests {
         assert!(matches!(e, ConnectError::Unauthorized { .. }));
         assert!(!msg.contains("eyJabc"), "{msg}");
         assert!(msg.contains("<token>"), "{msg}");
+    }
+
+    #[test]
+    fn token_claims_name_the_room_and_identity() {
+        let token = AccessToken::with_api_key("k", "s")
+            .with_identity("alice")
+            .with_grants(VideoGrants {
+                room_join: true,
+                room: "room-a".into(),
+                ..Default::default()
+            })
+            .to_jwt()
+            .unwrap();
+        assert_eq!(
+            token_claims(&token).unwrap(),
+            TokenClaims {
+                room: "room-a".into(),
+                identity: "alice".into()
+            }
+        );
+        let e = token_claims("not-a-jwt").unwrap_err();
+        assert!(matches!(e, ConnectError::Token(_)));
+        assert!(!e.to_string().contains("not-a-jwt"));
     }
 
     #[test]

@@ -1,0 +1,488 @@
+//! Faults a plugin, the terminal or the user can cause, without a server:
+//! memory safety across the C boundary (under valgrind), lengths no host
+//! should believe, broken stdout/stderr, hook promises, signals and flags.
+//! Each test here failed on the code before the fix it names.
+//!
+//! Needs `cargo xtask build-plugins` and valgrind (`cargo xtask test`
+//! provides both).
+
+use lk_go_tests::{lk_go_bin, plugin, run_lk_go, target_dir, valgrind_bin, wait_output};
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn probe() -> String {
+    plugin("probe").to_str().unwrap().to_string()
+}
+
+/// `lk-go job run-script <plugin> --room r --detached <extra>`.
+fn detached(plugin_path: &str, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = ["job", "run-script", plugin_path, "--room", "r", "--detached"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+fn run(args: &[String]) -> Output {
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    run_lk_go(&refs, &[], LIMIT)
+}
+
+/// Positions of each needle in `text`, asserting each is there.
+fn positions(text: &str, needles: &[&str]) -> Vec<usize> {
+    needles
+        .iter()
+        .map(|n| {
+            text.find(n)
+                .unwrap_or_else(|| panic!("missing {n:?} in:\n{text}"))
+        })
+        .collect()
+}
+
+// ---- 1. memory safety across the C boundary --------------------------------
+
+/// A plugin thread keeps calling the host API after `run` returned and the
+/// job ended. The handle used to be freed when run_job returned: valgrind
+/// reported invalid reads in api_room_name. Now it lives for the process.
+#[test]
+fn plugin_thread_outliving_the_job_is_valgrind_clean() {
+    let mut args = vec![
+        "--quiet".to_string(),
+        "--error-exitcode=99".to_string(),
+        lk_go_bin().to_str().unwrap().to_string(),
+    ];
+    args.extend(detached(&probe(), &["--metadata", "linger"]));
+    let out = Command::new(valgrind_bin())
+        .args(&args)
+        .env("NO_COLOR", "1")
+        .env("LK_GO_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map(|c| wait_output(c, Duration::from_secs(240)))
+        .expect("run valgrind");
+    let err = stderr(&out);
+    assert!(!err.contains("Invalid read"), "{err}");
+    assert!(!err.contains("CORRUPT"), "{err}");
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("job finished"), "{err}");
+}
+
+/// `log(job, level, "hello", (size_t)-1)` — the C habit for
+/// "NUL-terminated" — used to abort the host (exit 134). Every length is
+/// survivable; (size_t)-1 reads up to the NUL; oversize messages are cut.
+#[test]
+fn lengths_no_host_should_believe_never_crash_it() {
+    let mut args = vec![
+        "--quiet".to_string(),
+        "--error-exitcode=99".to_string(),
+        lk_go_bin().to_str().unwrap().to_string(),
+    ];
+    args.extend(detached(&probe(), &["--metadata", "lengths"]));
+    let out = Command::new(valgrind_bin())
+        .args(&args)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map(|c| wait_output(c, Duration::from_secs(240)))
+        .expect("run valgrind");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("lengths survived"), "{err}");
+    assert!(err.contains(" hello"), "the NUL-terminated message: {err}");
+    assert!(err.contains("[cut: message longer than 65536 bytes]"), "{err}");
+    assert!(err.contains("detail=bye"), "the NUL-terminated reason: {err}");
+    assert!(!err.contains("Invalid read"), "{err}");
+}
+
+/// A plugin with an undefined symbol used to pass `plugin inspect` and die
+/// mid-job with 127 (lazy binding). Now it is refused at load with 65.
+#[test]
+fn undefined_symbol_is_refused_at_load_with_65() {
+    let p = plugin("undefined_symbol");
+    let p = p.to_str().unwrap();
+    for args in [
+        vec!["plugin", "inspect", p],
+        vec!["job", "run-script", p, "--room", "r", "--detached"],
+    ] {
+        let out = run_lk_go(&args, &[], LIMIT);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(65), "{args:?}: {err}");
+        assert!(
+            err.contains("lk_go_fixture_function_nobody_defines"),
+            "names the symbol: {err}"
+        );
+    }
+}
+
+// ---- 2. broken stdout / stderr ----------------------------------------------
+
+/// A pipe whose reader is already gone: writes fail with EPIPE.
+fn broken_pipe() -> Stdio {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    Stdio::from(writer)
+}
+
+fn run_with(args: &[String], out: Stdio, err: Stdio) -> Output {
+    let child = Command::new(lk_go_bin())
+        .args(args)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .expect("spawn lk-go");
+    wait_output(child, LIMIT)
+}
+
+/// stderr on /dev/full used to exit 101 (tracing's fallback eprintln!
+/// panicked); `| head` used to turn 124 into 101 and the C plugin's log into
+/// an abort (134). The outcome is now the documented one, whatever happens
+/// to the output.
+#[test]
+fn broken_stderr_or_stdout_never_changes_the_exit_code() {
+    let full = || Stdio::from(std::fs::File::create("/dev/full").expect("/dev/full"));
+    let exit3 = detached(plugin("exit_code").to_str().unwrap(), &["--metadata", "3"]);
+    assert_eq!(run_with(&exit3, Stdio::null(), full()).status.code(), Some(3));
+    assert_eq!(run_with(&exit3, full(), full()).status.code(), Some(3));
+
+    let deadline = detached(&probe(), &["--metadata", "wait", "--max-duration", "1s"]);
+    assert_eq!(
+        run_with(&deadline, Stdio::null(), broken_pipe())
+            .status
+            .code(),
+        Some(124)
+    );
+
+    let c_noop = detached(plugin("c_noop").to_str().unwrap(), &[]);
+    assert_eq!(
+        run_with(&c_noop, broken_pipe(), broken_pipe()).status.code(),
+        Some(0)
+    );
+    let logger = detached(
+        plugin("event_logger").to_str().unwrap(),
+        &["--max-duration", "500ms"],
+    );
+    assert_eq!(
+        run_with(&logger, broken_pipe(), broken_pipe())
+            .status
+            .code(),
+        Some(124)
+    );
+}
+
+/// A Go plugin printing to a closed stdout used to kill the host with
+/// SIGPIPE (141): the Go runtime installs its own SIGPIPE handler in a
+/// c-shared library. The plugin template asks the runtime to deliver
+/// SIGPIPE to a channel instead, so the write just fails.
+#[test]
+fn go_plugin_writing_to_a_closed_stdout_does_not_kill_the_host() {
+    let args = detached(plugin("go_noop").to_str().unwrap(), &[]);
+    let out = run_with(&args, broken_pipe(), Stdio::piped());
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("stdout write failed"), "{}", stderr(&out));
+}
+
+/// Colour escapes used to be written to files and pipes too.
+#[test]
+fn logs_carry_no_colour_when_stderr_is_not_a_terminal() {
+    let args = detached(plugin("noop").to_str().unwrap(), &[]);
+    let out = Command::new(lk_go_bin())
+        .args(&args)
+        .env_remove("NO_COLOR")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run lk-go");
+    assert_eq!(out.status.code(), Some(0));
+    let err = stderr(&out);
+    assert!(err.contains("job finished"), "{err}");
+    assert!(!err.contains('\x1b'), "ANSI escapes in a pipe: {err:?}");
+}
+
+// ---- 5. flags and signals ---------------------------------------------------
+
+/// A job spawned with its stderr read line by line, so a test can wait for
+/// readiness (the `plugin_run_entered` line) instead of sleeping.
+struct Running {
+    child: Child,
+    log: Arc<Mutex<String>>,
+}
+
+impl Running {
+    fn start(args: &[String]) -> Running {
+        let mut child = Command::new(lk_go_bin())
+            .args(args)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn lk-go");
+        let err = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                let mut l = sink.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let r = Running { child, log };
+        r.wait_for("plugin_run_entered");
+        r
+    }
+
+    fn wait_for(&self, needle: &str) {
+        let deadline = Instant::now() + LIMIT;
+        while !self.log.lock().unwrap().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} in: {}",
+                self.log.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    }
+
+    fn finish(mut self) -> (Option<i32>, String) {
+        let deadline = Instant::now() + LIMIT;
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("lk-go did not exit: {}", self.log.lock().unwrap());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        // Let the reader thread drain the rest.
+        std::thread::sleep(Duration::from_millis(100));
+        let log = self.log.lock().unwrap().clone();
+        (status.code(), log)
+    }
+}
+
+/// SIGHUP (terminal closed, ssh dropped) used to kill the job with no
+/// cascade (129 from the default action). Now it runs the cascade, hooks
+/// newest first, each hook's user data freed after it, and exits 129.
+#[test]
+fn sighup_runs_the_cascade_and_exits_129() {
+    let job = Running::start(&detached(&probe(), &["--metadata", "hooks"]));
+    job.signal("-HUP");
+    let (code, log) = job.finish();
+    assert_eq!(code, Some(129), "{log}");
+    let at = positions(
+        &log,
+        &[
+            "hook h3 start reason=signal_sigterm",
+            "hook h3 end",
+            "free h3",
+            "hook h2 start",
+            "free h2",
+            "hook h1 start",
+            "free h1",
+        ],
+    );
+    assert!(at.windows(2).all(|w| w[0] < w[1]), "order: {log}");
+    assert!(log.contains("received SIGHUP"), "{log}");
+}
+
+/// Bad values are usage errors (64) in one line: an enormous duration used to
+/// panic (101); a liveness timeout the signal client cannot honour used to
+/// be silently capped at 15 s; a hook timeout over the budget used to be
+/// silently capped by it.
+#[test]
+fn flags_it_cannot_honour_are_usage_errors() {
+    let noop = plugin("noop");
+    let noop = noop.to_str().unwrap();
+    for extra in [
+        vec!["--shutdown-grace", "99999999999999999999999"],
+        vec!["--max-duration", "1e300"],
+        vec!["--liveness-timeout", "60s"],
+        vec!["--hook-timeout", "30s", "--hook-budget", "10s"],
+    ] {
+        let out = run(&detached(noop, &extra));
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(64), "{extra:?}: {err}");
+        assert_eq!(
+            err.lines().filter(|l| l.starts_with("lk-go: error:")).count(),
+            1,
+            "{extra:?}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    // A per-hook timeout above the default budget raises the budget with it.
+    let out = run(&detached(noop, &["--hook-timeout", "30s"]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+/// Metadata over ~128 KiB cannot be passed as one argument (E2BIG), though
+/// 512 KiB is allowed: --metadata-file reads a file or standard input.
+#[test]
+fn metadata_file_carries_what_a_command_line_cannot() {
+    let dir = target_dir().join("faults");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("meta-300k.txt");
+    let meta = format!("wait {}", "m".repeat(300 * 1024));
+    std::fs::write(&path, &meta).unwrap();
+    let p = path.to_str().unwrap();
+    let out = run(&detached(
+        &probe(),
+        &["--metadata-file", p, "--max-duration", "200ms"],
+    ));
+    assert!(
+        stderr(&out).contains(&format!("metadata bytes {}", meta.len())),
+        "{}",
+        stderr(&out)
+    );
+
+    // From standard input.
+    let mut child = Command::new(lk_go_bin())
+        .args(detached(
+            &probe(),
+            &["--metadata-file", "-", "--max-duration", "200ms"],
+        ))
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(meta.as_bytes())
+        .unwrap();
+    let out = wait_output(child, LIMIT);
+    assert!(
+        stderr(&out).contains(&format!("metadata bytes {}", meta.len())),
+        "{}",
+        stderr(&out)
+    );
+
+    // Over the limit: a usage error, not a truncation.
+    let big = dir.join("meta-600k.txt");
+    std::fs::write(&big, "x".repeat(600 * 1024)).unwrap();
+    let out = run(&detached(&probe(), &["--metadata-file", big.to_str().unwrap()]));
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+}
+
+/// A token for room A with --room B used to join A while telling the plugin
+/// (and the logs) B and identity lk-go-<job id>. The token decides; a flag
+/// that contradicts it is a usage error; --room is optional with --token.
+#[test]
+fn token_decides_room_and_identity_and_contradictions_are_refused() {
+    let token = lk_go_tests::dev_token("room-a", "alice");
+    let c_noop = plugin("c_noop");
+    let c_noop = c_noop.to_str().unwrap();
+    for (flag, value) in [("--room", "room-b"), ("--identity", "bob")] {
+        let out = run_lk_go(
+            &[
+                "job",
+                "run-script",
+                c_noop,
+                "--detached",
+                "--token",
+                &token,
+                flag,
+                value,
+            ],
+            &[],
+            LIMIT,
+        );
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(64), "{err}");
+        assert!(err.contains("room-a") || err.contains("alice"), "{err}");
+        assert!(!err.contains(&token), "never print the token: {err}");
+    }
+    let out = run_lk_go(
+        &["job", "run-script", c_noop, "--detached", "--token", &token],
+        &[],
+        LIMIT,
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("in room room-a as alice"), "{err}");
+}
+
+// ---- 6. hooks keep their promises -------------------------------------------
+
+/// A hook that overruns: the older hook used to start beside it at the
+/// deadline, and once the budget was spent the rest were started unwaited
+/// and killed by the exit (exit 0). Now order is kept, the hook that does
+/// not fit is not started (its user data is still freed), every failure is
+/// an ERROR line, and a job that would exit 0 exits 79.
+#[test]
+fn overrunning_hook_keeps_order_skips_what_does_not_fit_and_exits_79() {
+    let out = run(&detached(
+        &probe(),
+        &[
+            "--metadata",
+            "hooks slow self",
+            "--hook-timeout",
+            "200ms",
+            "--hook-budget",
+            "1s",
+        ],
+    ));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(79), "{err}");
+    positions(&err, &["hook h3 end", "hook h2 start", "free h1"]);
+    assert!(!err.contains("hook h1 start"), "h1 must not start: {err}");
+    assert!(!err.contains("hook h2 end"), "h2 was abandoned: {err}");
+    assert!(err.contains("overran its deadline"), "{err}");
+    assert!(err.contains("not started"), "{err}");
+    assert!(err.contains("ERROR"), "{err}");
+
+    // The same plugin without the slow hook: clean, 0, all three in order.
+    let out = run(&detached(&probe(), &["--metadata", "hooks self"]));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let at = positions(&err, &["hook h3 end", "free h3", "hook h2 end", "hook h1 end", "free h1"]);
+    assert!(at.windows(2).all(|w| w[0] < w[1]), "{err}");
+}
+
+/// A hook registered after shutdown began used to run on another thread, be
+/// cut off at --hook-timeout and never have its free_user_data called.
+#[test]
+fn late_hook_runs_before_on_shutdown_returns_and_is_freed() {
+    let out = run(&detached(
+        &probe(),
+        &[
+            "--metadata",
+            "late",
+            "--hook-timeout",
+            "100ms",
+            "--hook-budget",
+            "100ms",
+        ],
+    ));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    positions(&err, &["late free", "late hook ran before on_shutdown returned"]);
+}
