@@ -128,6 +128,10 @@ pub struct RunScriptArgs {
     /// (1s to 15s: the server's ping timeout bounds it).
     #[arg(long, value_parser = parse_duration, default_value = "15s")]
     pub liveness_timeout: Duration,
+    /// How long to try to resume, then rejoin, an interrupted session before
+    /// ending the job with server_unreachable (69); 0 ends it at once.
+    #[arg(long, value_parser = parse_duration, default_value = "20s")]
+    pub reconnect_window: Duration,
     /// Shut down with reason deadline_exceeded (exit 124) after this long.
     #[arg(long, value_parser = parse_duration)]
     pub max_duration: Option<Duration>,
@@ -439,6 +443,7 @@ fn run_script(args: RunScriptArgs) -> i32 {
             credentials,
             auto_subscribe,
             liveness_timeout: args.liveness_timeout,
+            reconnect_window: args.reconnect_window,
         }))
     };
     let options = RunOptions {

@@ -180,6 +180,16 @@ pub enum Event {
         reason: DisconnectReason,
         detail: String,
     },
+    /// The session was interrupted (`reason`) and is being resumed; events
+    /// may pause. Followed by `Reconnected`, or by `Disconnected` when the
+    /// reconnect window passes. (ABI 1.2; never shown to older plugins.)
+    Reconnecting {
+        reason: DisconnectReason,
+        detail: String,
+    },
+    /// The session is back: `resumed` (same participant) or rejoined as a
+    /// new participant session; `detail` says more. (ABI 1.2.)
+    Reconnected { resumed: bool, detail: String },
 }
 
 impl Event {
@@ -193,6 +203,8 @@ impl Event {
             Event::TrackSubscribed { .. } => "track_subscribed",
             Event::TrackUnsubscribed { .. } => "track_unsubscribed",
             Event::Disconnected { .. } => "disconnected",
+            Event::Reconnecting { .. } => "reconnecting",
+            Event::Reconnected { .. } => "reconnected",
         }
     }
 
@@ -204,7 +216,9 @@ impl Event {
             | Event::TrackUnpublished { participant, .. }
             | Event::TrackSubscribed { participant, .. }
             | Event::TrackUnsubscribed { participant, .. } => Some(participant),
-            Event::Disconnected { .. } => None,
+            Event::Disconnected { .. } | Event::Reconnecting { .. } | Event::Reconnected { .. } => {
+                None
+            }
         }
     }
 

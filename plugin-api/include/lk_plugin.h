@@ -1,5 +1,5 @@
 /*
- * lk_plugin.h -- the lk-go plugin ABI, version 1.1.
+ * lk_plugin.h -- the lk-go plugin ABI, version 1.2.
  *
  * This header is the contract between the lk-go host and a plugin written in
  * C, Go (cgo) or any language that can export a C function. The Rust SDK in
@@ -16,13 +16,40 @@
  *     api->size covers the field). A plugin built against an older minor
  *     simply never looks at the newer fields.
  *
+ *   - A plugin never receives a value its header does not define: an event
+ *     kind, shutdown reason or result code added in a later minor is shown
+ *     to an older plugin as the closest value its minor defines (or not at
+ *     all, for events). Newer values are documented with the minor that
+ *     added them.
+ *
  * Memory: strings cross as UTF-8 pointer + length (lk_str), never
  * NUL-terminated on the way out. Whoever allocates frees: strings the host
- * hands out are owned by the host (job strings live as long as the job;
- * event strings until lk_host_api.event_release), strings the plugin passes
- * in are only read during the call.
+ * hands out are owned by the host, strings the plugin passes in are only
+ * read during the call.
  *
- * Threads: every lk_host_api function may be called from any thread.
+ * Lifetime: the lk_job pointer and the job strings (job_id, room_name,
+ * job_metadata, participant_identity) stay valid for the life of the
+ * process, even after run returned and the job ended (the library is never
+ * unloaded). After the job ended every function still works and answers as
+ * after shutdown: next_event returns LK_NEXT_SHUTTING_DOWN, shutdown does
+ * nothing, is_shutting_down returns 1, on_shutdown runs the hook at once.
+ * Event strings live until lk_host_api.event_release.
+ *
+ * Lengths: the host never trusts a length. A length above LK_MAX_BELIEVED_LEN
+ * (e.g. LK_STR_NUL_TERMINATED, the C habit of (size_t)-1) means "read up to
+ * the NUL". Log messages are cut at LK_MAX_LOG_LEN bytes and shutdown
+ * reasons at LK_MAX_REASON_LEN bytes; invalid UTF-8 is replaced.
+ *
+ * Threads: every lk_host_api function may be called from any thread, at
+ * any time, concurrently. Each call that waits (next_event) waits at most
+ * its own timeout, whatever other threads do, and returns within ~100 ms of
+ * shutdown beginning.
+ *
+ * Signals and output: the host owns SIGINT, SIGTERM and SIGHUP (they start
+ * the shutdown cascade) and ignores SIGPIPE: a write to a closed stdout or
+ * stderr fails with EPIPE. A Go plugin must keep it so: in a c-shared
+ * library the Go runtime kills the process on such a write unless SIGPIPE
+ * is passed to signal.Notify (see plugins/go-noop).
  */
 #ifndef LK_PLUGIN_H
 #define LK_PLUGIN_H
@@ -36,7 +63,14 @@ extern "C" {
 
 #define LK_PLUGIN_MAGIC 0x4C4B474Fu /* "LKGO" */
 #define LK_ABI_MAJOR 1
-#define LK_ABI_MINOR 1
+#define LK_ABI_MINOR 2
+
+/* A length the host does not believe; it reads a NUL-terminated string. */
+#define LK_STR_NUL_TERMINATED ((size_t)-1)
+#define LK_MAX_BELIEVED_LEN ((size_t)1 << 30)
+/* Longest log message / shutdown reason the host keeps, in bytes. */
+#define LK_MAX_LOG_LEN (64 * 1024)
+#define LK_MAX_REASON_LEN 1024
 
 /* The one symbol a plugin exports. A function, not a data symbol, so that Go's
  * -buildmode=c-shared and other toolchains can provide it. */
@@ -65,7 +99,7 @@ enum {
 };
 
 /* Why a job shuts down (lk_shutdown_info.reason). reason_str holds the same
- * value as a stable snake_case string. */
+ * value as a stable snake_case string; lk_shutdown_info.detail says more. */
 enum {
     LK_SHUTDOWN_REQUESTED_BY_PLUGIN = 1, /* "requested_by_plugin" */
     LK_SHUTDOWN_PLUGIN_RETURNED = 2,     /* "plugin_returned" */
@@ -74,7 +108,12 @@ enum {
     LK_SHUTDOWN_SERVER_UNREACHABLE = 5,  /* "server_unreachable" */
     LK_SHUTDOWN_SIGNAL_SIGINT = 6,       /* "signal_sigint" */
     LK_SHUTDOWN_SIGNAL_SIGTERM = 7,      /* "signal_sigterm" */
-    LK_SHUTDOWN_DEADLINE_EXCEEDED = 8    /* "deadline_exceeded" */
+    LK_SHUTDOWN_DEADLINE_EXCEEDED = 8,   /* "deadline_exceeded" */
+    /* ---- 1.2 (a 1.0/1.1 plugin sees the value in brackets instead) ---- */
+    LK_SHUTDOWN_SIGNAL_SIGHUP = 9,       /* "signal_sighup" [SIGNAL_SIGTERM] */
+    LK_SHUTDOWN_DUPLICATE_IDENTITY = 10, /* "duplicate_identity" [ROOM_DISCONNECTED] */
+    LK_SHUTDOWN_MEDIA_FAILED = 11,       /* "media_failed" [SERVER_UNREACHABLE] */
+    LK_SHUTDOWN_SERVER_ERROR = 12        /* "server_error" [ROOM_DISCONNECTED] */
 };
 
 typedef struct lk_shutdown_info {
@@ -93,7 +132,16 @@ enum {
     LK_EVENT_TRACK_UNPUBLISHED = 4,
     LK_EVENT_TRACK_SUBSCRIBED = 5,
     LK_EVENT_TRACK_UNSUBSCRIBED = 6,
-    LK_EVENT_DISCONNECTED = 7
+    LK_EVENT_DISCONNECTED = 7,
+    /* ---- 1.2 (never delivered to a 1.0/1.1 plugin) ---- */
+    /* The session was interrupted and is being resumed; reason is why
+     * (e.g. "connection_lost"). Followed by RECONNECTED, or by DISCONNECTED
+     * when the host's reconnect window passes. */
+    LK_EVENT_RECONNECTING = 8,
+    /* The session is back; reason is "resumed" (same participant) or
+     * "rejoined" (a new participant session: participant and track events
+     * describe what changed meanwhile). */
+    LK_EVENT_RECONNECTED = 9
 };
 
 /* lk_event.track_kind */
@@ -118,7 +166,7 @@ typedef struct lk_event {
     lk_str participant_sid;
     lk_str track_sid;       /* track events only */
     lk_str track_name;      /* track events only */
-    lk_str reason;          /* LK_EVENT_DISCONNECTED only */
+    lk_str reason;          /* DISCONNECTED, RECONNECTING, RECONNECTED only */
     void *host_private;     /* owned by the host; pass the event to event_release */
 } lk_event;
 
@@ -148,13 +196,19 @@ typedef struct lk_host_api {
     /* 1 once shutdown has begun, else 0. */
     int32_t (*is_shutting_down)(const lk_job *job);
     /* Registers a hook that runs exactly once, with the shutdown info, in
-     * reverse registration order. If shutdown has already begun it runs at once
-     * on the calling thread before on_shutdown returns. free_user_data (may be
-     * NULL) is called with user_data after the hook ran. Returns 0. */
+     * reverse registration order, one at a time (an older hook starts only
+     * after the newer one returned), on a host thread, within the host's hook
+     * budget (--hook-budget); a hook the budget leaves no time for is not
+     * run. If shutdown has already begun the hook runs at once on the
+     * calling thread, to completion, before on_shutdown returns.
+     * free_user_data (may be NULL) is called with user_data once: after the
+     * hook ran, or when the host drops it unrun. Returns 0 (-1 for NULL). */
     int32_t (*on_shutdown)(const lk_job *job, lk_shutdown_fn hook, void *user_data,
                            lk_free_fn free_user_data);
     /* Waits up to timeout_ms for the next room event. Returns LK_NEXT_*.
-     * *missed is set with LK_NEXT_MISSED (may be NULL otherwise). */
+     * *missed is set with LK_NEXT_MISSED (may be NULL otherwise). The first
+     * events are the room as joined (participant_joined, track_published,
+     * track_subscribed for everyone already there), however many. */
     int32_t (*next_event)(const lk_job *job, uint32_t timeout_ms, lk_event *out,
                           uint64_t *missed);
     /* Frees the strings of an event filled by next_event. */

@@ -15,11 +15,20 @@ pub const LK_PLUGIN_MAGIC: u32 = 0x4C4B_474F;
 /// ABI major this crate speaks. A plugin of another major is refused.
 pub const LK_ABI_MAJOR: u16 = 1;
 /// ABI minor this crate speaks. Plugins of this minor or older load.
-pub const LK_ABI_MINOR: u16 = 1;
+pub const LK_ABI_MINOR: u16 = 2;
 /// Name of the exported entry function (without NUL).
 pub const LK_PLUGIN_ENTRY_SYMBOL: &str = "lk_plugin_entry";
 /// `run` returns this after catching a panic of its own.
 pub const LK_RUN_PANICKED: i32 = -1070;
+
+/// A length the host does not believe: it reads a NUL-terminated string.
+pub const LK_STR_NUL_TERMINATED: usize = usize::MAX;
+/// Lengths above this are read as NUL-terminated.
+pub const LK_MAX_BELIEVED_LEN: usize = 1 << 30;
+/// Longest log message the host keeps, in bytes.
+pub const LK_MAX_LOG_LEN: usize = 64 * 1024;
+/// Longest shutdown reason the host keeps, in bytes.
+pub const LK_MAX_REASON_LEN: usize = 1024;
 
 pub const LK_LOG_ERROR: i32 = 1;
 pub const LK_LOG_WARN: i32 = 2;
@@ -35,6 +44,14 @@ pub const LK_SHUTDOWN_SERVER_UNREACHABLE: u32 = 5;
 pub const LK_SHUTDOWN_SIGNAL_SIGINT: u32 = 6;
 pub const LK_SHUTDOWN_SIGNAL_SIGTERM: u32 = 7;
 pub const LK_SHUTDOWN_DEADLINE_EXCEEDED: u32 = 8;
+/// ABI 1.2; older plugins see [`LK_SHUTDOWN_SIGNAL_SIGTERM`].
+pub const LK_SHUTDOWN_SIGNAL_SIGHUP: u32 = 9;
+/// ABI 1.2; older plugins see [`LK_SHUTDOWN_ROOM_DISCONNECTED`].
+pub const LK_SHUTDOWN_DUPLICATE_IDENTITY: u32 = 10;
+/// ABI 1.2; older plugins see [`LK_SHUTDOWN_SERVER_UNREACHABLE`].
+pub const LK_SHUTDOWN_MEDIA_FAILED: u32 = 11;
+/// ABI 1.2; older plugins see [`LK_SHUTDOWN_ROOM_DISCONNECTED`].
+pub const LK_SHUTDOWN_SERVER_ERROR: u32 = 12;
 
 pub const LK_EVENT_PARTICIPANT_JOINED: u32 = 1;
 pub const LK_EVENT_PARTICIPANT_LEFT: u32 = 2;
@@ -43,6 +60,10 @@ pub const LK_EVENT_TRACK_UNPUBLISHED: u32 = 4;
 pub const LK_EVENT_TRACK_SUBSCRIBED: u32 = 5;
 pub const LK_EVENT_TRACK_UNSUBSCRIBED: u32 = 6;
 pub const LK_EVENT_DISCONNECTED: u32 = 7;
+/// ABI 1.2: the session is being resumed. Never delivered to older plugins.
+pub const LK_EVENT_RECONNECTING: u32 = 8;
+/// ABI 1.2: the session is back. Never delivered to older plugins.
+pub const LK_EVENT_RECONNECTED: u32 = 9;
 
 pub const LK_TRACK_KIND_UNKNOWN: u32 = 0;
 pub const LK_TRACK_KIND_AUDIO: u32 = 1;

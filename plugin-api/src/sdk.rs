@@ -48,6 +48,10 @@ pub enum EventKind {
     TrackSubscribed,
     TrackUnsubscribed,
     Disconnected,
+    /// ABI 1.2: the session is being resumed (`reason` says why).
+    Reconnecting,
+    /// ABI 1.2: the session is back (`reason`: "resumed" or "rejoined").
+    Reconnected,
     /// A kind added by a newer host; the raw value is kept.
     Unknown(u32),
 }
@@ -62,6 +66,8 @@ impl EventKind {
             LK_EVENT_TRACK_SUBSCRIBED => EventKind::TrackSubscribed,
             LK_EVENT_TRACK_UNSUBSCRIBED => EventKind::TrackUnsubscribed,
             LK_EVENT_DISCONNECTED => EventKind::Disconnected,
+            LK_EVENT_RECONNECTING => EventKind::Reconnecting,
+            LK_EVENT_RECONNECTED => EventKind::Reconnected,
             other => EventKind::Unknown(other),
         }
     }
@@ -148,7 +154,8 @@ pub struct Event {
     pub track_name: String,
     pub track_kind: TrackKind,
     pub track_source: TrackSource,
-    /// Why the room disconnected (`Disconnected` only).
+    /// Why the room disconnected or is reconnecting; how it reconnected
+    /// (`Disconnected`, `Reconnecting`, `Reconnected` only).
     pub reason: String,
 }
 
@@ -190,7 +197,10 @@ impl ShutdownInfo {
 }
 
 /// The plugin's safe handle on its job. Cheap to copy, usable from any thread
-/// while `run` is executing (and inside shutdown hooks).
+/// at any time: the host keeps the job handle and its strings valid for the
+/// life of the process (`lk_plugin.h`, "Lifetime"), so a copy kept by a
+/// thread that outlives `run` stays sound; after the job ended it answers
+/// as after shutdown (`next_event` → [`NextEvent::ShuttingDown`]).
 #[derive(Clone, Copy)]
 pub struct JobContext {
     api: &'static LkHostApi,
@@ -218,26 +228,27 @@ impl JobContext {
         self.api.size as usize >= end_offset
     }
 
-    fn host_str(&self, s: LkStr) -> &str {
-        // SAFETY: job strings are owned by the host for the job's lifetime.
+    fn host_str(&self, s: LkStr) -> &'static str {
+        // SAFETY: job strings are owned by the host for the life of the
+        // process (lk_plugin.h, "Lifetime").
         std::str::from_utf8(unsafe { s.as_bytes() }).unwrap_or("")
     }
 
-    pub fn job_id(&self) -> &str {
+    pub fn job_id(&self) -> &'static str {
         self.host_str(unsafe { (self.api.job_id)(self.job) })
     }
 
-    pub fn room_name(&self) -> &str {
+    pub fn room_name(&self) -> &'static str {
         self.host_str(unsafe { (self.api.room_name)(self.job) })
     }
 
     /// The job's metadata (free text, often JSON); empty if none.
-    pub fn metadata(&self) -> &str {
+    pub fn metadata(&self) -> &'static str {
         self.host_str(unsafe { (self.api.job_metadata)(self.job) })
     }
 
     /// The identity the job joined as; `None` on a host older than ABI 1.1.
-    pub fn participant_identity(&self) -> Option<&str> {
+    pub fn participant_identity(&self) -> Option<&'static str> {
         if !self.has_field(LK_HOST_API_SIZE_1_1) || self.api.abi_minor < 1 {
             return None;
         }
@@ -253,9 +264,10 @@ impl JobContext {
         unsafe { (self.api.is_shutting_down)(self.job) != 0 }
     }
 
-    /// Registers a hook that runs exactly once when the job shuts down (at
-    /// once, on this thread, if shutdown has already begun). A panic inside
-    /// the hook is caught and logged.
+    /// Registers a hook that runs exactly once when the job shuts down,
+    /// newest first, one at a time (at once, on this thread, if shutdown has
+    /// already begun). A panic inside the hook is caught and logged. A hook
+    /// the host's budget leaves no time for is dropped unrun.
     pub fn on_shutdown<F>(&self, hook: F)
     where
         F: FnOnce(&ShutdownInfo) + Send + 'static,

@@ -185,6 +185,8 @@ pub fn livekit_server_bin() -> PathBuf {
 /// A livekit-server on loopback with free ports, stopped when dropped.
 pub struct LiveKitServer {
     pub http_port: u16,
+    /// ICE/TCP and ICE/UDP ports (to start a replacement on the same ports).
+    pub rtc_ports: (u16, u16),
     pub url: String,
     pub log_path: PathBuf,
     child: Option<Child>,
@@ -204,7 +206,10 @@ impl LiveKitServer {
         Self::start_with_ports(7880, 7881, 7882)
     }
 
-    fn start_with_ports(http_port: u16, tcp_port: u16, udp_port: u16) -> LiveKitServer {
+    /// Starts a server on the given ports (e.g. a restart on the ports of a
+    /// killed one: `start_with_ports(old.http_port, old.rtc_ports.0,
+    /// old.rtc_ports.1)`).
+    pub fn start_with_ports(http_port: u16, tcp_port: u16, udp_port: u16) -> LiveKitServer {
         let bin = livekit_server_bin();
         let template = std::fs::read_to_string(workspace_root().join("xtask").join("livekit.yaml"))
             .expect("read xtask/livekit.yaml");
@@ -232,6 +237,7 @@ impl LiveKitServer {
             .unwrap_or_else(|e| panic!("could not start {}: {e}", bin.display()));
         let mut server = LiveKitServer {
             http_port,
+            rtc_ports: (tcp_port, udp_port),
             url: format!("ws://127.0.0.1:{http_port}"),
             log_path,
             child: Some(child),
@@ -337,6 +343,7 @@ pub async fn join_dev_room(
         },
         auto_subscribe: AutoSubscribe::None,
         liveness_timeout: Duration::from_secs(15),
+        reconnect_window: Duration::from_secs(0),
     });
     let mut r = Room::new(room);
     r.connect(
@@ -381,6 +388,7 @@ pub fn room_service(http_port: u16, room: &str, method: &str, body: &str) -> (u1
         .with_grants(VideoGrants {
             room_admin: true,
             room_list: true,
+            room_create: true,
             room: room.to_string(),
             ..Default::default()
         })
@@ -445,5 +453,57 @@ pub fn wait_for_participant(http_port: u16, room: &str, identity: &str, within: 
             "{identity} did not appear in room {room} within {within:?}"
         );
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A loopback TCP proxy in front of a server's signal port, to cut every
+/// connection through it at once (a network blip) while the server and the
+/// media path (UDP, direct) stay up. New connections keep being accepted.
+pub struct TcpProxy {
+    pub port: u16,
+    live: std::sync::Arc<std::sync::Mutex<Vec<TcpStream>>>,
+}
+
+impl TcpProxy {
+    /// Listens on a free loopback port and forwards to 127.0.0.1:`target`.
+    pub fn start(target: u16) -> TcpProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+        let port = listener.local_addr().unwrap().port();
+        let live = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let registry = live.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { break };
+                let Ok(upstream) = TcpStream::connect(("127.0.0.1", target)) else {
+                    continue;
+                };
+                {
+                    let mut l = registry.lock().unwrap();
+                    l.push(client.try_clone().unwrap());
+                    l.push(upstream.try_clone().unwrap());
+                }
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), upstream.try_clone().unwrap()),
+                    (upstream, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        TcpProxy { port, live }
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://127.0.0.1:{}", self.port)
+    }
+
+    /// Cuts every connection open through the proxy.
+    pub fn cut(&self) {
+        for s in self.live.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
     }
 }

@@ -298,7 +298,7 @@ fn sighup_runs_the_cascade_and_exits_129() {
     let at = positions(
         &log,
         &[
-            "hook h3 start reason=signal_sigterm",
+            "hook h3 start reason=signal_sighup",
             "hook h3 end",
             "free h3",
             "hook h2 start",
@@ -309,6 +309,19 @@ fn sighup_runs_the_cascade_and_exits_129() {
     );
     assert!(at.windows(2).all(|w| w[0] < w[1]), "order: {log}");
     assert!(log.contains("received SIGHUP"), "{log}");
+}
+
+/// A plugin built against ABI 1.1 is shown the 1.1 reason for a SIGHUP
+/// (signal_sigterm, code 7), never the 1.2 code it does not define.
+#[test]
+fn older_plugins_see_only_reasons_their_header_defines() {
+    let old = plugin("abi_1_1");
+    let job = Running::start(&detached(old.to_str().unwrap(), &[]));
+    job.signal("-HUP");
+    let (code, log) = job.finish();
+    assert_eq!(code, Some(129), "{log}");
+    assert!(log.contains("abi-1.1: shutdown reason 7 signal_sigterm"), "{log}");
+    assert!(!log.contains("UNDEFINED"), "{log}");
 }
 
 /// Bad values are usage errors (64) in one line: an enormous duration used to

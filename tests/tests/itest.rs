@@ -47,10 +47,16 @@ struct LoggerJob {
 
 impl LoggerJob {
     fn start(server: &LiveKitServer, room: &str, extra: &[&str]) -> LoggerJob {
+        Self::start_plugin(&server.url, "event_logger", room, extra)
+    }
+
+    /// Like `start` with another plugin and URL (e.g. a proxy): its stdout
+    /// lines are the events only if it prints them; its log is kept.
+    fn start_plugin(url: &str, plugin_file: &str, room: &str, extra: &[&str]) -> LoggerJob {
         let mut child = Command::new(lk_go_tests::lk_go_bin())
             .args(["job", "run-script"])
-            .arg(plugin("event_logger"))
-            .args(["--room", room, "--url", &server.url])
+            .arg(plugin(plugin_file))
+            .args(["--room", room, "--url", url])
             .args(extra)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -77,12 +83,16 @@ impl LoggerJob {
                 sink.lock().unwrap().push(line);
             }
         });
-        LoggerJob {
+        let job = LoggerJob {
             child,
             lines: rx,
             seen: Vec::new(),
             log,
-        }
+        };
+        // Readiness, not a sleep: run() is entered once the room is joined
+        // (signal and media).
+        job.expect_log("plugin_run_entered", LIMIT);
+        job
     }
 
     /// Waits for a stdout line containing all of `needles`; returns it.
@@ -190,7 +200,6 @@ fn c_and_go_plugins_run_in_a_real_room() {
 fn participant_joined_and_left_are_seen_then_sigint_cascades() {
     let server = LiveKitServer::start();
     let mut job = LoggerJob::start(&server, "lobby", &[]);
-    std::thread::sleep(Duration::from_millis(500));
     let visitor = run_in(
         &server,
         "event_logger",
@@ -231,9 +240,8 @@ fn participant_joined_and_left_are_seen_then_sigint_cascades() {
 #[test]
 fn server_killed_mid_job_shuts_down_within_2s_hooks_once() {
     let mut server = LiveKitServer::start();
-    let mut job = LoggerJob::start(&server, "doomed", &[]);
-    // Wait until the job is in the room: a second participant sees it.
-    std::thread::sleep(Duration::from_millis(1500));
+    // --reconnect-window 0: end at once; recovery has tests of its own.
+    let mut job = LoggerJob::start(&server, "doomed", &["--reconnect-window", "0"]);
     let killed = Instant::now();
     server.kill();
     let hook = job.expect_line(&["\"event\":\"shutdown\""], Duration::from_secs(10));
@@ -267,8 +275,11 @@ fn server_killed_mid_job_shuts_down_within_2s_hooks_once() {
 #[test]
 fn frozen_server_is_detected_by_the_liveness_timeout() {
     let server = LiveKitServer::start();
-    let job = LoggerJob::start(&server, "frozen", &["--liveness-timeout", "2s"]);
-    std::thread::sleep(Duration::from_millis(1500));
+    let job = LoggerJob::start(
+        &server,
+        "frozen",
+        &["--liveness-timeout", "2s", "--reconnect-window", "0"],
+    );
     let pid = server.pid().to_string();
     assert!(Command::new("kill")
         .args(["-STOP", &pid])
@@ -349,7 +360,6 @@ fn wrong_api_secret_is_auth_refused_77_and_secret_not_printed() {
 fn sigterm_in_a_real_room_exits_143() {
     let server = LiveKitServer::start();
     let mut job = LoggerJob::start(&server, "term", &[]);
-    std::thread::sleep(Duration::from_millis(1000));
     assert!(Command::new("kill")
         .args(["-TERM", &job.child.id().to_string()])
         .status()
@@ -376,7 +386,6 @@ async fn publisher(server: &LiveKitServer, room: &str, identity: &str) -> lk_go:
 async fn published_audio_track_reaches_the_job_as_track_subscribed() {
     let server = LiveKitServer::start();
     let mut job = LoggerJob::start(&server, "media", &[]);
-    tokio::time::sleep(Duration::from_millis(800)).await;
     let room = publisher(&server, "media", "speaker").await;
     let line = tokio::task::block_in_place(|| {
         job.expect_line(
@@ -435,7 +444,6 @@ fn python_sdk_publisher_reaches_the_job_with_rtp() {
     use lk_go_tests::{dev_token, python_bin, python_script};
     let server = LiveKitServer::start();
     let mut job = LoggerJob::start(&server, "interop", &[]);
-    std::thread::sleep(Duration::from_millis(800));
     let python = Command::new(python_bin())
         .arg(python_script("publish_sine.py"))
         .args([&server.url, &dev_token("interop", "python-pub"), "8"])
@@ -523,7 +531,6 @@ async fn auto_subscribe_selects_which_tracks_arrive() {
     let mut audio_only = LoggerJob::start(&server, "select", &["--auto-subscribe", "audio"]);
     let mut video_only = LoggerJob::start(&server, "select", &["--auto-subscribe", "video"]);
     let mut nothing = LoggerJob::start(&server, "select", &["--auto-subscribe", "none"]);
-    tokio::time::sleep(Duration::from_millis(800)).await;
     let room = publisher(&server, "select", "speaker").await;
     tokio::task::block_in_place(|| {
         for job in [&mut audio_only, &mut video_only, &mut nothing] {
@@ -577,4 +584,359 @@ fn token_for_an_unknown_key_is_auth_refused_77() {
         .collect();
     assert_eq!(lines.len(), 1, "{err}");
     assert!(!err.contains(&token), "the token leaked: {err}");
+}
+
+
+// ---- Server-side endings (issue: every fault ends the job the documented way)
+
+/// The value of `"reason"` in the job's shutdown-hook line.
+fn shutdown_line(lines: &[String]) -> String {
+    let hooks: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("\"event\":\"shutdown\""))
+        .collect();
+    assert_eq!(hooks.len(), 1, "the hook ran exactly once: {lines:#?}");
+    hooks[0].clone()
+}
+
+fn disconnected_line(lines: &[String]) -> String {
+    lines
+        .iter()
+        .find(|l| l.contains("\"event\":\"disconnected\""))
+        .cloned()
+        .unwrap_or_else(|| panic!("no disconnected event: {lines:#?}"))
+}
+
+/// RoomService DeleteRoom is the room's natural end: the plugin's code (0),
+/// reason room_disconnected, the event says room_deleted.
+#[test]
+fn room_deleted_through_the_api_ends_with_the_plugin_code() {
+    let server = LiveKitServer::start();
+    let job = LoggerJob::start(&server, "to-delete", &["--identity", "agent-del"]);
+    lk_go_tests::wait_for_participant(server.http_port, "to-delete", "agent-del", LIMIT);
+    let (status, body) =
+        lk_go_tests::room_service(server.http_port, "to-delete", "DeleteRoom", r#"{"room":"to-delete"}"#);
+    assert_eq!(status, 200, "{body}");
+    let (code, lines) = job.exit_code(LIMIT);
+    assert_eq!(code, Some(0), "{lines:#?}");
+    assert!(shutdown_line(&lines).contains("room_disconnected"), "{lines:#?}");
+    assert!(disconnected_line(&lines).contains("room_deleted"), "{lines:#?}");
+}
+
+/// RoomService RemoveParticipant is the room's natural end for this job.
+#[test]
+fn participant_removed_through_the_api_ends_with_the_plugin_code() {
+    let server = LiveKitServer::start();
+    let job = LoggerJob::start(&server, "kick", &["--identity", "agent-kick"]);
+    lk_go_tests::wait_for_participant(server.http_port, "kick", "agent-kick", LIMIT);
+    let (status, body) = lk_go_tests::room_service(
+        server.http_port,
+        "kick",
+        "RemoveParticipant",
+        r#"{"room":"kick","identity":"agent-kick"}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    let (code, lines) = job.exit_code(LIMIT);
+    assert_eq!(code, Some(0), "{lines:#?}");
+    assert!(disconnected_line(&lines).contains("participant_removed"), "{lines:#?}");
+}
+
+/// A second participant with the job's identity kicks the job: that used to
+/// exit 0 (success); it is a configuration conflict, 78.
+#[test]
+fn duplicate_identity_exits_78() {
+    let server = LiveKitServer::start();
+    let first = LoggerJob::start(&server, "dup", &["--identity", "same-agent"]);
+    let second = LoggerJob::start(&server, "dup", &["--identity", "same-agent"]);
+    let (code, lines) = first.exit_code(LIMIT);
+    assert_eq!(code, Some(78), "{lines:#?}");
+    assert!(shutdown_line(&lines).contains("room_disconnected"), "{lines:#?}");
+    assert!(disconnected_line(&lines).contains("duplicate_identity"), "{lines:#?}");
+    let _ = Command::new("kill")
+        .args(["-INT", &second.child.id().to_string()])
+        .status();
+    let (code, _) = second.exit_code(LIMIT);
+    assert_eq!(code, Some(130));
+}
+
+/// When the last human leaves, the server closes the room after its
+/// departure_timeout (5 s in xtask/livekit.yaml) with reason ROOM_CLOSED. It
+/// used to be reported as room_deleted; it is the room's natural end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_closed_when_emptied_is_reported_as_room_closed() {
+    let server = LiveKitServer::start();
+    let human = lk_go_tests::join_dev_room(&server.url, "emptied", "human")
+        .await
+        .expect("human joins");
+    let mut job = LoggerJob::start(&server, "emptied", &[]);
+    tokio::task::block_in_place(|| {
+        job.expect_line(&["participant_joined", "human"], Duration::from_secs(10))
+    });
+    human.leave().await;
+    human.close_tracks().await;
+    let (code, lines) = tokio::task::block_in_place(|| job.exit_code(LIMIT));
+    assert_eq!(code, Some(0), "{lines:#?}");
+    assert!(disconnected_line(&lines).contains("room_closed"), "{lines:#?}");
+}
+
+/// livekit-server shutting down (SIGTERM twice) used to end the job with
+/// room_disconnected and exit 0: an outage reported as success. It is 69.
+#[test]
+fn server_shutting_down_is_an_outage_69() {
+    let server = LiveKitServer::start();
+    let job = LoggerJob::start(&server, "maintenance", &["--reconnect-window", "2s"]);
+    let pid = server.pid().to_string();
+    for _ in 0..2 {
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (code, lines) = job.exit_code(LIMIT);
+    assert_eq!(code, Some(69), "{lines:#?}");
+    assert!(shutdown_line(&lines).contains("server_unreachable"), "{lines:#?}");
+}
+
+/// Alice reloads her page: a second session with the same identity. The
+/// server drops the first without a DISCONNECTED update; the job used to
+/// keep it as a ghost. Now the old session leaves before the new one joins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_identity_rejoin_leaves_no_ghost() {
+    let server = LiveKitServer::start();
+    let mut job = LoggerJob::start(&server, "reload", &[]);
+    let first = publisher(&server, "reload", "alice").await;
+    let joined1 = tokio::task::block_in_place(|| {
+        job.expect_line(&["participant_joined", "alice"], Duration::from_secs(10))
+    });
+    tokio::task::block_in_place(|| {
+        job.expect_line(&["track_subscribed", "alice"], Duration::from_secs(15))
+    });
+    let second = lk_go_tests::join_dev_room(&server.url, "reload", "alice")
+        .await
+        .expect("alice joins again");
+    let left = tokio::task::block_in_place(|| {
+        job.expect_line(&["participant_left", "alice"], Duration::from_secs(10))
+    });
+    let sid = |line: &str| -> String {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        v["participant_sid"].as_str().unwrap().to_string()
+    };
+    assert_eq!(sid(&left), sid(&joined1), "the old session left");
+    let joined2 = tokio::task::block_in_place(|| {
+        job.expect_line(&["participant_joined", "alice"], Duration::from_secs(10))
+    });
+    assert_ne!(sid(&joined2), sid(&joined1));
+    // The old session's track ended with it, exactly once, before it left.
+    let unsub = job
+        .seen
+        .iter()
+        .filter(|l| l.contains("track_unsubscribed") && l.contains(&sid(&joined1)))
+        .count();
+    assert_eq!(unsub, 1, "{:#?}", job.seen);
+    second.leave().await;
+    first.close_tracks().await;
+    second.close_tracks().await;
+    let _ = Command::new("kill")
+        .args(["-INT", &job.child.id().to_string()])
+        .status();
+    let (code, _) = tokio::task::block_in_place(|| job.exit_code(LIMIT));
+    assert_eq!(code, Some(130));
+}
+
+/// With --token the server's join is the truth: the plugin and the logs see
+/// the token's room and identity; --room is not needed.
+#[test]
+fn token_names_the_room_the_plugin_sees() {
+    let server = LiveKitServer::start();
+    let token = lk_go_tests::dev_token("token-room", "token-agent");
+    let p = plugin("c_noop");
+    let out = run_lk_go(
+        &[
+            "job",
+            "run-script",
+            p.to_str().unwrap(),
+            "--url",
+            &server.url,
+            "--token",
+            &token,
+        ],
+        &[],
+        LIMIT,
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("in room token-room as token-agent"), "{err}");
+}
+
+/// RoomService UpdateSubscriptions off, then on again: exactly one
+/// track_unsubscribed per track_subscribed, in order (the subscribed state
+/// was keyed by track sid alone, so the old and new media could pair up
+/// wrongly).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_side_unsubscribe_and_resubscribe_pair_up() {
+    let server = LiveKitServer::start();
+    let mut job = LoggerJob::start(&server, "resub", &["--identity", "agent-resub"]);
+    let speaker = publisher(&server, "resub", "speaker").await;
+    let subscribed = tokio::task::block_in_place(|| {
+        job.expect_line(&["track_subscribed", "speaker"], Duration::from_secs(15))
+    });
+    let v: serde_json::Value = serde_json::from_str(&subscribed).unwrap();
+    let track_sid = v["track_sid"].as_str().unwrap().to_string();
+    let update = |subscribe: bool| {
+        lk_go_tests::room_service(
+            server.http_port,
+            "resub",
+            "UpdateSubscriptions",
+            &format!(
+                r#"{{"room":"resub","identity":"agent-resub","track_sids":["{track_sid}"],"subscribe":{subscribe}}}"#
+            ),
+        )
+    };
+    let (status, body) = update(false);
+    assert_eq!(status, 200, "{body}");
+    tokio::task::block_in_place(|| {
+        job.expect_line(&["track_unsubscribed", &track_sid], Duration::from_secs(15))
+    });
+    let (status, body) = update(true);
+    assert_eq!(status, 200, "{body}");
+    tokio::task::block_in_place(|| {
+        job.expect_line(&["track_subscribed", &track_sid], Duration::from_secs(15))
+    });
+    let kinds: Vec<&str> = job
+        .seen
+        .iter()
+        .filter(|l| l.contains(&track_sid) && l.contains("subscribed"))
+        .map(|l| {
+            if l.contains("track_unsubscribed") {
+                "unsubscribed"
+            } else {
+                "subscribed"
+            }
+        })
+        .collect();
+    assert_eq!(kinds, ["subscribed", "unsubscribed", "subscribed"], "{:#?}", job.seen);
+    speaker.leave().await;
+    speaker.close_tracks().await;
+    tokio::task::block_in_place(|| {
+        job.expect_line(&["track_unsubscribed", &track_sid], Duration::from_secs(15))
+    });
+    let _ = Command::new("kill")
+        .args(["-INT", &job.child.id().to_string()])
+        .status();
+    let (code, lines) = tokio::task::block_in_place(|| job.exit_code(LIMIT));
+    assert_eq!(code, Some(130));
+    let unsub = lines
+        .iter()
+        .filter(|l| l.contains("track_unsubscribed") && l.contains(&track_sid))
+        .count();
+    assert_eq!(unsub, 2, "one per subscription: {lines:#?}");
+}
+
+
+// ---- Resume and reconnect ----------------------------------------------------
+
+
+/// A network blip: every signal connection through a proxy is cut once. The
+/// job used to end at once (69). It resumes the same participant session:
+/// reconnecting, then reconnected (resumed), and the room keeps working.
+/// A plugin built against ABI 1.1 in the same room never sees the 1.2
+/// events and keeps running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signal_connection_cut_once_is_resumed() {
+    let server = LiveKitServer::start();
+    let proxy = lk_go_tests::TcpProxy::start(server.http_port);
+    let mut job = LoggerJob::start_plugin(
+        &proxy.url(),
+        "event_logger",
+        "blip",
+        &["--identity", "agent-blip"],
+    );
+    let old = LoggerJob::start_plugin(&proxy.url(), "abi_1_1", "blip", &[]);
+    proxy.cut();
+    let reconnecting = tokio::task::block_in_place(|| {
+        job.expect_line(&["\"event\":\"reconnecting\""], Duration::from_secs(10))
+    });
+    assert!(reconnecting.contains("connection_lost"), "{reconnecting}");
+    let reconnected = tokio::task::block_in_place(|| {
+        job.expect_line(&["\"event\":\"reconnected\""], Duration::from_secs(20))
+    });
+    assert!(reconnected.contains("\"reason\":\"resumed\""), "{reconnected}");
+    // Still the same participant, and the room still talks to us.
+    assert_eq!(
+        lk_go_tests::participant_identities(server.http_port, "blip")
+            .iter()
+            .filter(|i| *i == "agent-blip")
+            .count(),
+        1
+    );
+    let visitor = publisher(&server, "blip", "visitor").await;
+    tokio::task::block_in_place(|| {
+        job.expect_line(&["participant_joined", "visitor"], Duration::from_secs(10));
+        job.expect_line(&["track_subscribed", "visitor"], Duration::from_secs(15));
+    });
+    visitor.leave().await;
+    visitor.close_tracks().await;
+    for j in [&job, &old] {
+        let _ = Command::new("kill")
+            .args(["-INT", &j.child.id().to_string()])
+            .status();
+    }
+    let (code, lines) = tokio::task::block_in_place(|| job.exit_code(LIMIT));
+    assert_eq!(code, Some(130), "{lines:#?}");
+    let log = old.log.lock().unwrap().join("\n");
+    let (code, _) = tokio::task::block_in_place(|| old.exit_code(LIMIT));
+    assert_eq!(code, Some(130), "{log}");
+    assert!(!log.contains("UNDEFINED"), "{log}");
+}
+
+/// The server restarts (killed, then started again on the same ports): the
+/// old session cannot be resumed, so the job rejoins as a new participant
+/// session: reconnected (rejoined), and the room works again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_restart_is_rejoined_as_a_new_session() {
+    let mut server = LiveKitServer::start();
+    let (http, (tcp, udp)) = (server.http_port, server.rtc_ports);
+    let mut job = LoggerJob::start(&server, "restart", &["--identity", "agent-restart"]);
+    server.kill();
+    tokio::task::block_in_place(|| {
+        job.expect_line(&["\"event\":\"reconnecting\""], Duration::from_secs(10))
+    });
+    let server = LiveKitServer::start_with_ports(http, tcp, udp);
+    let reconnected = tokio::task::block_in_place(|| {
+        job.expect_line(&["\"event\":\"reconnected\""], Duration::from_secs(25))
+    });
+    assert!(reconnected.contains("\"reason\":\"rejoined\""), "{reconnected}");
+    lk_go_tests::wait_for_participant(server.http_port, "restart", "agent-restart", LIMIT);
+    let visitor = publisher(&server, "restart", "visitor").await;
+    tokio::task::block_in_place(|| {
+        job.expect_line(&["participant_joined", "visitor"], Duration::from_secs(10));
+        job.expect_line(&["track_subscribed", "visitor"], Duration::from_secs(15));
+    });
+    visitor.leave().await;
+    visitor.close_tracks().await;
+    let _ = Command::new("kill")
+        .args(["-INT", &job.child.id().to_string()])
+        .status();
+    let (code, lines) = tokio::task::block_in_place(|| job.exit_code(LIMIT));
+    assert_eq!(code, Some(130), "{lines:#?}");
+}
+
+/// The server is gone for good: the job tries for --reconnect-window, then
+/// ends with server_unreachable (69) saying so.
+#[test]
+fn server_gone_for_good_ends_after_the_reconnect_window() {
+    let mut server = LiveKitServer::start();
+    let mut job = LoggerJob::start(&server, "gone", &["--reconnect-window", "3s"]);
+    let killed = Instant::now();
+    server.kill();
+    job.expect_line(&["\"event\":\"reconnecting\""], Duration::from_secs(10));
+    let (code, lines) = job.exit_code(LIMIT);
+    let took = killed.elapsed();
+    assert_eq!(code, Some(69), "{lines:#?}");
+    assert!(took >= Duration::from_secs(3), "gave up after {took:?}");
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+    let disconnected = disconnected_line(&lines);
+    assert!(
+        disconnected.contains("connection_lost"),
+        "{disconnected}"
+    );
+    assert!(shutdown_line(&lines).contains("could not resume or reconnect within 3 s"), "{lines:#?}");
 }

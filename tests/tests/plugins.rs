@@ -57,13 +57,14 @@ fn assert_load_failure(path: &Path, code: i32, needle: &str) {
 #[test]
 fn inspect_accepts_every_example_plugin() {
     for (file, name, abi) in [
-        ("noop", "noop", "1.1"),
-        ("exit_code", "exit-code", "1.1"),
-        ("event_logger", "event-logger", "1.1"),
-        ("panic", "panic", "1.1"),
-        ("c_noop", "c-noop", "1.1"),
-        ("go_noop", "go-noop", "1.1"),
+        ("noop", "noop", "1.2"),
+        ("exit_code", "exit-code", "1.2"),
+        ("event_logger", "event-logger", "1.2"),
+        ("panic", "panic", "1.2"),
+        ("c_noop", "c-noop", "1.2"),
+        ("go_noop", "go-noop", "1.2"),
         ("abi_1_0", "abi-1.0", "1.0"),
+        ("abi_1_1", "abi-1.1", "1.1"),
     ] {
         let out = run_lk_go(
             &["plugin", "inspect", plugin(file).to_str().unwrap()],
@@ -74,7 +75,7 @@ fn inspect_accepts_every_example_plugin() {
         assert_eq!(out.status.code(), Some(0), "{file}: {}", stderr(&out));
         assert!(text.contains(&format!("name: {name}\n")), "{text}");
         assert!(text.contains(&format!("abi: {abi}\n")), "{text}");
-        assert!(text.contains("host abi: 1.1\n"), "{text}");
+        assert!(text.contains("host abi: 1.2\n"), "{text}");
     }
 }
 
@@ -97,11 +98,11 @@ fn loader_failure_matrix_one_line_each_with_its_code() {
         "missing entry symbol `lk_plugin_entry`",
     );
     assert_load_failure(&plugin("broken_bad_magic"), 81, "bad magic 0xdeadbeef");
-    assert_load_failure(&plugin("broken_major"), 82, "plugin ABI 2.1, host ABI 1.1");
+    assert_load_failure(&plugin("broken_major"), 82, "plugin ABI 2.2, host ABI 1.2");
     assert_load_failure(
         &plugin("broken_too_new"),
         83,
-        "plugin ABI 1.99, host ABI 1.1",
+        "plugin ABI 1.99, host ABI 1.2",
     );
     assert_load_failure(&plugin("broken_null_run"), 84, "run entrypoint is NULL");
     assert_load_failure(&plugin("broken_null_desc"), 84, "returned NULL");

@@ -301,12 +301,13 @@ fn publish_to_subscribed(
     const SC: &str = "2 publish -> track_subscribed (ms)";
     for i in 0..s.runs {
         let room = format!("pub-{i}");
-        let mut lk = Proc::spawn(&mut lk_go_job(
-            tools,
-            "libevent_logger.so",
-            &room,
-            &server.url,
-        ))?;
+        // --reconnect-window 0: end the job as soon as the server is gone
+        // (with the default 20 s window lk-go keeps trying to resume, as the
+        // Python SDK does, and this would measure the window instead).
+        let mut lk = Proc::spawn(
+            lk_go_job(tools, "libevent_logger.so", &room, &server.url)
+                .args(["--reconnect-window", "0"]),
+        )?;
         let mut py = Proc::spawn(&mut python_peer(tools, &server.url, &room, "py-sdk"))?;
         if lk.wait_for("plugin_run_entered", READY).is_none()
             || py.wait_for("connected ", READY).is_none()
@@ -351,12 +352,13 @@ fn server_killed(tools: &Tools, s: &Settings, r: &mut Results) -> Result<()> {
     for i in 0..s.runs {
         let mut server = LiveKitServer::start();
         let room = format!("kill-{i}");
-        let mut lk = Proc::spawn(&mut lk_go_job(
-            tools,
-            "libevent_logger.so",
-            &room,
-            &server.url,
-        ))?;
+        // --reconnect-window 0: end the job as soon as the server is gone
+        // (with the default 20 s window lk-go keeps trying to resume, as the
+        // Python SDK does, and this would measure the window instead).
+        let mut lk = Proc::spawn(
+            lk_go_job(tools, "libevent_logger.so", &room, &server.url)
+                .args(["--reconnect-window", "0"]),
+        )?;
         let mut py = Proc::spawn(&mut python_peer(tools, &server.url, &room, "py-sdk"))?;
         if lk.wait_for("plugin_run_entered", READY).is_none()
             || py.wait_for("connected ", READY).is_none()

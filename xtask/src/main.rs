@@ -122,6 +122,12 @@ fn build_plugins() -> Result<PathBuf> {
             "stubborn",
         ),
         (
+            fixtures.join("abi_1_1_plugin.c"),
+            fixtures.join("abi-1.1"),
+            vec![],
+            "abi_1_1",
+        ),
+        (
             fixtures.join("probe_plugin.c"),
             include.clone(),
             vec!["-pthread".to_string()],

@@ -53,8 +53,8 @@ pub enum ShutdownReason {
     SignalSigterm,
     /// The job ran past its `--max-duration`.
     DeadlineExceeded,
-    /// SIGHUP (terminal closed, ssh session dropped). Plugins of ABI <= 1.1
-    /// see it as `signal_sigterm`.
+    /// SIGHUP (terminal closed, ssh session dropped). ABI 1.2; plugins of
+    /// ABI <= 1.1 see it as `signal_sigterm`.
     SignalSighup,
     /// Another participant joined with this job's identity and the server
     /// dropped the job's session. Plugins of ABI <= 1.1 see
@@ -88,9 +88,12 @@ impl ShutdownReason {
     /// The reason a plugin built against ABI `1.<minor>` is shown: a reason
     /// its header does not define becomes the closest one it does (the
     /// header's rule "a plugin never receives a value its header does not
-    /// define"). Every reason defined so far exists since ABI 1.0 or is
-    /// host-internal and mapped here.
-    pub fn as_seen_by_abi_minor(self, _minor: u16) -> ShutdownReason {
+    /// define"). SIGHUP, duplicate identity, media failed and server error
+    /// exist since ABI 1.2.
+    pub fn as_seen_by_abi_minor(self, minor: u16) -> ShutdownReason {
+        if minor >= 2 {
+            return self;
+        }
         match self {
             ShutdownReason::SignalSighup => ShutdownReason::SignalSigterm,
             ShutdownReason::DuplicateIdentity | ShutdownReason::ServerError => {
@@ -118,8 +121,8 @@ impl ShutdownReason {
         }
     }
 
-    /// The `LK_SHUTDOWN_*` code of the C ABI. Host-internal reasons have
-    /// none of their own: see [`ShutdownReason::as_seen_by_abi_minor`].
+    /// The `LK_SHUTDOWN_*` code of the C ABI (current minor). Older plugins
+    /// see [`ShutdownReason::as_seen_by_abi_minor`]'s reason's code.
     pub fn abi_code(self) -> u32 {
         use lk_plugin_api::abi::*;
         match self {
@@ -131,10 +134,10 @@ impl ShutdownReason {
             ShutdownReason::SignalSigint => LK_SHUTDOWN_SIGNAL_SIGINT,
             ShutdownReason::SignalSigterm => LK_SHUTDOWN_SIGNAL_SIGTERM,
             ShutdownReason::DeadlineExceeded => LK_SHUTDOWN_DEADLINE_EXCEEDED,
-            ShutdownReason::SignalSighup
-            | ShutdownReason::DuplicateIdentity
-            | ShutdownReason::MediaFailed
-            | ShutdownReason::ServerError => self.as_seen_by_abi_minor(LK_ABI_MINOR).abi_code(),
+            ShutdownReason::SignalSighup => LK_SHUTDOWN_SIGNAL_SIGHUP,
+            ShutdownReason::DuplicateIdentity => LK_SHUTDOWN_DUPLICATE_IDENTITY,
+            ShutdownReason::MediaFailed => LK_SHUTDOWN_MEDIA_FAILED,
+            ShutdownReason::ServerError => LK_SHUTDOWN_SERVER_ERROR,
         }
     }
 }

@@ -26,13 +26,13 @@ use std::time::{Duration, Instant};
 
 /// Longest log message the host keeps, in bytes; longer ones are cut and
 /// say so (`LK_MAX_LOG_LEN` in the header).
-pub const MAX_LOG_LEN: usize = 64 * 1024;
+pub const MAX_LOG_LEN: usize = LK_MAX_LOG_LEN;
 /// Longest shutdown reason the host keeps, in bytes (`LK_MAX_REASON_LEN`).
-pub const MAX_REASON_LEN: usize = 1024;
+pub const MAX_REASON_LEN: usize = LK_MAX_REASON_LEN;
 /// A length above this is not believed: the host reads the string as
 /// NUL-terminated instead (`LK_STR_NUL_TERMINATED`, i.e. `(size_t)-1`, is
 /// the usual C way to say so). See the header's "Lengths" paragraph.
-pub const MAX_BELIEVED_LEN: usize = 1 << 30;
+pub const MAX_BELIEVED_LEN: usize = LK_MAX_BELIEVED_LEN;
 
 /// What `lk_job*` points at. Leaked for the life of the process (see the
 /// module doc); all fields are immutable except the event subscription.
@@ -228,6 +228,7 @@ struct OwnedEvent {
     reason: String,
 }
 
+/// The `LK_EVENT_*` code of `ev`, and the ABI minor that defined it.
 fn kind_code(ev: &Event) -> u32 {
     match ev {
         Event::ParticipantJoined { .. } => LK_EVENT_PARTICIPANT_JOINED,
@@ -237,6 +238,17 @@ fn kind_code(ev: &Event) -> u32 {
         Event::TrackSubscribed { .. } => LK_EVENT_TRACK_SUBSCRIBED,
         Event::TrackUnsubscribed { .. } => LK_EVENT_TRACK_UNSUBSCRIBED,
         Event::Disconnected { .. } => LK_EVENT_DISCONNECTED,
+        Event::Reconnecting { .. } => LK_EVENT_RECONNECTING,
+        Event::Reconnected { .. } => LK_EVENT_RECONNECTED,
+    }
+}
+
+/// The ABI minor whose header first defines `ev`'s kind: a plugin built
+/// against an older minor never receives it (lk_plugin.h, "Versioning").
+fn kind_minor(ev: &Event) -> u16 {
+    match ev {
+        Event::Reconnecting { .. } | Event::Reconnected { .. } => 2,
+        _ => 0,
     }
 }
 
@@ -270,7 +282,11 @@ fn fill_event(ev: &Event, out: &mut LkEvent) {
         track_sid: ev.track().map(|t| t.sid.clone()).unwrap_or_default(),
         track_name: ev.track().map(|t| t.name.clone()).unwrap_or_default(),
         reason: match ev {
-            Event::Disconnected { reason, .. } => reason.as_str().to_string(),
+            Event::Disconnected { reason, .. } | Event::Reconnecting { reason, .. } => {
+                reason.as_str().to_string()
+            }
+            Event::Reconnected { resumed: true, .. } => "resumed".to_string(),
+            Event::Reconnected { resumed: false, .. } => "rejoined".to_string(),
             _ => String::new(),
         },
     });
@@ -293,8 +309,11 @@ fn fill_event(ev: &Event, out: &mut LkEvent) {
     };
 }
 
-fn deliver(r: Received, out: &mut LkEvent, missed: *mut u64) -> i32 {
-    match r {
+/// Hands `r` to the plugin; `None` when the event is of a kind the
+/// plugin's ABI minor does not define (it is skipped, not delivered).
+fn deliver(r: Received, plugin_minor: u16, out: &mut LkEvent, missed: *mut u64) -> Option<i32> {
+    Some(match r {
+        Received::Event(ev) if kind_minor(&ev) > plugin_minor => return None,
         Received::Event(ev) => {
             fill_event(&ev, out);
             LK_NEXT_EVENT
@@ -307,7 +326,7 @@ fn deliver(r: Received, out: &mut LkEvent, missed: *mut u64) -> i32 {
             LK_NEXT_MISSED
         }
         Received::Closed => LK_NEXT_SHUTTING_DOWN,
-    }
+    })
 }
 
 unsafe extern "C" fn api_next_event(
@@ -344,10 +363,13 @@ unsafe extern "C" fn api_next_event(
         // Retired: the job is over.
         return LK_NEXT_SHUTTING_DOWN;
     };
+    let minor = h.plugin_abi_minor;
     // Events already buffered come first, even during shutdown, so a plugin
     // sees e.g. the Disconnected event that caused the shutdown.
-    if let Some(r) = sub.try_recv() {
-        return deliver(r, out, missed);
+    while let Some(r) = sub.try_recv() {
+        if let Some(rc) = deliver(r, minor, out, missed) {
+            return rc;
+        }
     }
     if h.ctx.is_shutting_down() {
         return LK_NEXT_SHUTTING_DOWN;
@@ -356,23 +378,33 @@ unsafe extern "C" fn api_next_event(
         Got(Received),
         ShuttingDown,
     }
-    let waited = wait::until(deadline, async {
-        // Biased towards events: the event that caused a shutdown (e.g.
-        // Disconnected) is published before the token is cancelled, so both
-        // branches can be ready at once, and the event must win.
-        tokio::select! {
-            biased;
-            r = sub.recv() => Waited::Got(r),
-            _ = h.ctx.cancelled() => Waited::ShuttingDown,
+    loop {
+        let waited = wait::until(deadline, async {
+            // Biased towards events: the event that caused a shutdown (e.g.
+            // Disconnected) is published before the token is cancelled, so
+            // both branches can be ready at once, and the event must win.
+            tokio::select! {
+                biased;
+                r = sub.recv() => Waited::Got(r),
+                _ = h.ctx.cancelled() => Waited::ShuttingDown,
+            }
+        });
+        match waited {
+            Some(Waited::Got(r)) => {
+                if let Some(rc) = deliver(r, minor, out, missed) {
+                    return rc;
+                }
+            }
+            Some(Waited::ShuttingDown) => {
+                while let Some(r) = sub.try_recv() {
+                    if let Some(rc) = deliver(r, minor, out, missed) {
+                        return rc;
+                    }
+                }
+                return LK_NEXT_SHUTTING_DOWN;
+            }
+            None => return LK_NEXT_TIMEOUT,
         }
-    });
-    match waited {
-        Some(Waited::Got(r)) => deliver(r, out, missed),
-        Some(Waited::ShuttingDown) => match sub.try_recv() {
-            Some(r) => deliver(r, out, missed),
-            None => LK_NEXT_SHUTTING_DOWN,
-        },
-        None => LK_NEXT_TIMEOUT,
     }
 }
 

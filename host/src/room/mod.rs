@@ -149,7 +149,9 @@ impl RoomEmitter {
                 Event::TrackUnsubscribed { track, .. } => {
                     st.subscribed.remove(&track.sid);
                 }
-                Event::Disconnected { .. } => {}
+                Event::Disconnected { .. }
+                | Event::Reconnecting { .. }
+                | Event::Reconnected { .. } => {}
             }
             self.shared.hub.publish(event);
         }
@@ -340,6 +342,51 @@ mod tests {
             .await
             .expect("event arrives");
         assert_eq!(got, Received::Event(ev));
+    }
+
+    /// A roster larger than the event capacity (1024) used to lose its
+    /// oldest entries before `run` started. The snapshot is unbounded, and
+    /// events after it are neither lost nor duplicated.
+    #[tokio::test]
+    async fn snapshot_subscription_sees_a_roster_larger_than_the_capacity() {
+        let room = Room::new("big");
+        let em = room.emitter();
+        let n = crate::events::DEFAULT_EVENT_CAPACITY * 3;
+        for i in 0..n {
+            let p = ParticipantRef {
+                identity: format!("p{i:05}"),
+                sid: format!("PA_{i:05}"),
+            };
+            em.emit(Event::ParticipantJoined {
+                participant: p.clone(),
+            });
+            em.emit(Event::TrackPublished {
+                participant: p,
+                track: TrackRef {
+                    sid: format!("TR_{i:05}"),
+                    ..mic()
+                },
+            });
+        }
+        let mut sub = room.subscribe_with_snapshot();
+        em.emit(Event::ParticipantLeft {
+            participant: ParticipantRef {
+                identity: "p00000".into(),
+                sid: "PA_00000".into(),
+            },
+        });
+        let mut joined = 0;
+        let mut published = 0;
+        let mut left = 0;
+        while let Some(r) = sub.try_recv() {
+            match r {
+                Received::Event(Event::ParticipantJoined { .. }) => joined += 1,
+                Received::Event(Event::TrackPublished { .. }) => published += 1,
+                Received::Event(Event::ParticipantLeft { .. }) => left += 1,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!((joined, published, left), (n, n, 1));
     }
 
     #[tokio::test]

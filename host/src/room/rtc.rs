@@ -172,6 +172,14 @@ struct LocalTrack {
     stop: CancellationToken,
 }
 
+/// One remote track whose media arrived (its track_subscribed was emitted).
+struct Subscribed {
+    generation: u64,
+    stop: CancellationToken,
+    participant: crate::events::ParticipantRef,
+    track: TrackRef,
+}
+
 /// The media half of a session.
 pub(crate) struct RtcSession {
     subscriber: Transport,
@@ -184,10 +192,9 @@ pub(crate) struct RtcSession {
     local_tracks: Mutex<Vec<LocalTrack>>,
     /// Remote tracks whose media arrived, by track sid. Whoever removes an
     /// entry emits its TrackUnsubscribed, so it is emitted exactly once.
-    /// The value is (subscription generation, stop token): a track
-    /// subscribed again gets a new generation, so the follower of the old
-    /// one can never remove (and report) the new one.
-    subscribed: Mutex<HashMap<String, (u64, CancellationToken)>>,
+    /// A track subscribed again gets a new generation, so the follower of
+    /// the old one can never remove (and report) the new one.
+    subscribed: Mutex<HashMap<String, Subscribed>>,
     next_generation: std::sync::atomic::AtomicU64,
     subscriber_state: tokio::sync::watch::Receiver<RTCPeerConnectionState>,
     next_cid: AtomicU32,
@@ -321,15 +328,21 @@ impl RtcSession {
         Ok((session, track_rx))
     }
 
-    /// Waits until the subscriber connection is connected. Errs when it
-    /// fails or closes first, or after `timeout`.
-    pub(crate) async fn wait_subscriber_connected(&self, timeout: Duration) -> Result<(), String> {
+    /// Waits until the subscriber connection is connected. Errs after
+    /// `timeout`, or when it closes first, or (unless `through_failure`,
+    /// used while an ICE restart may bring it back) when it fails first.
+    pub(crate) async fn wait_subscriber_connected(
+        &self,
+        timeout: Duration,
+        through_failure: bool,
+    ) -> Result<(), String> {
         let mut rx = self.subscriber_state.clone();
         let waited = tokio::time::timeout(timeout, async {
             loop {
                 let state = *rx.borrow_and_update();
                 match state {
                     RTCPeerConnectionState::Connected => return Ok(()),
+                    RTCPeerConnectionState::Failed if through_failure => {}
                     RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
                         return Err(format!("the subscriber peer connection went {state}"))
                     }
@@ -449,10 +462,17 @@ impl RtcSession {
 
     /// Offers the publisher's current state and waits for the answer.
     async fn negotiate_publisher(&self) -> Result<(), PublishError> {
+        self.negotiate_publisher_with(false).await
+    }
+
+    async fn negotiate_publisher_with(&self, ice_restart: bool) -> Result<(), PublishError> {
         let _one_at_a_time = self.negotiation.lock().await;
         let (tx, rx) = oneshot::channel();
         *self.answer_waiter.lock().await = Some(tx);
-        let offer = self.publisher.pc.create_offer(None).await.map_err(wrtc)?;
+        let options = ice_restart.then_some(rtc::peer_connection::configuration::RTCOfferOptions {
+            ice_restart: true,
+        });
+        let offer = self.publisher.pc.create_offer(options).await.map_err(wrtc)?;
         self.publisher
             .pc
             .set_local_description(offer.clone())
@@ -622,12 +642,68 @@ impl RtcSession {
             .unwrap_or_else(|e| e.into_inner())
             .remove(track_sid);
         match entry {
-            Some((_, token)) => {
-                token.cancel();
+            Some(sub) => {
+                sub.stop.cancel();
                 true
             }
             None => false,
         }
+    }
+
+    /// Reconciles the subscriptions with a subscriber offer: a subscribed
+    /// track the server no longer sends (its m-section is gone, rejected or
+    /// not sending: RoomService UpdateSubscriptions off, a permission
+    /// change) is ended and returned, so the caller emits its
+    /// track_unsubscribed once. webrtc-rs does not end such a remote track
+    /// by itself.
+    pub(crate) fn reconcile_with_offer(
+        &self,
+        offer_sdp: &str,
+    ) -> Vec<(crate::events::ParticipantRef, TrackRef)> {
+        let sending = sending_track_sids(offer_sdp);
+        let mut subscribed = self.subscribed.lock().unwrap_or_else(|e| e.into_inner());
+        let gone: Vec<String> = subscribed
+            .keys()
+            .filter(|sid| !sending.contains(sid.as_str()))
+            .cloned()
+            .collect();
+        gone.into_iter()
+            .filter_map(|sid| subscribed.remove(&sid))
+            .map(|s| {
+                s.stop.cancel();
+                (s.participant, s.track)
+            })
+            .collect()
+    }
+
+    /// Ends every subscription of this session (a full reconnect replaces
+    /// it): stops following the tracks and returns them, so the caller
+    /// emits each one's track_unsubscribed exactly once.
+    pub(crate) fn end_all_subscriptions(&self) -> Vec<(crate::events::ParticipantRef, TrackRef)> {
+        let drained: Vec<Subscribed> = self
+            .subscribed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .map(|(_, s)| s)
+            .collect();
+        drained
+            .into_iter()
+            .map(|s| {
+                s.stop.cancel();
+                (s.participant, s.track)
+            })
+            .collect()
+    }
+
+    /// After a resumed signal connection: if the publisher connection was
+    /// ever negotiated, offer again with new ICE credentials (the server
+    /// restarts the subscriber side itself with a new offer).
+    pub(crate) async fn restart_publisher_ice(&self) -> Result<(), PublishError> {
+        if !self.publisher.remote_set.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        self.negotiate_publisher_with(true).await
     }
 
     /// Stops local tracks and closes both peer connections. Idempotent.
@@ -645,6 +721,50 @@ impl RtcSession {
         let _ = self.publisher.pc.close().await;
         let _ = self.subscriber.pc.close().await;
     }
+}
+
+/// Track sids the server sends in a subscriber offer: media sections with a
+/// non-zero port, direction sendonly/sendrecv, and an `a=msid:` whose stream
+/// id is `participant_sid|track_sid` (LiveKit's convention).
+fn sending_track_sids(sdp: &str) -> std::collections::HashSet<String> {
+    let mut out = std::collections::HashSet::new();
+    let mut section: Option<(bool, bool, Vec<String>)> = None; // (port ok, sending, sids)
+    let mut flush = |section: &mut Option<(bool, bool, Vec<String>)>| {
+        if let Some((port_ok, sending, sids)) = section.take() {
+            if port_ok && sending {
+                out.extend(sids);
+            }
+        }
+    };
+    for line in sdp.lines().map(str::trim) {
+        if let Some(m) = line.strip_prefix("m=") {
+            flush(&mut section);
+            let port_ok = m.split_whitespace().nth(1).is_some_and(|p| p != "0");
+            // Without a direction attribute the default is sendrecv.
+            section = Some((port_ok, true, Vec::new()));
+        } else if let Some((_, sending, sids)) = section.as_mut() {
+            match line {
+                "a=sendonly" | "a=sendrecv" => *sending = true,
+                "a=recvonly" | "a=inactive" => *sending = false,
+                _ => {
+                    // `a=msid:STREAM TRACK`, or `a=ssrc:N msid:STREAM TRACK`.
+                    let msid = line.strip_prefix("a=msid:").or_else(|| {
+                        line.strip_prefix("a=ssrc:")
+                            .and_then(|rest| rest.split_once(" msid:"))
+                            .map(|(_, m)| m)
+                    });
+                    if let Some(msid) = msid {
+                        let stream = msid.split_whitespace().next().unwrap_or("");
+                        if let Some((_, track_sid)) = stream.split_once('|') {
+                            sids.push(track_sid.to_string());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    flush(&mut section);
+    out
 }
 
 fn pseudo_random_ssrc(salt: u32) -> u32 {
@@ -701,8 +821,16 @@ impl RtcSession {
             .subscribed
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(track_ref.sid.clone(), (generation, stop.clone()));
-        if let Some((_, old)) = replaced {
+            .insert(
+                track_ref.sid.clone(),
+                Subscribed {
+                    generation,
+                    stop: stop.clone(),
+                    participant: participant.clone(),
+                    track: track_ref.clone(),
+                },
+            );
+        if let Some(Subscribed { stop: old, .. }) = replaced {
             // Subscribed again (e.g. RoomService UpdateSubscriptions off and
             // on) before the old media ended: the old subscription ends
             // here, with its one track_unsubscribed, before the new one's
@@ -740,7 +868,9 @@ impl RtcSession {
         let still_ours = {
             let mut subscribed = self.subscribed.lock().unwrap_or_else(|e| e.into_inner());
             match subscribed.get(&track_ref.sid) {
-                Some((g, _)) if *g == generation => subscribed.remove(&track_ref.sid).is_some(),
+                Some(sub) if sub.generation == generation => {
+                    subscribed.remove(&track_ref.sid).is_some()
+                }
                 _ => false,
             }
         };
@@ -750,5 +880,35 @@ impl RtcSession {
                 track: track_ref,
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod sdp_tests {
+    use super::sending_track_sids;
+
+    #[test]
+    fn only_sending_sections_with_a_livekit_msid_count() {
+        let sdp = "v=0\r\n\
+m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n\
+a=mid:0\r\n\
+m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n\
+a=sendonly\r\n\
+a=msid:PA_a|TR_live TR_live\r\n\
+m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n\
+a=sendonly\r\n\
+a=ssrc:1234 msid:PA_a|TR_ssrc TR_ssrc\r\n\
+m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n\
+a=inactive\r\n\
+a=msid:PA_a|TR_off TR_off\r\n\
+m=audio 0 UDP/TLS/RTP/SAVPF 111\r\n\
+a=sendonly\r\n\
+a=msid:PA_b|TR_rejected TR_rejected\r\n";
+        let sids = sending_track_sids(sdp);
+        assert!(sids.contains("TR_live"));
+        assert!(sids.contains("TR_ssrc"));
+        assert!(!sids.contains("TR_off"));
+        assert!(!sids.contains("TR_rejected"));
+        assert_eq!(sids.len(), 2);
     }
 }

@@ -23,7 +23,7 @@ use livekit_protocol as proto;
 use livekit_signaling::{SignalClient, SignalError, SignalEvent, SignalOptions};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::Mutex as AsyncMutex;
 use tokio::task::JoinHandle;
 
@@ -77,7 +77,15 @@ pub struct LiveKitSettings {
     /// The server pings every 5 s (JoinResponse.ping_interval) and answers
     /// our pings, so a healthy connection is never silent that long.
     pub liveness_timeout: Duration,
+    /// How long to try to resume (then rejoin) an interrupted session before
+    /// the job ends with `server_unreachable`. Zero: end at once.
+    pub reconnect_window: Duration,
 }
+
+/// Default [`LiveKitSettings::reconnect_window`]: about as long as the
+/// official Python SDK keeps retrying (measured ~22 s in `cargo xtask
+/// bench`), long enough for a server restart.
+pub const DEFAULT_RECONNECT_WINDOW: Duration = Duration::from_secs(20);
 
 /// Joins real LiveKit rooms.
 #[derive(Clone, Debug)]
@@ -287,6 +295,45 @@ impl Roster {
         tracks.get(track_sid).map(|t| (p.clone(), t.clone()))
     }
 
+    /// Replaces the roster with a JoinResponse's view (`local_sid` is this
+    /// session's own participant): participants no longer there leave (with
+    /// their tracks unpublished), the others are applied as updates. Returns
+    /// the events and, per participant sid, the newly published tracks.
+    fn replace_all(
+        &mut self,
+        local_sid: &str,
+        others: &[proto::ParticipantInfo],
+    ) -> (Vec<Event>, Vec<(String, Vec<TrackRef>)>) {
+        self.local_sid = local_sid.to_string();
+        let mut events = Vec::new();
+        let present: std::collections::HashSet<&str> =
+            others.iter().map(|p| p.sid.as_str()).collect();
+        let gone: Vec<String> = self
+            .participants
+            .keys()
+            .filter(|sid| !present.contains(sid.as_str()))
+            .cloned()
+            .collect();
+        for sid in gone {
+            if let Some((p, tracks)) = self.participants.remove(&sid) {
+                for t in tracks.into_values() {
+                    events.push(Event::TrackUnpublished {
+                        participant: p.clone(),
+                        track: t,
+                    });
+                }
+                events.push(Event::ParticipantLeft { participant: p });
+            }
+        }
+        let mut new_tracks = Vec::new();
+        for info in others {
+            let (evs, tracks) = self.apply(info);
+            events.extend(evs);
+            new_tracks.push((info.sid.clone(), tracks));
+        }
+        (events, new_tracks)
+    }
+
     /// Applies one participant's info; returns the events it implies and the
     /// newly published tracks.
     fn apply(&mut self, info: &proto::ParticipantInfo) -> (Vec<Event>, Vec<TrackRef>) {
@@ -385,12 +432,43 @@ impl Roster {
     }
 }
 
-struct Session {
-    joined: Joined,
+/// One signal connection and the peer connections negotiated over it: what
+/// a full reconnect replaces (a resume keeps it).
+struct Conn {
     client: SignalClient,
     rtc: Arc<RtcSession>,
-    left: AsyncMutex<bool>,
+    joined: Joined,
+    /// This connection's forwarder and track matcher.
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Conn {
+    fn abort_tasks(&self) {
+        for task in std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner())) {
+            task.abort();
+        }
+    }
+}
+
+/// A LiveKit session: the current connection, and what outlives it.
+struct Session {
+    settings: LiveKitSettings,
+    url: String,
+    emitter: RoomEmitter,
+    roster: SharedRoster,
+    current: std::sync::Mutex<Arc<Conn>>,
+    left: AsyncMutex<bool>,
+    /// The session loop (signal messages, liveness, recovery).
+    main: std::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Session {
+    fn conn(&self) -> Arc<Conn> {
+        self.current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
 }
 
 /// Leaves the room when a join is abandoned half-way (its future dropped
@@ -416,6 +494,98 @@ pub struct LiveKitLink {
     session: Arc<Session>,
 }
 
+fn signal_options(settings: &LiveKitSettings) -> SignalOptions {
+    let mut options = SignalOptions::default();
+    options.auto_subscribe = settings.auto_subscribe == AutoSubscribe::All;
+    // A self-hosted server has no regions to fail over to.
+    options.region_failover = false;
+    options.connect_timeout = Duration::from_secs(5);
+    options
+}
+
+/// Opens a signal connection and its peer connections, reports the room as
+/// the JoinResponse describes it — as a diff against what the roster knew,
+/// so on a full reconnect only what changed becomes events — and starts the
+/// connection's tasks. Does not wait for media.
+async fn open_conn(
+    settings: &LiveKitSettings,
+    url: &str,
+    token: &str,
+    emitter: &RoomEmitter,
+    roster: &SharedRoster,
+) -> Result<(Arc<Conn>, livekit_signaling::SignalEvents), ConnectError> {
+    // Belt and braces over the client's own connect timeout, so a
+    // black-holed address fails within 10 s as documented.
+    let connected = tokio::time::timeout(
+        Duration::from_secs(9),
+        SignalClient::connect(url, token, signal_options(settings), None),
+    )
+    .await
+    .map_err(|_| ConnectError::Unreachable {
+        url: url.to_string(),
+        detail: "no answer within 9 s".into(),
+    })?;
+    let (client, join, events) = connected.map_err(|e| map_connect_error(url, token, e))?;
+    tracing::info!(
+        room = %join.room.as_ref().map(|r| r.name.as_str()).unwrap_or(""),
+        room_sid = %join.room.as_ref().map(|r| r.sid.as_str()).unwrap_or(""),
+        participant_sid = %join.participant.as_ref().map(|p| p.sid.as_str()).unwrap_or(""),
+        server_version = %join.server_info.as_ref().map(|s| s.version.as_str()).unwrap_or(""),
+        ping_interval_s = join.ping_interval,
+        ping_timeout_s = join.ping_timeout,
+        "signal connection established"
+    );
+    let (outgoing, mut outgoing_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (rtc, remote_tracks) = match RtcSession::new(&join, outgoing).await {
+        Ok(made) => made,
+        Err(detail) => {
+            client.close().await;
+            return Err(ConnectError::Server {
+                url: url.to_string(),
+                detail: format!("could not set up WebRTC: {detail}"),
+            });
+        }
+    };
+    let participant = join.participant.clone().unwrap_or_default();
+    let joined = Joined {
+        room_name: join.room.as_ref().map(|r| r.name.clone()).unwrap_or_default(),
+        room_sid: join.room.as_ref().map(|r| r.sid.clone()).unwrap_or_default(),
+        participant_identity: participant.identity.clone(),
+        participant_sid: participant.sid.clone(),
+    };
+    let (events_now, new_tracks) = roster
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .replace_all(&participant.sid, &join.other_participants);
+    for ev in events_now {
+        emitter.emit(ev);
+    }
+    for (participant_sid, tracks) in &new_tracks {
+        subscribe_selected(&client, settings.auto_subscribe, participant_sid, tracks).await;
+    }
+    let conn = Arc::new(Conn {
+        client,
+        rtc: rtc.clone(),
+        joined,
+        tasks: std::sync::Mutex::new(Vec::new()),
+    });
+    let forwarder_conn = Arc::downgrade(&conn);
+    let forwarder = tokio::spawn(async move {
+        while let Some(msg) = outgoing_rx.recv().await {
+            let Some(conn) = forwarder_conn.upgrade() else {
+                break;
+            };
+            conn.client.send(msg).await;
+        }
+    });
+    let matcher = tokio::spawn(rtc.run_track_matcher(remote_tracks, roster.clone(), emitter.clone()));
+    conn.tasks
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .extend([forwarder, matcher]);
+    Ok((conn, events))
+}
+
 impl RoomConnector for LiveKitConnector {
     fn connect<'a>(
         &'a self,
@@ -426,116 +596,36 @@ impl RoomConnector for LiveKitConnector {
             let url = self.settings.url.trim().to_string();
             validate_url(&url)?;
             let token = self.token(request)?;
-            let mut options = SignalOptions::default();
-            options.auto_subscribe = self.settings.auto_subscribe == AutoSubscribe::All;
-            // A self-hosted server has no regions to fail over to.
-            options.region_failover = false;
-            options.connect_timeout = Duration::from_secs(5);
-            // Belt and braces over the client's own connect timeout, so a
-            // black-holed address fails within 10 s as documented.
-            let connected = tokio::time::timeout(
-                Duration::from_secs(9),
-                SignalClient::connect(&url, &token, options, None),
-            )
-            .await
-            .map_err(|_| ConnectError::Unreachable {
-                url: url.clone(),
-                detail: "no answer within 9 s".into(),
-            })?;
-            let (client, join, events) =
-                connected.map_err(|e| map_connect_error(&url, &token, e))?;
-            tracing::info!(
-                room = %join.room.as_ref().map(|r| r.name.as_str()).unwrap_or(""),
-                room_sid = %join.room.as_ref().map(|r| r.sid.as_str()).unwrap_or(""),
-                participant_sid = %join.participant.as_ref().map(|p| p.sid.as_str()).unwrap_or(""),
-                server_version = %join.server_info.as_ref().map(|s| s.version.as_str()).unwrap_or(""),
-                ping_interval_s = join.ping_interval,
-                ping_timeout_s = join.ping_timeout,
-                "signal connection established"
-            );
-            let (outgoing, mut outgoing_rx) = tokio::sync::mpsc::unbounded_channel();
-            let (rtc, remote_tracks) = match RtcSession::new(&join, outgoing).await {
-                Ok(made) => made,
-                Err(detail) => {
-                    client.close().await;
-                    return Err(ConnectError::Server {
-                        url,
-                        detail: format!("could not set up WebRTC: {detail}"),
-                    });
-                }
-            };
-            let joined = Joined {
-                room_name: join.room.as_ref().map(|r| r.name.clone()).unwrap_or_default(),
-                room_sid: join.room.as_ref().map(|r| r.sid.clone()).unwrap_or_default(),
-                participant_identity: join
-                    .participant
-                    .as_ref()
-                    .map(|p| p.identity.clone())
-                    .unwrap_or_default(),
-                participant_sid: join
-                    .participant
-                    .as_ref()
-                    .map(|p| p.sid.clone())
-                    .unwrap_or_default(),
-            };
+            let roster: SharedRoster = Arc::new(std::sync::Mutex::new(Roster::default()));
+            let (conn, events) = open_conn(&self.settings, &url, &token, &emitter, &roster).await?;
             let session = Arc::new(Session {
-                joined,
-                client,
-                rtc: rtc.clone(),
-                left: AsyncMutex::new(false),
-                tasks: std::sync::Mutex::new(Vec::new()),
-            });
-            let roster: SharedRoster = Arc::new(std::sync::Mutex::new(Roster {
-                local_sid: join
-                    .participant
-                    .as_ref()
-                    .map(|p| p.sid.clone())
-                    .unwrap_or_default(),
-                ..Default::default()
-            }));
-            for info in &join.other_participants {
-                let (evs, tracks) = roster.lock().unwrap_or_else(|e| e.into_inner()).apply(info);
-                for ev in evs {
-                    emitter.emit(ev);
-                }
-                subscribe_selected(&session, self.settings.auto_subscribe, &info.sid, &tracks)
-                    .await;
-            }
-            let forwarder_session = session.clone();
-            let forwarder = tokio::spawn(async move {
-                while let Some(msg) = outgoing_rx.recv().await {
-                    forwarder_session.client.send(msg).await;
-                }
-            });
-            let matcher =
-                tokio::spawn(rtc.clone().run_track_matcher(remote_tracks, roster.clone(), emitter.clone()));
-            let main = tokio::spawn(session_loop(
-                session.clone(),
-                events,
+                settings: self.settings.clone(),
+                url: url.clone(),
                 emitter,
                 roster,
-                self.settings.auto_subscribe,
-                self.settings.liveness_timeout,
-            ));
-            session
-                .tasks
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .extend([forwarder, matcher, main]);
+                current: std::sync::Mutex::new(conn.clone()),
+                left: AsyncMutex::new(false),
+                main: std::sync::Mutex::new(None),
+            });
+            let main = tokio::spawn(session_loop(session.clone(), events));
+            *session.main.lock().unwrap_or_else(|e| e.into_inner()) = Some(main);
             // Joined means media too, as in the official SDKs: a session whose
             // peer connection never connects would run deaf. If this future
             // is dropped while waiting (shutdown during the join), the guard
             // still leaves the room.
             let mut guard = LeaveOnDrop(Some(session.clone()));
-            if let Err(detail) = rtc.wait_subscriber_connected(MEDIA_CONNECT_TIMEOUT).await {
-                guard.0 = None;
-                let link = LiveKitLink { session };
+            let media = conn
+                .rtc
+                .wait_subscriber_connected(MEDIA_CONNECT_TIMEOUT, false)
+                .await;
+            guard.0 = None;
+            let link = LiveKitLink { session };
+            if let Err(detail) = media {
                 link.leave().await;
                 link.close_tracks().await;
                 return Err(ConnectError::MediaFailed { url, detail });
             }
-            guard.0 = None;
-            Ok(Box::new(LiveKitLink { session }) as Box<dyn RoomLink>)
+            Ok(Box::new(link) as Box<dyn RoomLink>)
         })
     }
 }
@@ -543,7 +633,7 @@ impl RoomConnector for LiveKitConnector {
 /// With `--auto-subscribe audio|video` the server subscribes to nothing by
 /// itself; ask for the tracks of the selected kind.
 async fn subscribe_selected(
-    session: &Session,
+    client: &SignalClient,
     mode: AutoSubscribe,
     participant_sid: &str,
     tracks: &[TrackRef],
@@ -559,8 +649,7 @@ async fn subscribe_selected(
     if sids.is_empty() {
         return;
     }
-    session
-        .client
+    client
         .send(proto::signal_request::Message::Subscription(
             proto::UpdateSubscription {
                 track_sids: sids.clone(),
@@ -574,14 +663,93 @@ async fn subscribe_selected(
         .await;
 }
 
-async fn session_loop(
-    session: Arc<Session>,
-    mut events: livekit_signaling::SignalEvents,
-    emitter: RoomEmitter,
-    roster: SharedRoster,
-    mode: AutoSubscribe,
-    liveness: Duration,
-) {
+/// How a connected stretch of the session ended.
+enum Ending {
+    /// The session is over (the room's end, a kick, a refusal).
+    Final(DisconnectReason, String),
+    /// The connection was interrupted: resume it (or, with `full`, join
+    /// again as a new session) within the reconnect window.
+    Recoverable {
+        reason: DisconnectReason,
+        detail: String,
+        full: bool,
+    },
+}
+
+/// Delays before the 2nd, 3rd, ... recovery attempt (the first is at
+/// once), like the official SDKs' short-then-capped backoff.
+const RECOVERY_BACKOFF: [Duration; 5] = [
+    Duration::from_millis(300),
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_secs(4),
+    Duration::from_secs(5),
+];
+/// How a resume (not a rejoin) is reported.
+const RESUMED: &str = "resumed";
+/// Attempts that try to resume (same participant) before falling back to
+/// a full reconnect (a new participant session).
+const RESUME_ATTEMPTS: u32 = 3;
+
+/// The session's life: connected stretches, each followed by a recovery
+/// (resume, then full reconnect) or by the end. Emits `Reconnecting` /
+/// `Reconnected` around each recovery and `Disconnected` at the end.
+async fn session_loop(session: Arc<Session>, mut events: livekit_signaling::SignalEvents) {
+    loop {
+        let (reason, detail, full) = match run_connected(&session, &mut events).await {
+            Ending::Final(reason, detail) => return finish(&session, reason, detail).await,
+            Ending::Recoverable {
+                reason,
+                detail,
+                full,
+            } => (reason, detail, full),
+        };
+        if *session.left.lock().await {
+            return;
+        }
+        let window = session.settings.reconnect_window;
+        if window.is_zero() {
+            return finish(&session, reason, detail).await;
+        }
+        tracing::warn!(reason = %reason, detail = %detail, window_ms = window.as_millis() as u64, "room session interrupted; resuming");
+        session.emitter.emit(Event::Reconnecting {
+            reason,
+            detail: detail.clone(),
+        });
+        match recover(&session, &mut events, full, window).await {
+            Recovery::Recovered(how) => {
+                tracing::info!(how = %how, "room session recovered");
+                session.emitter.emit(Event::Reconnected {
+                    resumed: how == RESUMED,
+                    detail: how,
+                });
+            }
+            Recovery::Failed(last) => {
+                let detail = format!(
+                    "{detail}; could not resume or reconnect within {} s (last attempt: {last})",
+                    window.as_secs_f64()
+                );
+                return finish(&session, reason, detail).await;
+            }
+            Recovery::Ended(reason, detail) => return finish(&session, reason, detail).await,
+        }
+    }
+}
+
+async fn finish(session: &Session, reason: DisconnectReason, detail: String) {
+    if !*session.left.lock().await {
+        tracing::warn!(reason = %reason, detail = %detail, "room session ended");
+        session
+            .emitter
+            .emit(Event::Disconnected { reason, detail });
+    }
+}
+
+/// Serves one connection until it ends: signal messages, liveness pings,
+/// the subscriber connection's health.
+async fn run_connected(session: &Session, events: &mut livekit_signaling::SignalEvents) -> Ending {
+    let conn = session.conn();
+    let liveness = session.settings.liveness_timeout;
     let silence = tokio::time::sleep(liveness);
     tokio::pin!(silence);
     // The server only speaks when asked or when something changes, and the
@@ -590,74 +758,331 @@ async fn session_loop(
     // whatever --liveness-timeout is.
     let mut pinger = tokio::time::interval(liveness / 3);
     pinger.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let (reason, detail) = loop {
+    loop {
         tokio::select! {
             _ = pinger.tick() => {
                 let now_ms = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map(|d| d.as_millis() as i64)
                     .unwrap_or(0);
-                session
-                    .client
+                conn.client
                     .send(proto::signal_request::Message::PingReq(proto::Ping { timestamp: now_ms, rtt: 0 }))
                     .await;
             }
             ev = events.recv() => {
                 silence.as_mut().reset(tokio::time::Instant::now() + liveness);
                 match ev {
-                    Some(SignalEvent::Message(msg)) if session.rtc.on_signal(&msg).await => {}
-                    Some(SignalEvent::Message(msg)) => match *msg {
-                        proto::signal_response::Message::Update(update) => {
-                            for info in &update.participants {
-                                let (evs, tracks) = roster.lock().unwrap_or_else(|e| e.into_inner()).apply(info);
-                                for ev in evs {
-                                    if let Event::TrackUnpublished { participant, track } = &ev {
-                                        if session.rtc.unsubscribe(&track.sid) {
-                                            emitter.emit(Event::TrackUnsubscribed {
-                                                participant: participant.clone(),
-                                                track: track.clone(),
-                                            });
-                                        }
-                                    }
-                                    emitter.emit(ev);
-                                }
-                                subscribe_selected(&session, mode, &info.sid, &tracks).await;
-                            }
+                    Some(SignalEvent::Message(msg)) => {
+                        if let Some(ending) = handle_message(session, &conn, *msg).await {
+                            return ending;
                         }
-                        proto::signal_response::Message::Leave(leave) => {
-                            break leave_reason(&leave);
-                        }
-                        _ => {}
-                    },
+                    }
                     Some(SignalEvent::Close(why)) => {
                         let reason = if why.contains("ping timeout") {
                             DisconnectReason::LivenessTimeout
                         } else {
                             DisconnectReason::ConnectionLost
                         };
-                        break (reason, format!("signal connection closed: {why}"));
+                        return Ending::Recoverable { reason, detail: format!("signal connection closed: {why}"), full: false };
                     }
-                    None => break (DisconnectReason::ConnectionLost, "signal connection closed".to_string()),
+                    None => return Ending::Recoverable { reason: DisconnectReason::ConnectionLost, detail: "signal connection closed".to_string(), full: false },
                 }
             }
             _ = &mut silence => {
-                break (DisconnectReason::LivenessTimeout, format!("no message from the server for {} s", liveness.as_secs_f64()));
+                return Ending::Recoverable { reason: DisconnectReason::LivenessTimeout, detail: format!("no message from the server for {} s", liveness.as_secs_f64()), full: false };
             }
-            _ = session.rtc.subscriber_failed() => {
-                break (DisconnectReason::MediaFailed, "the subscriber peer connection failed (ICE/DTLS)".to_string());
+            _ = conn.rtc.subscriber_failed() => {
+                return Ending::Recoverable { reason: DisconnectReason::MediaFailed, detail: "the subscriber peer connection failed (ICE/DTLS)".to_string(), full: false };
             }
         }
+    }
+}
+
+/// Handles one signal message of `conn`; returns how the session ends if
+/// the message ends it.
+async fn handle_message(
+    session: &Session,
+    conn: &Conn,
+    msg: proto::signal_response::Message,
+) -> Option<Ending> {
+    if let proto::signal_response::Message::Offer(offer) = &msg {
+        // A subscription the server ended shows up only as an offer that no
+        // longer sends the track.
+        for (participant, track) in conn.rtc.reconcile_with_offer(&offer.sdp) {
+            session
+                .emitter
+                .emit(Event::TrackUnsubscribed { participant, track });
+        }
+    }
+    if conn.rtc.on_signal(&msg).await {
+        return None;
+    }
+    match msg {
+        proto::signal_response::Message::Update(update) => {
+            for info in &update.participants {
+                let (evs, tracks) = session
+                    .roster
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .apply(info);
+                for ev in evs {
+                    if let Event::TrackUnpublished { participant, track } = &ev {
+                        if conn.rtc.unsubscribe(&track.sid) {
+                            session.emitter.emit(Event::TrackUnsubscribed {
+                                participant: participant.clone(),
+                                track: track.clone(),
+                            });
+                        }
+                    }
+                    session.emitter.emit(ev);
+                }
+                subscribe_selected(&conn.client, session.settings.auto_subscribe, &info.sid, &tracks)
+                    .await;
+            }
+            None
+        }
+        proto::signal_response::Message::Leave(leave) => Some(leave_ending(&leave)),
+        _ => None,
+    }
+}
+
+/// A server Leave: action RESUME or RECONNECT asks the client to come back
+/// (migration, drain, state mismatch); anything else ends the session.
+fn leave_ending(leave: &proto::LeaveRequest) -> Ending {
+    let (reason, detail) = leave_reason(leave);
+    let action = proto::leave_request::Action::try_from(leave.action)
+        .unwrap_or(proto::leave_request::Action::Disconnect);
+    match (reason, action) {
+        (DisconnectReason::DuplicateIdentity, _) => Ending::Final(reason, detail),
+        (_, proto::leave_request::Action::Resume) => Ending::Recoverable {
+            reason,
+            detail,
+            full: false,
+        },
+        (_, proto::leave_request::Action::Reconnect) => Ending::Recoverable {
+            reason,
+            detail,
+            full: true,
+        },
+        _ => Ending::Final(reason, detail),
+    }
+}
+
+enum Recovery {
+    /// How it recovered ("resumed", "reconnected as a new session ...").
+    Recovered(String),
+    /// The window passed; the last attempt's error.
+    Failed(String),
+    /// The session ended for good while recovering (e.g. room deleted).
+    Ended(DisconnectReason, String),
+}
+
+/// One failed recovery attempt.
+struct AttemptFailed {
+    detail: String,
+    /// The server will not resume this session: join again instead.
+    then_full: bool,
+}
+
+/// Resumes the session (same participant), falling back to a full
+/// reconnect, with backoff, until `window` has passed.
+async fn recover(
+    session: &Session,
+    events: &mut livekit_signaling::SignalEvents,
+    mut full: bool,
+    window: Duration,
+) -> Recovery {
+    let deadline = Instant::now() + window;
+    let mut attempt: u32 = 0;
+    let mut last = String::from("no attempt fitted in the window");
+    loop {
+        if attempt > 0 {
+            let delay = RECOVERY_BACKOFF[(attempt as usize - 1).min(RECOVERY_BACKOFF.len() - 1)];
+            tokio::time::sleep(delay.min(deadline.saturating_duration_since(Instant::now()))).await;
+        }
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Recovery::Failed(last);
+        }
+        attempt += 1;
+        if attempt > RESUME_ATTEMPTS {
+            full = true;
+        }
+        let result = if full {
+            full_reconnect(session, events, remaining).await
+        } else {
+            resume(session, events, remaining).await
+        };
+        match result {
+            Ok(Ok(how)) => return Recovery::Recovered(how),
+            Ok(Err(failed)) => {
+                tracing::info!(attempt, full, detail = %failed.detail, "recovery attempt failed");
+                full |= failed.then_full;
+                last = failed.detail;
+            }
+            Err((reason, detail)) => return Recovery::Ended(reason, detail),
+        }
+    }
+}
+
+/// What one attempt gives: recovered, failed (try again), or the session
+/// ended for good.
+type AttemptResult = Result<Result<String, AttemptFailed>, (DisconnectReason, String)>;
+
+/// Resume: reopen the signal connection for the same participant
+/// (`reconnect=1&sid=…`); the server keeps the participant, its
+/// subscriptions and publications, and restarts ICE on the subscriber
+/// connection; the publisher connection (if ever negotiated) restarts ICE
+/// with a new offer.
+async fn resume(
+    session: &Session,
+    events: &mut livekit_signaling::SignalEvents,
+    within: Duration,
+) -> AttemptResult {
+    let conn = session.conn();
+    // Close what is left of the old transport first and drop what it said:
+    // its last words (a Close) must not be read as the new one's.
+    conn.client.close().await;
+    while events.try_recv().is_ok() {}
+    let restarted = tokio::time::timeout(
+        within,
+        conn.client.restart(proto::ReconnectReason::RrSignalDisconnected),
+    )
+    .await;
+    match restarted {
+        Err(_) => {
+            return Ok(Err(AttemptFailed {
+                detail: format!("resume: no answer within {} s", within.as_secs_f64()),
+                then_full: false,
+            }))
+        }
+        Ok(Err(e)) => {
+            let then_full = !matches!(
+                e,
+                SignalError::Connection(_) | SignalError::Timeout(_) | SignalError::Closed
+            );
+            return Ok(Err(AttemptFailed {
+                detail: format!("resume: {}", redact(&e.to_string(), &conn.client.token())),
+                then_full,
+            }));
+        }
+        Ok(Ok(_)) => {}
+    }
+    let rtc = conn.rtc.clone();
+    tokio::spawn(async move {
+        if let Err(e) = rtc.restart_publisher_ice().await {
+            tracing::debug!(error = %e, "publisher ICE restart after resume failed");
+        }
+    });
+    let remaining = within.min(MEDIA_CONNECT_TIMEOUT);
+    match wait_media(session, &conn, events, remaining).await? {
+        Ok(()) => {
+            conn.client.set_reconnected().await;
+            Ok(Ok(RESUMED.to_string()))
+        }
+        Err(failed) => Ok(Err(failed)),
+    }
+}
+
+/// Full reconnect: end the old connection (its subscriptions end with
+/// `track_unsubscribed`), join again with the same token (the server
+/// replaces a session of the same identity), and report the room's changes.
+/// Tracks the old session published are not published again.
+async fn full_reconnect(
+    session: &Session,
+    events: &mut livekit_signaling::SignalEvents,
+    within: Duration,
+) -> AttemptResult {
+    let old = session.conn();
+    let token = old.client.token();
+    old.client.close().await;
+    old.abort_tasks();
+    for (participant, track) in old.rtc.end_all_subscriptions() {
+        session
+            .emitter
+            .emit(Event::TrackUnsubscribed { participant, track });
+    }
+    old.rtc.close().await;
+    let opened = tokio::time::timeout(
+        within,
+        open_conn(
+            &session.settings,
+            &session.url,
+            &token,
+            &session.emitter,
+            &session.roster,
+        ),
+    )
+    .await;
+    let (conn, new_events) = match opened {
+        Err(_) => {
+            return Ok(Err(AttemptFailed {
+                detail: format!("reconnect: no answer within {} s", within.as_secs_f64()),
+                then_full: true,
+            }))
+        }
+        Ok(Err(e)) => {
+            return Ok(Err(AttemptFailed {
+                detail: format!("reconnect: {e}"),
+                then_full: true,
+            }))
+        }
+        Ok(Ok(opened)) => opened,
     };
-    let we_left = *session.left.lock().await;
-    if !we_left {
-        tracing::warn!(reason = %reason, detail = %detail, "room session ended");
-        emitter.emit(Event::Disconnected { reason, detail });
+    *session.current.lock().unwrap_or_else(|e| e.into_inner()) = conn.clone();
+    *events = new_events;
+    if *session.left.lock().await {
+        return Ok(Err(AttemptFailed {
+            detail: "left while reconnecting".into(),
+            then_full: true,
+        }));
+    }
+    match wait_media(session, &conn, events, within.min(MEDIA_CONNECT_TIMEOUT)).await? {
+        Ok(()) => Ok(Ok(format!(
+            "reconnected as a new session (participant sid {})",
+            conn.joined.participant_sid
+        ))),
+        Err(failed) => Ok(Err(failed)),
+    }
+}
+
+/// Serves `conn`'s signal messages until its subscriber connection is
+/// connected (an ICE restart may take it through `failed` first).
+async fn wait_media(
+    session: &Session,
+    conn: &Conn,
+    events: &mut livekit_signaling::SignalEvents,
+    within: Duration,
+) -> Result<Result<(), AttemptFailed>, (DisconnectReason, String)> {
+    let connected = conn.rtc.wait_subscriber_connected(within, true);
+    tokio::pin!(connected);
+    loop {
+        tokio::select! {
+            result = &mut connected => {
+                return Ok(result.map_err(|detail| AttemptFailed { detail, then_full: true }));
+            }
+            ev = events.recv() => match ev {
+                Some(SignalEvent::Message(msg)) => match handle_message(session, conn, *msg).await {
+                    None => {}
+                    Some(Ending::Final(reason, detail)) => return Err((reason, detail)),
+                    Some(Ending::Recoverable { detail, full, .. }) => {
+                        return Ok(Err(AttemptFailed { detail, then_full: full }))
+                    }
+                },
+                Some(SignalEvent::Close(why)) => {
+                    return Ok(Err(AttemptFailed { detail: format!("signal connection closed again: {why}"), then_full: false }))
+                }
+                None => {
+                    return Ok(Err(AttemptFailed { detail: "signal connection closed again".into(), then_full: false }))
+                }
+            }
+        }
     }
 }
 
 impl RoomLink for LiveKitLink {
     fn joined(&self) -> Joined {
-        self.session.joined.clone()
+        self.session.conn().joined.clone()
     }
 
     fn leave(&self) -> BoxFuture<'_, ()> {
@@ -667,10 +1092,21 @@ impl RoomLink for LiveKitLink {
                 return;
             }
             *left = true;
+            // Stop the session loop first: no recovery may start a new
+            // connection behind our back.
+            if let Some(main) = self
+                .session
+                .main
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take()
+            {
+                main.abort();
+            }
+            let conn = self.session.conn();
             // A LeaveRequest makes the server drop us at once instead of
             // waiting ~15-20 s for ICE to fail.
-            self.session
-                .client
+            conn.client
                 .send(proto::signal_request::Message::Leave(proto::LeaveRequest {
                     can_reconnect: false,
                     reason: proto::DisconnectReason::ClientInitiated as i32,
@@ -678,24 +1114,20 @@ impl RoomLink for LiveKitLink {
                     ..Default::default()
                 }))
                 .await;
-            self.session.client.close().await;
-            for task in
-                std::mem::take(&mut *self.session.tasks.lock().unwrap_or_else(|e| e.into_inner()))
-            {
-                task.abort();
-            }
+            conn.client.close().await;
+            conn.abort_tasks();
         })
     }
 
     fn close_tracks(&self) -> BoxFuture<'_, ()> {
-        Box::pin(async move { self.session.rtc.close().await })
+        Box::pin(async move { self.session.conn().rtc.close().await })
     }
 
     fn publish_silent_audio<'a>(
         &'a self,
         name: &'a str,
     ) -> BoxFuture<'a, Result<TrackRef, PublishError>> {
-        Box::pin(async move { self.session.rtc.publish_silent_audio(name).await })
+        Box::pin(async move { self.session.conn().rtc.publish_silent_audio(name).await })
     }
 }
 

@@ -29,7 +29,10 @@ fn event_json(ev: &Event) -> Value {
         m.insert("kind".into(), json!(ev.track_kind.as_str()));
         m.insert("source".into(), json!(ev.track_source.as_str()));
     }
-    if ev.kind == EventKind::Disconnected {
+    if matches!(
+        ev.kind,
+        EventKind::Disconnected | EventKind::Reconnecting | EventKind::Reconnected
+    ) {
         m.insert("reason".into(), json!(ev.reason));
     }
     Value::Object(m)
