@@ -198,13 +198,54 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     }
 }
 
-/// Default log filter: lk-go at info; the WebRTC stack (webrtc-rs crates,
-/// which log through `log` with targets such as `webrtc_ice::agent`, and
-/// `rtc_*`) only when it reports errors: it warns about conditions that are
-/// normal during setup (unanswered ICE pings, a DTLS packet before its
-/// config, a short SRTP packet), and a healthy job prints no WARN.
-/// `LK_GO_LOG` overrides it.
-pub const DEFAULT_LOG_FILTER: &str = "info,rtc=error,rtc_dtls=error,rtc_ice=error,rtc_sctp=error,rtc_srtp=error,webrtc=error,webrtc_ice=error,webrtc_dtls=error,webrtc_sctp=error,webrtc_srtp=error,webrtc_data=error,webrtc_mdns=error,webrtc_util=error,interceptor=error,turn=error,stun=error";
+/// Default log filter: lk-go at info. `LK_GO_LOG` replaces it (tracing
+/// filter syntax).
+pub const DEFAULT_LOG_FILTER: &str = "info";
+
+/// The WebRTC stack's log targets (webrtc-rs crates log through `log`, with
+/// targets such as `webrtc_ice::agent` and `rtc::peer_connection::handler`).
+/// They warn about conditions that are normal during setup — unanswered
+/// ICE pings, "conn.remote_addr is empty", a DTLS packet before its config,
+/// a short SRTP packet — so they are kept at `error` whatever `LK_GO_LOG`
+/// says, unless `LK_GO_LOG` names the target itself (`LK_GO_LOG=info,rtc_ice=debug`).
+/// A healthy job prints no WARN.
+pub const QUIET_WEBRTC_TARGETS: [&str; 16] = [
+    "rtc",
+    "rtc_dtls",
+    "rtc_ice",
+    "rtc_sctp",
+    "rtc_srtp",
+    "webrtc",
+    "webrtc_ice",
+    "webrtc_dtls",
+    "webrtc_sctp",
+    "webrtc_srtp",
+    "webrtc_data",
+    "webrtc_mdns",
+    "webrtc_util",
+    "interceptor",
+    "turn",
+    "stun",
+];
+
+/// The filter for `LK_GO_LOG` (or the default): the user's directives plus
+/// `<target>=error` for each WebRTC target they do not mention.
+pub fn log_filter(user: Option<&str>) -> String {
+    let mut filter = user
+        .filter(|u| !u.trim().is_empty())
+        .unwrap_or(DEFAULT_LOG_FILTER)
+        .to_string();
+    for target in QUIET_WEBRTC_TARGETS {
+        let named = filter.split(',').any(|d| {
+            let t = d.split('=').next().unwrap_or("").trim();
+            t == target || t.starts_with(&format!("{target}::"))
+        });
+        if !named {
+            filter.push_str(&format!(",{target}=error"));
+        }
+    }
+    filter
+}
 
 /// Log lines that could not be written (stderr closed, full, or a pipe
 /// whose reader went away). Counted, never fatal.
@@ -236,8 +277,9 @@ fn use_ansi() -> bool {
 
 fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_env("LK_GO_LOG").unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
+    let user = std::env::var("LK_GO_LOG").ok();
+    let filter = EnvFilter::try_new(log_filter(user.as_deref()))
+        .unwrap_or_else(|_| EnvFilter::new(log_filter(None)));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(use_ansi())
@@ -519,6 +561,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn webrtc_targets_stay_quiet_unless_named() {
+        let f = log_filter(Some("debug"));
+        assert!(f.starts_with("debug,"));
+        assert!(f.contains(",webrtc_ice=error") && f.contains(",rtc=error"));
+        let f = log_filter(Some("info,rtc_ice=debug"));
+        assert!(!f.contains("rtc_ice=error"), "{f}");
+        assert!(f.contains(",rtc=error"), "{f}");
+        assert!(log_filter(None).starts_with("info,"));
+    }
+
+    #[test]
     fn durations_parse() {
         assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
@@ -532,8 +585,11 @@ mod tests {
         assert!(parse_duration("1e30ms").is_err());
         assert!(parse_duration("NaN").is_err());
         assert!(parse_duration("inf").is_err());
-        assert_eq!(parse_duration("365d").is_err(), true);
-        assert_eq!(parse_duration(&format!("{}", MAX_DURATION.as_secs())).unwrap(), MAX_DURATION);
+        assert!(parse_duration("365d").is_err());
+        assert_eq!(
+            parse_duration(&format!("{}", MAX_DURATION.as_secs())).unwrap(),
+            MAX_DURATION
+        );
     }
 
     #[test]

@@ -189,7 +189,10 @@ pub enum Event {
     },
     /// The session is back: `resumed` (same participant) or rejoined as a
     /// new participant session; `detail` says more. (ABI 1.2.)
-    Reconnected { resumed: bool, detail: String },
+    Reconnected {
+        resumed: bool,
+        detail: String,
+    },
 }
 
 impl Event {

@@ -24,10 +24,17 @@ fn probe() -> String {
 
 /// `lk-go job run-script <plugin> --room r --detached <extra>`.
 fn detached(plugin_path: &str, extra: &[&str]) -> Vec<String> {
-    let mut args: Vec<String> = ["job", "run-script", plugin_path, "--room", "r", "--detached"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let mut args: Vec<String> = [
+        "job",
+        "run-script",
+        plugin_path,
+        "--room",
+        "r",
+        "--detached",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     args.extend(extra.iter().map(|s| s.to_string()));
     args
 }
@@ -102,8 +109,14 @@ fn lengths_no_host_should_believe_never_crash_it() {
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(err.contains("lengths survived"), "{err}");
     assert!(err.contains(" hello"), "the NUL-terminated message: {err}");
-    assert!(err.contains("[cut: message longer than 65536 bytes]"), "{err}");
-    assert!(err.contains("detail=bye"), "the NUL-terminated reason: {err}");
+    assert!(
+        err.contains("[cut: message longer than 65536 bytes]"),
+        "{err}"
+    );
+    assert!(
+        err.contains("detail=bye"),
+        "the NUL-terminated reason: {err}"
+    );
     assert!(!err.contains("Invalid read"), "{err}");
 }
 
@@ -156,7 +169,10 @@ fn run_with(args: &[String], out: Stdio, err: Stdio) -> Output {
 fn broken_stderr_or_stdout_never_changes_the_exit_code() {
     let full = || Stdio::from(std::fs::File::create("/dev/full").expect("/dev/full"));
     let exit3 = detached(plugin("exit_code").to_str().unwrap(), &["--metadata", "3"]);
-    assert_eq!(run_with(&exit3, Stdio::null(), full()).status.code(), Some(3));
+    assert_eq!(
+        run_with(&exit3, Stdio::null(), full()).status.code(),
+        Some(3)
+    );
     assert_eq!(run_with(&exit3, full(), full()).status.code(), Some(3));
 
     let deadline = detached(&probe(), &["--metadata", "wait", "--max-duration", "1s"]);
@@ -169,7 +185,9 @@ fn broken_stderr_or_stdout_never_changes_the_exit_code() {
 
     let c_noop = detached(plugin("c_noop").to_str().unwrap(), &[]);
     assert_eq!(
-        run_with(&c_noop, broken_pipe(), broken_pipe()).status.code(),
+        run_with(&c_noop, broken_pipe(), broken_pipe())
+            .status
+            .code(),
         Some(0)
     );
     let logger = detached(
@@ -193,7 +211,11 @@ fn go_plugin_writing_to_a_closed_stdout_does_not_kill_the_host() {
     let args = detached(plugin("go_noop").to_str().unwrap(), &[]);
     let out = run_with(&args, broken_pipe(), Stdio::piped());
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(stderr(&out).contains("stdout write failed"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("stdout write failed"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 /// Colour escapes used to be written to files and pipes too.
@@ -320,7 +342,10 @@ fn older_plugins_see_only_reasons_their_header_defines() {
     job.signal("-HUP");
     let (code, log) = job.finish();
     assert_eq!(code, Some(129), "{log}");
-    assert!(log.contains("abi-1.1: shutdown reason 7 signal_sigterm"), "{log}");
+    assert!(
+        log.contains("abi-1.1: shutdown reason 7 signal_sigterm"),
+        "{log}"
+    );
     assert!(!log.contains("UNDEFINED"), "{log}");
 }
 
@@ -342,7 +367,9 @@ fn flags_it_cannot_honour_are_usage_errors() {
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(64), "{extra:?}: {err}");
         assert_eq!(
-            err.lines().filter(|l| l.starts_with("lk-go: error:")).count(),
+            err.lines()
+                .filter(|l| l.starts_with("lk-go: error:"))
+                .count(),
             1,
             "{extra:?}: {err}"
         );
@@ -401,7 +428,10 @@ fn metadata_file_carries_what_a_command_line_cannot() {
     // Over the limit: a usage error, not a truncation.
     let big = dir.join("meta-600k.txt");
     std::fs::write(&big, "x".repeat(600 * 1024)).unwrap();
-    let out = run(&detached(&probe(), &["--metadata-file", big.to_str().unwrap()]));
+    let out = run(&detached(
+        &probe(),
+        &["--metadata-file", big.to_str().unwrap()],
+    ));
     assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
 }
 
@@ -476,7 +506,16 @@ fn overrunning_hook_keeps_order_skips_what_does_not_fit_and_exits_79() {
     let out = run(&detached(&probe(), &["--metadata", "hooks self"]));
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(0), "{err}");
-    let at = positions(&err, &["hook h3 end", "free h3", "hook h2 end", "hook h1 end", "free h1"]);
+    let at = positions(
+        &err,
+        &[
+            "hook h3 end",
+            "free h3",
+            "hook h2 end",
+            "hook h1 end",
+            "free h1",
+        ],
+    );
     assert!(at.windows(2).all(|w| w[0] < w[1]), "{err}");
 }
 
@@ -497,5 +536,8 @@ fn late_hook_runs_before_on_shutdown_returns_and_is_freed() {
     ));
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(0), "{err}");
-    positions(&err, &["late free", "late hook ran before on_shutdown returned"]);
+    positions(
+        &err,
+        &["late free", "late hook ran before on_shutdown returned"],
+    );
 }

@@ -245,7 +245,10 @@ pub enum JobConfigError {
     #[error("hook timeouts must be non-zero")]
     ZeroHookTimeout,
     #[error("--hook-timeout ({per_hook:?}) is longer than --hook-budget ({budget:?}); raise --hook-budget")]
-    HookTimeoutOverBudget { per_hook: Duration, budget: Duration },
+    HookTimeoutOverBudget {
+        per_hook: Duration,
+        budget: Duration,
+    },
 }
 
 /// One job: a plugin run in one room.

@@ -1,4 +1,4 @@
-//! The host's implementation of `lk_host_api` (ABI 1.1).
+//! The host's implementation of `lk_host_api` (ABI 1.2).
 //!
 //! Owns: the static function table handed to `run`, the [`JobHandle`] behind
 //! the opaque `lk_job*`, and the conversions between host types and their C
@@ -483,7 +483,11 @@ mod tests {
         }
         let t = Instant::now();
         assert_eq!(next(job, 0), LK_NEXT_TIMEOUT);
-        assert!(t.elapsed() < Duration::from_millis(500), "{:?}", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_millis(500),
+            "{:?}",
+            t.elapsed()
+        );
         hub.publish(Event::ParticipantJoined {
             participant: ParticipantRef {
                 identity: "alice".into(),
@@ -508,7 +512,11 @@ mod tests {
         for w in waiters {
             assert_eq!(w.join().unwrap(), LK_NEXT_SHUTTING_DOWN);
         }
-        assert!(t.elapsed() < Duration::from_millis(100), "{:?}", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_millis(100),
+            "{:?}",
+            t.elapsed()
+        );
     }
 
     /// After the job ended the handle answers as documented, and its
@@ -537,11 +545,17 @@ mod tests {
         // SAFETY: `s` is NUL-terminated after "hello".
         unsafe {
             assert_eq!(plugin_text(p, usize::MAX, 64), ("hello".into(), 0));
-            assert_eq!(plugin_text(p, MAX_BELIEVED_LEN + 1, 64), ("hello".into(), 0));
+            assert_eq!(
+                plugin_text(p, MAX_BELIEVED_LEN + 1, 64),
+                ("hello".into(), 0)
+            );
             assert_eq!(plugin_text(p, usize::MAX, 3), ("hel".into(), 1));
             assert_eq!(plugin_text(p, 5, 64), ("hello".into(), 0));
             assert_eq!(plugin_text(p, 11, 4), ("hell".into(), 7));
-            assert_eq!(plugin_text(std::ptr::null(), usize::MAX, 4), (String::new(), 0));
+            assert_eq!(
+                plugin_text(std::ptr::null(), usize::MAX, 4),
+                (String::new(), 0)
+            );
         }
     }
 }

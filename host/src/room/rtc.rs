@@ -196,6 +196,8 @@ pub(crate) struct RtcSession {
     /// the old one can never remove (and report) the new one.
     subscribed: Mutex<HashMap<String, Subscribed>>,
     next_generation: std::sync::atomic::AtomicU64,
+    /// Track sids the latest subscriber offer sends.
+    offered: Mutex<std::collections::HashSet<String>>,
     subscriber_state: tokio::sync::watch::Receiver<RTCPeerConnectionState>,
     next_cid: AtomicU32,
     closed: AtomicBool,
@@ -256,8 +258,7 @@ impl RtcSession {
     > {
         let servers = ice_servers(join);
         let (track_tx, track_rx) = mpsc::unbounded_channel();
-        let (state_tx, subscriber_state) =
-            tokio::sync::watch::channel(RTCPeerConnectionState::New);
+        let (state_tx, subscriber_state) = tokio::sync::watch::channel(RTCPeerConnectionState::New);
         let subscriber = build_pc(
             &servers,
             Handler {
@@ -320,6 +321,7 @@ impl RtcSession {
             local_tracks: Mutex::new(Vec::new()),
             subscribed: Mutex::new(HashMap::new()),
             next_generation: std::sync::atomic::AtomicU64::new(1),
+            offered: Mutex::new(std::collections::HashSet::new()),
             subscriber_state,
             next_cid: AtomicU32::new(1),
             closed: AtomicBool::new(false),
@@ -469,10 +471,14 @@ impl RtcSession {
         let _one_at_a_time = self.negotiation.lock().await;
         let (tx, rx) = oneshot::channel();
         *self.answer_waiter.lock().await = Some(tx);
-        let options = ice_restart.then_some(rtc::peer_connection::configuration::RTCOfferOptions {
-            ice_restart: true,
-        });
-        let offer = self.publisher.pc.create_offer(options).await.map_err(wrtc)?;
+        let options = ice_restart
+            .then_some(rtc::peer_connection::configuration::RTCOfferOptions { ice_restart: true });
+        let offer = self
+            .publisher
+            .pc
+            .create_offer(options)
+            .await
+            .map_err(wrtc)?;
         self.publisher
             .pc
             .set_local_description(offer.clone())
@@ -655,7 +661,8 @@ impl RtcSession {
     /// not sending: RoomService UpdateSubscriptions off, a permission
     /// change) is ended and returned, so the caller emits its
     /// track_unsubscribed once. webrtc-rs does not end such a remote track
-    /// by itself.
+    /// by itself, and reuses it if the server sends the track again, so its
+    /// follower keeps reading (and resubscribes, see `follow_remote_track`).
     pub(crate) fn reconcile_with_offer(
         &self,
         offer_sdp: &str,
@@ -667,13 +674,69 @@ impl RtcSession {
             .filter(|sid| !sending.contains(sid.as_str()))
             .cloned()
             .collect();
+        *self.offered.lock().unwrap_or_else(|e| e.into_inner()) = sending;
         gone.into_iter()
             .filter_map(|sid| subscribed.remove(&sid))
-            .map(|s| {
-                s.stop.cancel();
-                (s.participant, s.track)
-            })
+            .map(|s| (s.participant, s.track))
             .collect()
+    }
+
+    /// Records a subscription of `track` and emits its track_subscribed (a
+    /// subscription it replaces ends first, with its track_unsubscribed).
+    /// Returns the new subscription's generation.
+    fn subscribe_track(
+        &self,
+        participant: &crate::events::ParticipantRef,
+        track: &TrackRef,
+        stop: &CancellationToken,
+        emitter: &RoomEmitter,
+    ) -> u64 {
+        let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
+        let replaced = self
+            .subscribed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                track.sid.clone(),
+                Subscribed {
+                    generation,
+                    stop: stop.clone(),
+                    participant: participant.clone(),
+                    track: track.clone(),
+                },
+            );
+        if let Some(old) = replaced {
+            // Subscribed again on another transceiver before the old media
+            // ended: the old subscription ends here, with its one
+            // track_unsubscribed, before the new one's track_subscribed.
+            if old.generation != generation {
+                old.stop.cancel();
+                emitter.emit(Event::TrackUnsubscribed {
+                    participant: participant.clone(),
+                    track: track.clone(),
+                });
+            }
+        }
+        emitter.emit(Event::TrackSubscribed {
+            participant: participant.clone(),
+            track: track.clone(),
+        });
+        generation
+    }
+
+    fn is_current(&self, track_sid: &str, generation: u64) -> bool {
+        self.subscribed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(track_sid)
+            .is_some_and(|s| s.generation == generation)
+    }
+
+    fn offered_as_sending(&self, track_sid: &str) -> bool {
+        self.offered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(track_sid)
     }
 
     /// Ends every subscription of this session (a full reconnect replaces
@@ -816,35 +879,7 @@ impl RtcSession {
             return;
         };
         let stop = self.stop.child_token();
-        let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
-        let replaced = self
-            .subscribed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(
-                track_ref.sid.clone(),
-                Subscribed {
-                    generation,
-                    stop: stop.clone(),
-                    participant: participant.clone(),
-                    track: track_ref.clone(),
-                },
-            );
-        if let Some(Subscribed { stop: old, .. }) = replaced {
-            // Subscribed again (e.g. RoomService UpdateSubscriptions off and
-            // on) before the old media ended: the old subscription ends
-            // here, with its one track_unsubscribed, before the new one's
-            // track_subscribed.
-            old.cancel();
-            emitter.emit(Event::TrackUnsubscribed {
-                participant: participant.clone(),
-                track: track_ref.clone(),
-            });
-        }
-        emitter.emit(Event::TrackSubscribed {
-            participant: participant.clone(),
-            track: track_ref.clone(),
-        });
+        let mut generation = self.subscribe_track(&participant, &track_ref, &stop, &emitter);
         let mut packets: u64 = 0;
         let mut bytes: u64 = 0;
         loop {
@@ -858,6 +893,17 @@ impl RtcSession {
                     bytes += p.payload.len() as u64;
                     if packets == 1 {
                         tracing::info!(track_sid = %track_ref.sid, participant = %participant.identity, "first RTP packet received");
+                    }
+                    // The server ended this subscription (an offer stopped
+                    // sending the track) and now sends it again on the same
+                    // transceiver: a new subscription. Packets still in
+                    // flight after the end do not count: the latest offer
+                    // must send the track.
+                    if !self.is_current(&track_ref.sid, generation)
+                        && self.offered_as_sending(&track_ref.sid)
+                    {
+                        generation =
+                            self.subscribe_track(&participant, &track_ref, &stop, &emitter);
                     }
                 }
                 Some(TrackRemoteEvent::OnEnded) | None => break,

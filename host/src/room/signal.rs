@@ -12,11 +12,9 @@
 //! Must not touch: jobs or plugins; everything goes out through the
 //! [`RoomEmitter`].
 
-use super::rtc::{PublishError, RtcSession};
 use super::rtc::MEDIA_CONNECT_TIMEOUT;
-use super::{
-    BoxFuture, ConnectError, JoinRequest, Joined, RoomConnector, RoomEmitter, RoomLink,
-};
+use super::rtc::{PublishError, RtcSession};
+use super::{BoxFuture, ConnectError, JoinRequest, Joined, RoomConnector, RoomEmitter, RoomLink};
 use crate::events::{DisconnectReason, Event, ParticipantRef, TrackKind, TrackRef, TrackSource};
 use livekit_api::access_token::{AccessToken, VideoGrants};
 use livekit_protocol as proto;
@@ -133,7 +131,8 @@ pub struct TokenClaims {
 /// token is not a JWT. Never includes the token in the message.
 pub fn token_claims(token: &str) -> Result<TokenClaims, ConnectError> {
     use base64::Engine;
-    let bad = |why: &str| ConnectError::Token(format!("--token is not a LiveKit access token: {why}"));
+    let bad =
+        |why: &str| ConnectError::Token(format!("--token is not a LiveKit access token: {why}"));
     let payload = token
         .trim()
         .split('.')
@@ -548,8 +547,16 @@ async fn open_conn(
     };
     let participant = join.participant.clone().unwrap_or_default();
     let joined = Joined {
-        room_name: join.room.as_ref().map(|r| r.name.clone()).unwrap_or_default(),
-        room_sid: join.room.as_ref().map(|r| r.sid.clone()).unwrap_or_default(),
+        room_name: join
+            .room
+            .as_ref()
+            .map(|r| r.name.clone())
+            .unwrap_or_default(),
+        room_sid: join
+            .room
+            .as_ref()
+            .map(|r| r.sid.clone())
+            .unwrap_or_default(),
         participant_identity: participant.identity.clone(),
         participant_sid: participant.sid.clone(),
     };
@@ -578,7 +585,8 @@ async fn open_conn(
             conn.client.send(msg).await;
         }
     });
-    let matcher = tokio::spawn(rtc.run_track_matcher(remote_tracks, roster.clone(), emitter.clone()));
+    let matcher =
+        tokio::spawn(rtc.run_track_matcher(remote_tracks, roster.clone(), emitter.clone()));
     conn.tasks
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -739,9 +747,7 @@ async fn session_loop(session: Arc<Session>, mut events: livekit_signaling::Sign
 async fn finish(session: &Session, reason: DisconnectReason, detail: String) {
     if !*session.left.lock().await {
         tracing::warn!(reason = %reason, detail = %detail, "room session ended");
-        session
-            .emitter
-            .emit(Event::Disconnected { reason, detail });
+        session.emitter.emit(Event::Disconnected { reason, detail });
     }
 }
 
@@ -836,8 +842,13 @@ async fn handle_message(
                     }
                     session.emitter.emit(ev);
                 }
-                subscribe_selected(&conn.client, session.settings.auto_subscribe, &info.sid, &tracks)
-                    .await;
+                subscribe_selected(
+                    &conn.client,
+                    session.settings.auto_subscribe,
+                    &info.sid,
+                    &tracks,
+                )
+                .await;
             }
             None
         }
@@ -946,7 +957,8 @@ async fn resume(
     while events.try_recv().is_ok() {}
     let restarted = tokio::time::timeout(
         within,
-        conn.client.restart(proto::ReconnectReason::RrSignalDisconnected),
+        conn.client
+            .restart(proto::ReconnectReason::RrSignalDisconnected),
     )
     .await;
     match restarted {
