@@ -507,3 +507,105 @@ impl TcpProxy {
         }
     }
 }
+
+/// An `lk-go` process whose stdout and stderr are collected as they arrive,
+/// so a test can wait for readiness (a log line such as
+/// `plugin_run_entered`) instead of sleeping, then signal it.
+pub struct RunningJob {
+    child: Child,
+    stdout: std::sync::Arc<std::sync::Mutex<String>>,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl RunningJob {
+    /// Spawns `lk-go <args>` and waits (at most `limit`) until its log says
+    /// the plugin's `run` was entered.
+    pub fn start_ready(args: &[&str], limit: Duration) -> RunningJob {
+        let mut child = Command::new(lk_go_bin())
+            .args(args)
+            .env("NO_COLOR", "1")
+            .env_remove("LK_GO_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn lk-go");
+        let mut readers = Vec::new();
+        let mut collect = |pipe: Box<dyn Read + Send>| {
+            let buf = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+            let sink = buf.clone();
+            readers.push(std::thread::spawn(move || {
+                use std::io::BufRead;
+                for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                    let mut b = sink.lock().unwrap();
+                    b.push_str(&line);
+                    b.push('\n');
+                }
+            }));
+            buf
+        };
+        let stdout = collect(Box::new(child.stdout.take().unwrap()));
+        let stderr = collect(Box::new(child.stderr.take().unwrap()));
+        let job = RunningJob {
+            child,
+            stdout,
+            stderr,
+            readers,
+        };
+        job.wait_for_log("plugin_run_entered", limit);
+        job
+    }
+
+    /// Waits until stderr contains `needle`; panics with the log after `limit`.
+    pub fn wait_for_log(&self, needle: &str, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while !self.stderr.lock().unwrap().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} within {limit:?} in: {}",
+                self.stderr.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `sig` (e.g. `-INT`) to the process.
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "kill {sig} {}", self.child.id());
+    }
+
+    /// Waits for the exit (killing it and panicking after `limit`) and for
+    /// the pipes to close; returns (exit code, stdout, stderr).
+    pub fn finish(mut self, limit: Duration) -> (Option<i32>, String, String) {
+        let deadline = Instant::now() + limit;
+        let status = loop {
+            if let Some(s) = self.child.try_wait().expect("wait") {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "lk-go did not exit within {limit:?}: {}",
+                    self.stderr.lock().unwrap()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        for r in self.readers.drain(..) {
+            let _ = r.join();
+        }
+        let out = self.stdout.lock().unwrap().clone();
+        let err = self.stderr.lock().unwrap().clone();
+        (status.code(), out, err)
+    }
+}

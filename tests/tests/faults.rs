@@ -6,11 +6,12 @@
 //! Needs `cargo xtask build-plugins` and valgrind (`cargo xtask test`
 //! provides both).
 
-use lk_go_tests::{lk_go_bin, plugin, run_lk_go, target_dir, valgrind_bin, wait_output};
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use lk_go_tests::{
+    lk_go_bin, plugin, run_lk_go, target_dir, valgrind_bin, wait_output, RunningJob,
+};
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -236,76 +237,10 @@ fn logs_carry_no_colour_when_stderr_is_not_a_terminal() {
 
 // ---- 5. flags and signals ---------------------------------------------------
 
-/// A job spawned with its stderr read line by line, so a test can wait for
-/// readiness (the `plugin_run_entered` line) instead of sleeping.
-struct Running {
-    child: Child,
-    log: Arc<Mutex<String>>,
-}
-
-impl Running {
-    fn start(args: &[String]) -> Running {
-        let mut child = Command::new(lk_go_bin())
-            .args(args)
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn lk-go");
-        let err = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                let mut l = sink.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
-            }
-        });
-        let r = Running { child, log };
-        r.wait_for("plugin_run_entered");
-        r
-    }
-
-    fn wait_for(&self, needle: &str) {
-        let deadline = Instant::now() + LIMIT;
-        while !self.log.lock().unwrap().contains(needle) {
-            assert!(
-                Instant::now() < deadline,
-                "no {needle:?} in: {}",
-                self.log.lock().unwrap()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
-    }
-
-    fn finish(mut self) -> (Option<i32>, String) {
-        let deadline = Instant::now() + LIMIT;
-        let status = loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                break s;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("lk-go did not exit: {}", self.log.lock().unwrap());
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        // Let the reader thread drain the rest.
-        std::thread::sleep(Duration::from_millis(100));
-        let log = self.log.lock().unwrap().clone();
-        (status.code(), log)
-    }
+/// `lk-go <args>` started and ready (`plugin_run_entered` logged).
+fn start_ready(args: &[String]) -> RunningJob {
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    RunningJob::start_ready(&refs, LIMIT)
 }
 
 /// SIGHUP (terminal closed, ssh dropped) used to kill the job with no
@@ -313,9 +248,9 @@ impl Running {
 /// newest first, each hook's user data freed after it, and exits 129.
 #[test]
 fn sighup_runs_the_cascade_and_exits_129() {
-    let job = Running::start(&detached(&probe(), &["--metadata", "hooks"]));
+    let job = start_ready(&detached(&probe(), &["--metadata", "hooks"]));
     job.signal("-HUP");
-    let (code, log) = job.finish();
+    let (code, _, log) = job.finish(LIMIT);
     assert_eq!(code, Some(129), "{log}");
     let at = positions(
         &log,
@@ -338,9 +273,9 @@ fn sighup_runs_the_cascade_and_exits_129() {
 #[test]
 fn older_plugins_see_only_reasons_their_header_defines() {
     let old = plugin("abi_1_1");
-    let job = Running::start(&detached(old.to_str().unwrap(), &[]));
+    let job = start_ready(&detached(old.to_str().unwrap(), &[]));
     job.signal("-HUP");
-    let (code, log) = job.finish();
+    let (code, _, log) = job.finish(LIMIT);
     assert_eq!(code, Some(129), "{log}");
     assert!(
         log.contains("abi-1.1: shutdown reason 7 signal_sigterm"),

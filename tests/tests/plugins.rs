@@ -7,9 +7,9 @@
 use lk_go::job::{HookTimeouts, Job, JobConfig};
 use lk_go::room::DetachedConnector;
 use lk_go::runner::{run_job, CascadeTimeouts, RunOptions};
-use lk_go_tests::{lk_go_bin, plugin, plugin_dir, run_lk_go, target_dir, wait_output};
+use lk_go_tests::{lk_go_bin, plugin, plugin_dir, run_lk_go, target_dir, RunningJob};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -309,41 +309,23 @@ fn plugin_ignoring_shutdown_gets_the_grace_code_75() {
     assert!(stderr(&out).contains("did not return within the shutdown grace period"));
 }
 
-fn spawn_lk_go(args: &[&str]) -> std::process::Child {
-    Command::new(lk_go_bin())
-        .args(args)
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-fn send_signal(pid: u32, sig: &str) {
-    let ok = Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill {sig} {pid}");
-}
-
 #[test]
 fn sigint_runs_the_cascade_and_exits_130() {
-    let child = spawn_lk_go(&[
-        "job",
-        "run-script",
-        plugin("event_logger").to_str().unwrap(),
-        "--room",
-        "r",
-        "--detached",
-    ]);
-    std::thread::sleep(Duration::from_millis(700));
-    send_signal(child.id(), "-INT");
-    let out = wait_output(child, LIMIT);
-    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
-    let text = stdout(&out);
+    let logger = plugin("event_logger");
+    let job = RunningJob::start_ready(
+        &[
+            "job",
+            "run-script",
+            logger.to_str().unwrap(),
+            "--room",
+            "r",
+            "--detached",
+        ],
+        LIMIT,
+    );
+    job.signal("-INT");
+    let (code, text, err) = job.finish(LIMIT);
+    assert_eq!(code, Some(130), "{err}");
     let hooks: Vec<&str> = text
         .lines()
         .filter(|l| l.contains("\"event\":\"shutdown\""))
@@ -351,53 +333,58 @@ fn sigint_runs_the_cascade_and_exits_130() {
     assert_eq!(hooks.len(), 1, "{text}");
     assert!(hooks[0].contains("signal_sigint"), "{text}");
     assert!(
-        stderr(&out).contains("stage=\"room_leave\""),
-        "cascade logged: {}",
-        stderr(&out)
+        err.contains("stage=\"room_leave\""),
+        "cascade logged: {err}"
     );
 }
 
 #[test]
 fn sigterm_exits_143_and_a_second_signal_exits_at_once() {
-    let child = spawn_lk_go(&[
-        "job",
-        "run-script",
-        plugin("event_logger").to_str().unwrap(),
-        "--room",
-        "r",
-        "--detached",
-    ]);
-    std::thread::sleep(Duration::from_millis(700));
-    send_signal(child.id(), "-TERM");
-    let out = wait_output(child, LIMIT);
-    assert_eq!(out.status.code(), Some(143), "{}", stderr(&out));
+    let logger = plugin("event_logger");
+    let job = RunningJob::start_ready(
+        &[
+            "job",
+            "run-script",
+            logger.to_str().unwrap(),
+            "--room",
+            "r",
+            "--detached",
+        ],
+        LIMIT,
+    );
+    job.signal("-TERM");
+    let (code, _, err) = job.finish(LIMIT);
+    assert_eq!(code, Some(143), "{err}");
 
     // The stubborn plugin ignores shutdown; the grace is 20 s, but a second
     // SIGINT must end the process at once.
-    let child = spawn_lk_go(&[
-        "job",
-        "run-script",
-        plugin("stubborn").to_str().unwrap(),
-        "--room",
-        "r",
-        "--detached",
-        "--shutdown-grace",
-        "20s",
-    ]);
-    std::thread::sleep(Duration::from_millis(700));
-    let pid = child.id();
-    send_signal(pid, "-INT");
-    std::thread::sleep(Duration::from_millis(300));
+    let stubborn = plugin("stubborn");
+    let job = RunningJob::start_ready(
+        &[
+            "job",
+            "run-script",
+            stubborn.to_str().unwrap(),
+            "--room",
+            "r",
+            "--detached",
+            "--shutdown-grace",
+            "20s",
+        ],
+        LIMIT,
+    );
+    job.signal("-INT");
+    // Readiness for the second signal: the first one began the shutdown.
+    job.wait_for_log("job shutdown requested", LIMIT);
     let t = Instant::now();
-    send_signal(pid, "-INT");
-    let out = wait_output(child, LIMIT);
-    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    job.signal("-INT");
+    let (code, _, err) = job.finish(LIMIT);
+    assert_eq!(code, Some(130), "{err}");
     assert!(
         t.elapsed() < Duration::from_secs(5),
         "second signal took {:?}",
         t.elapsed()
     );
-    assert!(stderr(&out).contains("exiting at once"));
+    assert!(err.contains("exiting at once"));
 }
 
 #[test]

@@ -439,6 +439,20 @@ struct Conn {
     joined: Joined,
     /// This connection's forwarder and track matcher.
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
+    /// Cancelled when one of `tasks` ends by itself (returns or panics):
+    /// the connection would run deaf, so the session recovers it.
+    broken: tokio_util::sync::CancellationToken,
+}
+
+/// Cancels its token when dropped, i.e. when the task holding it ends for
+/// whatever reason. (An abort on purpose cancels it too, but by then nobody
+/// serves that connection any more.)
+struct BrokenOnExit(tokio_util::sync::CancellationToken);
+
+impl Drop for BrokenOnExit {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
 }
 
 impl Conn {
@@ -575,9 +589,12 @@ async fn open_conn(
         rtc: rtc.clone(),
         joined,
         tasks: std::sync::Mutex::new(Vec::new()),
+        broken: tokio_util::sync::CancellationToken::new(),
     });
     let forwarder_conn = Arc::downgrade(&conn);
+    let forwarder_guard = BrokenOnExit(conn.broken.clone());
     let forwarder = tokio::spawn(async move {
+        let _guard = forwarder_guard;
         while let Some(msg) = outgoing_rx.recv().await {
             let Some(conn) = forwarder_conn.upgrade() else {
                 break;
@@ -799,6 +816,10 @@ async fn run_connected(session: &Session, events: &mut livekit_signaling::Signal
             }
             _ = conn.rtc.subscriber_failed() => {
                 return Ending::Recoverable { reason: DisconnectReason::MediaFailed, detail: "the subscriber peer connection failed (ICE/DTLS)".to_string(), full: false };
+            }
+            _ = conn.broken.cancelled() => {
+                // A resume would keep the dead task: rejoin with new ones.
+                return Ending::Recoverable { reason: DisconnectReason::ConnectionLost, detail: "a task of the room session ended unexpectedly".to_string(), full: true };
             }
         }
     }
