@@ -198,6 +198,8 @@ pub(crate) struct RtcSession {
     next_generation: std::sync::atomic::AtomicU64,
     /// Track sids the latest subscriber offer sends.
     offered: Mutex<std::collections::HashSet<String>>,
+    /// The stop token of each remote track's follower, by track sid.
+    followers: Mutex<HashMap<String, CancellationToken>>,
     subscriber_state: tokio::sync::watch::Receiver<RTCPeerConnectionState>,
     next_cid: AtomicU32,
     closed: AtomicBool,
@@ -322,6 +324,7 @@ impl RtcSession {
             subscribed: Mutex::new(HashMap::new()),
             next_generation: std::sync::atomic::AtomicU64::new(1),
             offered: Mutex::new(std::collections::HashSet::new()),
+            followers: Mutex::new(HashMap::new()),
             subscriber_state,
             next_cid: AtomicU32::new(1),
             closed: AtomicBool::new(false),
@@ -642,6 +645,18 @@ impl RtcSession {
     /// stops following it and returns true (the caller emits
     /// TrackUnsubscribed, before TrackUnpublished).
     pub(crate) fn unsubscribe(&self, track_sid: &str) -> bool {
+        // The follower of a track whose subscription an offer already ended
+        // is still reading (see reconcile_with_offer): stop it too, or
+        // in-flight packets could start a subscription of a track that no
+        // longer exists.
+        if let Some(stop) = self
+            .followers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(track_sid)
+        {
+            stop.cancel();
+        }
         let entry = self
             .subscribed
             .lock()
@@ -879,6 +894,15 @@ impl RtcSession {
             return;
         };
         let stop = self.stop.child_token();
+        if let Some(previous) = self
+            .followers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(track_ref.sid.clone(), stop.clone())
+        {
+            // The track arrived on another transceiver: one follower each.
+            previous.cancel();
+        }
         let mut generation = self.subscribe_track(&participant, &track_ref, &stop, &emitter);
         let mut packets: u64 = 0;
         let mut bytes: u64 = 0;
@@ -901,6 +925,11 @@ impl RtcSession {
                     // must send the track.
                     if !self.is_current(&track_ref.sid, generation)
                         && self.offered_as_sending(&track_ref.sid)
+                        && roster
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .find_track(&participant.sid, &track_ref.sid)
+                            .is_some()
                     {
                         generation =
                             self.subscribe_track(&participant, &track_ref, &stop, &emitter);
