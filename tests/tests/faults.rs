@@ -58,27 +58,33 @@ fn positions(text: &str, needles: &[&str]) -> Vec<usize> {
 
 // ---- 1. memory safety across the C boundary --------------------------------
 
-/// A plugin thread keeps calling the host API after `run` returned and the
-/// job ended. The handle used to be freed when run_job returned: valgrind
-/// reported invalid reads in api_room_name. Now it lives for the process.
-#[test]
-fn plugin_thread_outliving_the_job_is_valgrind_clean() {
+/// Runs the probe plugin detached under valgrind (`--error-exitcode=99`:
+/// any memory error changes the exit code) with `metadata` as its mode.
+fn probe_under_valgrind(metadata: &str) -> Output {
     let mut args = vec![
         "--quiet".to_string(),
         "--error-exitcode=99".to_string(),
         lk_go_bin().to_str().unwrap().to_string(),
     ];
-    args.extend(detached(&probe(), &["--metadata", "linger"]));
-    let out = Command::new(valgrind_bin())
+    args.extend(detached(&probe(), &["--metadata", metadata]));
+    Command::new(valgrind_bin())
         .args(&args)
         .env("NO_COLOR", "1")
-        .env("LK_GO_LOG", "info")
+        .env_remove("LK_GO_LOG")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .map(|c| wait_output(c, Duration::from_secs(240)))
-        .expect("run valgrind");
+        .expect("run valgrind")
+}
+
+/// A plugin thread keeps calling the host API after `run` returned and the
+/// job ended. The handle used to be freed when run_job returned: valgrind
+/// reported invalid reads in api_room_name. Now it lives for the process.
+#[test]
+fn plugin_thread_outliving_the_job_is_valgrind_clean() {
+    let out = probe_under_valgrind("linger");
     let err = stderr(&out);
     assert!(!err.contains("Invalid read"), "{err}");
     assert!(!err.contains("CORRUPT"), "{err}");
@@ -91,21 +97,7 @@ fn plugin_thread_outliving_the_job_is_valgrind_clean() {
 /// survivable; (size_t)-1 reads up to the NUL; oversize messages are cut.
 #[test]
 fn lengths_no_host_should_believe_never_crash_it() {
-    let mut args = vec![
-        "--quiet".to_string(),
-        "--error-exitcode=99".to_string(),
-        lk_go_bin().to_str().unwrap().to_string(),
-    ];
-    args.extend(detached(&probe(), &["--metadata", "lengths"]));
-    let out = Command::new(valgrind_bin())
-        .args(&args)
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map(|c| wait_output(c, Duration::from_secs(240)))
-        .expect("run valgrind");
+    let out = probe_under_valgrind("lengths");
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(err.contains("lengths survived"), "{err}");

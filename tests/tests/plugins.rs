@@ -309,20 +309,19 @@ fn plugin_ignoring_shutdown_gets_the_grace_code_75() {
     assert!(stderr(&out).contains("did not return within the shutdown grace period"));
 }
 
+/// The event-logger plugin, detached, with `run` entered.
+fn detached_logger_ready() -> RunningJob {
+    let logger = plugin("event_logger");
+    let logger = logger.to_str().unwrap();
+    RunningJob::start_ready(
+        &["job", "run-script", logger, "--room", "r", "--detached"],
+        LIMIT,
+    )
+}
+
 #[test]
 fn sigint_runs_the_cascade_and_exits_130() {
-    let logger = plugin("event_logger");
-    let job = RunningJob::start_ready(
-        &[
-            "job",
-            "run-script",
-            logger.to_str().unwrap(),
-            "--room",
-            "r",
-            "--detached",
-        ],
-        LIMIT,
-    );
+    let job = detached_logger_ready();
     job.signal("-INT");
     let (code, text, err) = job.finish(LIMIT);
     assert_eq!(code, Some(130), "{err}");
@@ -340,18 +339,7 @@ fn sigint_runs_the_cascade_and_exits_130() {
 
 #[test]
 fn sigterm_exits_143_and_a_second_signal_exits_at_once() {
-    let logger = plugin("event_logger");
-    let job = RunningJob::start_ready(
-        &[
-            "job",
-            "run-script",
-            logger.to_str().unwrap(),
-            "--room",
-            "r",
-            "--detached",
-        ],
-        LIMIT,
-    );
+    let job = detached_logger_ready();
     job.signal("-TERM");
     let (code, _, err) = job.finish(LIMIT);
     assert_eq!(code, Some(143), "{err}");

@@ -516,6 +516,66 @@ mod tests {
         assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
     }
 
+    /// Many plugin threads reading one job's events with short timeouts
+    /// while the room publishes: every event is delivered exactly once, and
+    /// every reader returns "shutting down" after shutdown.
+    #[test]
+    fn stress_many_readers_get_each_event_exactly_once() {
+        const EVENTS: usize = 2000;
+        let hub = EventHub::new(4096);
+        let h = leaked_handle(&hub);
+        let job = Job(h.as_abi());
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let readers: Vec<_> = (0..8u32)
+            .map(|i| {
+                let seen = seen.clone();
+                std::thread::spawn(move || loop {
+                    // The whole wrapper (Send), not its raw field.
+                    let job = job;
+                    let mut ev = LkEvent::zeroed();
+                    // SAFETY: a valid handle and out pointer.
+                    let rc = unsafe {
+                        api_next_event(job.0, (i % 3) * 5, &mut ev, std::ptr::null_mut())
+                    };
+                    match rc {
+                        LK_NEXT_EVENT => {
+                            // SAFETY: filled by next_event, released below.
+                            let sid = unsafe { ev.participant_sid.to_string_lossy() };
+                            seen.lock().unwrap().push(sid);
+                            unsafe { api_event_release(job.0, &mut ev) };
+                        }
+                        LK_NEXT_TIMEOUT => {}
+                        LK_NEXT_SHUTTING_DOWN => return,
+                        other => panic!("unexpected next_event result {other}"),
+                    }
+                })
+            })
+            .collect();
+        for i in 0..EVENTS {
+            hub.publish(Event::ParticipantJoined {
+                participant: ParticipantRef {
+                    identity: format!("p{i}"),
+                    sid: format!("PA_{i:05}"),
+                },
+            });
+            if i % 64 == 0 {
+                std::thread::yield_now();
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while seen.lock().unwrap().len() < EVENTS && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        h.ctx.shutdown(ShutdownReason::PluginReturned, "");
+        for r in readers {
+            r.join().unwrap();
+        }
+        let mut got = seen.lock().unwrap().clone();
+        got.sort();
+        let expected: Vec<String> = (0..EVENTS).map(|i| format!("PA_{i:05}")).collect();
+        assert_eq!(got, expected, "each event exactly once");
+    }
+
     /// After the job ended the handle answers as documented, and its
     /// strings are still the job's.
     #[test]

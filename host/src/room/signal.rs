@@ -294,6 +294,20 @@ impl Roster {
         tracks.get(track_sid).map(|t| (p.clone(), t.clone()))
     }
 
+    /// Removes participant `sid`, pushing its tracks' `track_unpublished`
+    /// and its `participant_left` onto `events`.
+    fn remove(&mut self, sid: &str, events: &mut Vec<Event>) {
+        if let Some((p, tracks)) = self.participants.remove(sid) {
+            for t in tracks.into_values() {
+                events.push(Event::TrackUnpublished {
+                    participant: p.clone(),
+                    track: t,
+                });
+            }
+            events.push(Event::ParticipantLeft { participant: p });
+        }
+    }
+
     /// Replaces the roster with a JoinResponse's view (`local_sid` is this
     /// session's own participant): participants no longer there leave (with
     /// their tracks unpublished), the others are applied as updates. Returns
@@ -314,15 +328,7 @@ impl Roster {
             .cloned()
             .collect();
         for sid in gone {
-            if let Some((p, tracks)) = self.participants.remove(&sid) {
-                for t in tracks.into_values() {
-                    events.push(Event::TrackUnpublished {
-                        participant: p.clone(),
-                        track: t,
-                    });
-                }
-                events.push(Event::ParticipantLeft { participant: p });
-            }
+            self.remove(&sid, &mut events);
         }
         let mut new_tracks = Vec::new();
         for info in others {
@@ -347,15 +353,7 @@ impl Roster {
         };
         let gone = info.state == proto::participant_info::State::Disconnected as i32;
         if gone {
-            if let Some((p, tracks)) = self.participants.remove(&info.sid) {
-                for t in tracks.into_values() {
-                    events.push(Event::TrackUnpublished {
-                        participant: p.clone(),
-                        track: t,
-                    });
-                }
-                events.push(Event::ParticipantLeft { participant: p });
-            }
+            self.remove(&info.sid, &mut events);
             return (events, new_tracks);
         }
         // The same identity under a new sid is a rejoin (a page reload): the
@@ -369,15 +367,7 @@ impl Roster {
             .map(|(sid, _)| sid.clone())
             .collect();
         for sid in ghosts {
-            if let Some((p, tracks)) = self.participants.remove(&sid) {
-                for t in tracks.into_values() {
-                    events.push(Event::TrackUnpublished {
-                        participant: p.clone(),
-                        track: t,
-                    });
-                }
-                events.push(Event::ParticipantLeft { participant: p });
-            }
+            self.remove(&sid, &mut events);
         }
         let entry = self
             .participants
