@@ -361,3 +361,31 @@ pub async fn run_job(
         exit_code,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every way a session can end, classified: the room's natural end keeps
+    /// the plugin's code; every other ending has a code distinct from 0.
+    #[test]
+    fn session_endings_are_classified_truthfully() {
+        use DisconnectReason as D;
+        let cases = [
+            (D::RoomDeleted, ShutdownReason::RoomDisconnected, 0),
+            (D::RoomClosed, ShutdownReason::RoomDisconnected, 0),
+            (D::ParticipantRemoved, ShutdownReason::RoomDisconnected, 0),
+            (D::ConnectionLost, ShutdownReason::ServerUnreachable, 69),
+            (D::LivenessTimeout, ShutdownReason::ServerUnreachable, 69),
+            (D::ServerShutdown, ShutdownReason::ServerUnreachable, 69),
+            (D::ReconnectRequested, ShutdownReason::ServerUnreachable, 69),
+            (D::MediaFailed, ShutdownReason::MediaFailed, 74),
+            (D::ServerLeave, ShutdownReason::ServerError, 76),
+            (D::DuplicateIdentity, ShutdownReason::DuplicateIdentity, 78),
+        ];
+        for (ending, reason, code) in cases {
+            assert_eq!(shutdown_reason_for(ending), reason, "{ending}");
+            assert_eq!(exit::for_job(reason, Some(0)), code, "{ending}");
+        }
+    }
+}
