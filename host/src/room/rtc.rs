@@ -341,32 +341,7 @@ impl RtcSession {
         timeout: Duration,
         through_failure: bool,
     ) -> Result<(), String> {
-        let mut rx = self.subscriber_state.clone();
-        let waited = tokio::time::timeout(timeout, async {
-            loop {
-                let state = *rx.borrow_and_update();
-                match state {
-                    RTCPeerConnectionState::Connected => return Ok(()),
-                    RTCPeerConnectionState::Failed if through_failure => {}
-                    RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
-                        return Err(format!("the subscriber peer connection went {state}"))
-                    }
-                    _ => {}
-                }
-                if rx.changed().await.is_err() {
-                    return Err("the subscriber peer connection went away".to_string());
-                }
-            }
-        })
-        .await;
-        match waited {
-            Ok(result) => result,
-            Err(_) => Err(format!(
-                "ICE/DTLS did not connect within {} s (state: {})",
-                timeout.as_secs(),
-                *self.subscriber_state.borrow()
-            )),
-        }
+        wait_connected(self.subscriber_state.clone(), timeout, through_failure).await
     }
 
     /// Resolves when the subscriber connection fails (ICE gave up, DTLS
@@ -801,6 +776,40 @@ impl RtcSession {
     }
 }
 
+/// Waits on a peer connection's state (see
+/// [`RtcSession::wait_subscriber_connected`]); the error names the state.
+async fn wait_connected(
+    mut rx: tokio::sync::watch::Receiver<RTCPeerConnectionState>,
+    timeout: Duration,
+    through_failure: bool,
+) -> Result<(), String> {
+    let waited = tokio::time::timeout(timeout, async {
+        loop {
+            let state = *rx.borrow_and_update();
+            match state {
+                RTCPeerConnectionState::Connected => return Ok(()),
+                RTCPeerConnectionState::Failed if through_failure => {}
+                RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
+                    return Err(format!("the subscriber peer connection went {state}"))
+                }
+                _ => {}
+            }
+            if rx.changed().await.is_err() {
+                return Err("the subscriber peer connection went away".to_string());
+            }
+        }
+    })
+    .await;
+    match waited {
+        Ok(result) => result,
+        Err(_) => Err(format!(
+            "ICE/DTLS did not connect within {} s (state: {})",
+            timeout.as_secs_f64(),
+            *rx.borrow()
+        )),
+    }
+}
+
 /// Track sids the server sends in a subscriber offer: media sections with a
 /// non-zero port, direction sendonly/sendrecv, and an `a=msid:` whose stream
 /// id is `participant_sid|track_sid` (LiveKit's convention).
@@ -960,7 +969,40 @@ impl RtcSession {
 
 #[cfg(test)]
 mod sdp_tests {
-    use super::sending_track_sids;
+    use super::{sending_track_sids, wait_connected, RTCPeerConnectionState as S};
+    use std::time::Duration;
+
+    /// The join's media wait: connected wins; failed or closed is an error
+    /// (except while an ICE restart may bring it back); silence times out
+    /// with the state in the message.
+    #[tokio::test]
+    async fn media_wait_outcomes() {
+        let (tx, rx) = tokio::sync::watch::channel(S::New);
+        let t = tokio::spawn(wait_connected(rx.clone(), Duration::from_secs(5), false));
+        tx.send(S::Connecting).unwrap();
+        tx.send(S::Connected).unwrap();
+        assert_eq!(t.await.unwrap(), Ok(()));
+
+        let (tx, rx) = tokio::sync::watch::channel(S::Connecting);
+        tx.send(S::Failed).unwrap();
+        let e = wait_connected(rx.clone(), Duration::from_secs(5), false).await;
+        assert!(e.unwrap_err().contains("failed"));
+
+        let (tx, rx) = tokio::sync::watch::channel(S::Failed);
+        let t = tokio::spawn(wait_connected(rx, Duration::from_secs(5), true));
+        tx.send(S::Connecting).unwrap();
+        tx.send(S::Connected).unwrap();
+        assert_eq!(t.await.unwrap(), Ok(()), "through a failure (ICE restart)");
+
+        let (_tx, rx) = tokio::sync::watch::channel(S::Connecting);
+        let e = wait_connected(rx, Duration::from_millis(50), false)
+            .await
+            .unwrap_err();
+        assert!(
+            e.contains("did not connect within 0.05 s") && e.contains("connecting"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn only_sending_sections_with_a_livekit_msid_count() {
