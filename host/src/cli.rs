@@ -6,11 +6,12 @@
 //! exit at once), and turning every error into one line on stderr plus its
 //! documented exit code. Must not contain job logic.
 //!
-//! Architecture invariant: **a broken stdout or stderr never changes the
-//! outcome.** Nothing here uses `println!`/`eprintln!` (they panic when the
-//! stream is closed or full); logs go through [`LossyStderr`], which drops
-//! what cannot be written and counts it; the exit code is the documented one
-//! whether or not anyone reads the output.
+//! Architecture invariant: **a broken, full or unread stdout or stderr
+//! never changes the outcome.** Nothing here uses `println!`/`eprintln!`
+//! (they panic when the stream is closed or full, and block when nobody
+//! reads); logs and error lines go through [`crate::logsink`], which never
+//! blocks and drops (and counts) what cannot be written; the exit code is
+//! the documented one whether or not anyone reads the output.
 //!
 //! The API secret is only ever read from `--api-secret` or
 //! `LIVEKIT_API_SECRET`; it is never logged, echoed in `--help`, or printed in
@@ -24,7 +25,6 @@ use crate::runner::{run_job, CascadeTimeouts, RunOptions};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Default URL: a local `livekit-server --dev`.
@@ -135,9 +135,10 @@ pub struct RunScriptArgs {
     /// Shut down with reason deadline_exceeded (exit 124) after this long.
     #[arg(long, value_parser = parse_duration)]
     pub max_duration: Option<Duration>,
-    /// A shutdown hook running longer than this is reported as overrun.
-    #[arg(long, value_parser = parse_duration, default_value = "5s")]
-    pub hook_timeout: Duration,
+    /// A shutdown hook running longer than this is reported as overrun
+    /// (default: 5s, or --hook-budget if shorter).
+    #[arg(long, value_parser = parse_duration)]
+    pub hook_timeout: Option<Duration>,
     /// Longest the whole hook stage may take (default: 10s, or
     /// --hook-timeout if longer). Hooks not started by then are not started.
     #[arg(long, value_parser = parse_duration)]
@@ -209,7 +210,11 @@ pub const DEFAULT_LOG_FILTER: &str = "info";
 /// a short SRTP packet — so they are kept at `error` whatever `LK_GO_LOG`
 /// says, unless `LK_GO_LOG` names the target itself (`LK_GO_LOG=info,rtc_ice=debug`).
 /// A healthy job prints no WARN.
-pub const QUIET_WEBRTC_TARGETS: [&str; 16] = [
+pub const QUIET_WEBRTC_TARGETS: [&str; 17] = [
+    // The signal client warns when it drops a message after the server
+    // closed the room, and on each fallback while joining; lk-go reports
+    // what matters itself.
+    "livekit_signaling",
     "rtc",
     "rtc_dtls",
     "rtc_ice",
@@ -247,29 +252,6 @@ pub fn log_filter(user: Option<&str>) -> String {
     filter
 }
 
-/// Log lines that could not be written (stderr closed, full, or a pipe
-/// whose reader went away). Counted, never fatal.
-pub static LOST_LOG_LINES: AtomicU64 = AtomicU64::new(0);
-
-/// stderr for the log, minus its failures: a write error is counted in
-/// [`LOST_LOG_LINES`] and reported as success, so neither tracing nor the
-/// job ever sees it.
-pub struct LossyStderr;
-
-impl Write for LossyStderr {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if std::io::stderr().lock().write_all(buf).is_err() {
-            LOST_LOG_LINES.fetch_add(1, Ordering::Relaxed);
-        }
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        let _ = std::io::stderr().flush();
-        Ok(())
-    }
-}
-
 /// Colour only for a terminal, and never with `NO_COLOR` set (no-color.org).
 fn use_ansi() -> bool {
     std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
@@ -284,31 +266,51 @@ fn init_logging(format: LogFormat) {
         .with_env_filter(filter)
         .with_ansi(use_ansi())
         // Its own fallback for a failed write is eprintln!, which panics on
-        // a closed stderr; LossyStderr never fails, and this stays quiet.
+        // a closed stderr; the sink never fails, and this stays quiet.
         .log_internal_errors(false)
-        .with_writer(|| LossyStderr);
+        .with_writer(|| crate::logsink::SinkWriter);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
 }
 
-/// Writes one line to stderr, ignoring failure (see the module doc).
-fn err_line(line: std::fmt::Arguments<'_>) {
-    let mut e = std::io::stderr().lock();
-    let _ = e.write_fmt(line);
-    let _ = e.write_all(b"\n");
+/// Longest error line printed, in characters: a server's error body can be
+/// megabytes.
+pub const MAX_ERROR_LINE: usize = 2000;
+
+/// `message` as one printable line: control characters (newlines, ESC
+/// sequences from a server's error body or a plugin's name) become spaces,
+/// and the length is capped at [`MAX_ERROR_LINE`].
+pub fn one_printable_line(message: &str) -> String {
+    let mut out: String = message
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(MAX_ERROR_LINE)
+        .collect();
+    if message.chars().count() > MAX_ERROR_LINE {
+        out.push_str(" [cut]");
+    }
+    out
 }
 
-/// Prints `lk-go: error: <message>` as one line.
+/// Prints `lk-go: error: <message>` as one line (through the log sink:
+/// redacted, never blocking).
 fn fail(code: i32, message: impl std::fmt::Display) -> i32 {
-    let one_line = message.to_string().replace('\n', " ");
-    err_line(format_args!("lk-go: error: {one_line}"));
+    let one_line = one_printable_line(&message.to_string());
+    crate::logsink::line(&format!("lk-go: error: {one_line}"));
     code
 }
 
-/// The binary's entry point; returns the process exit code.
+/// The binary's entry point; returns the process exit code. What is still
+/// queued for stderr gets up to half a second to be written.
 pub fn main() -> i32 {
+    let code = dispatch();
+    crate::logsink::flush(Duration::from_millis(500));
+    code
+}
+
+fn dispatch() -> i32 {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -327,16 +329,28 @@ pub fn main() -> i32 {
                     exit::OK
                 };
             }
-            let rendered = e.render().to_string();
-            let first = rendered.lines().next().unwrap_or("invalid arguments");
-            let first = first.strip_prefix("error: ").unwrap_or(first);
-            return fail(exit::USAGE, format!("{first} (see lk-go --help)"));
+            return fail(exit::USAGE, clap_error_line(&e.render().to_string()));
         }
     };
     match cli.command {
         Command::Plugin(PluginCommand::Inspect { plugin }) => inspect(&plugin),
         Command::Job(JobCommand::RunScript(args)) => run_script(*args),
     }
+}
+
+/// clap's error as one line: everything before its first blank line (the
+/// message, the missing arguments, the possible values), without the usage
+/// block.
+fn clap_error_line(rendered: &str) -> String {
+    let text: Vec<&str> = rendered
+        .lines()
+        .take_while(|l| !l.trim().is_empty() && !l.starts_with("Usage:"))
+        .map(str::trim)
+        .collect();
+    let text = text.join(" ");
+    let text = text.strip_prefix("error: ").unwrap_or(&text);
+    let text = if text.is_empty() { "invalid arguments" } else { text };
+    format!("{text} (see lk-go --help)")
 }
 
 fn inspect(path: &std::path::Path) -> i32 {
@@ -368,6 +382,16 @@ pub const MIN_LIVENESS_TIMEOUT: Duration = Duration::from_secs(1);
 /// (livekit-signaling 0.1.8) closes the connection after that long without a
 /// pong, whatever lk-go would wait. A longer flag could not be honoured.
 pub const MAX_LIVENESS_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// `--hook-timeout` and `--hook-budget`: whichever is given bends the
+/// other's default (5 s and 10 s) to fit, so neither alone is refused; both
+/// given and contradictory is left to `Job::new` to refuse (64).
+pub fn hook_timeouts(per_hook: Option<Duration>, budget: Option<Duration>) -> HookTimeouts {
+    let defaults = HookTimeouts::default();
+    let per_hook = per_hook.unwrap_or_else(|| budget.map_or(defaults.per_hook, |b| b.min(defaults.per_hook)));
+    let budget = budget.unwrap_or_else(|| defaults.budget.max(per_hook));
+    HookTimeouts { per_hook, budget }
+}
 
 /// Reads `--metadata-file` (`-`: standard input), at most one byte more than
 /// the limit so that an oversized file is refused, not read whole.
@@ -427,6 +451,11 @@ fn room_and_identity(args: &RunScriptArgs) -> Result<(String, Option<String>), i
 }
 
 fn run_script(args: RunScriptArgs) -> i32 {
+    // Before anything can log: no line may carry these.
+    crate::secrets::register(&args.api_secret);
+    if let Some(token) = &args.token {
+        crate::secrets::register(token);
+    }
     init_logging(args.log_format);
     if args.liveness_timeout < MIN_LIVENESS_TIMEOUT {
         return fail(exit::USAGE, "--liveness-timeout must be at least 1s");
@@ -448,18 +477,12 @@ fn run_script(args: RunScriptArgs) -> i32 {
         },
         None => args.metadata.clone(),
     };
-    let default_budget = HookTimeouts::default().budget;
     let job = match Job::new(JobConfig {
         id: args.job_id.clone(),
         room_name,
         identity,
         metadata,
-        hook_timeouts: HookTimeouts {
-            per_hook: args.hook_timeout,
-            budget: args
-                .hook_budget
-                .unwrap_or_else(|| default_budget.max(args.hook_timeout)),
-        },
+        hook_timeouts: hook_timeouts(args.hook_timeout, args.hook_budget),
     }) {
         Ok(job) => job,
         Err(e) => return fail(exit::for_config_error(&e), e),
@@ -518,7 +541,10 @@ fn run_script(args: RunScriptArgs) -> i32 {
             );
         }
         match run_job(job, connector.as_ref(), &options).await {
-            Ok(outcome) => outcome.exit_code,
+            Ok(outcome) => match outcome.failure() {
+                Some(what) => fail(outcome.exit_code, what),
+                None => outcome.exit_code,
+            },
             Err(e) => fail(e.exit_code(), e),
         }
     });
@@ -547,10 +573,11 @@ fn install_signal_handlers(ctx: JobContext) -> std::io::Result<()> {
             _ = term.recv() => ("SIGTERM", exit::SIGTERM),
             _ = hup.recv() => ("SIGHUP", exit::SIGHUP),
         };
-        err_line(format_args!(
+        crate::logsink::line(&format!(
             "lk-go: received {} during shutdown; exiting at once",
             second.0
         ));
+        crate::logsink::flush(Duration::from_millis(200));
         std::process::exit(second.1);
     });
     Ok(())
@@ -561,10 +588,39 @@ mod tests {
     use super::*;
 
     #[test]
+    fn hook_timeouts_bend_to_the_one_given() {
+        let d = |s| Duration::from_secs(s);
+        assert_eq!(hook_timeouts(None, None), HookTimeouts { per_hook: d(5), budget: d(10) });
+        assert_eq!(hook_timeouts(Some(d(30)), None), HookTimeouts { per_hook: d(30), budget: d(30) });
+        assert_eq!(hook_timeouts(None, Some(d(2))), HookTimeouts { per_hook: d(2), budget: d(2) });
+        assert_eq!(hook_timeouts(Some(d(30)), Some(d(10))).per_hook, d(30), "left to Job::new");
+    }
+
+    #[test]
+    fn clap_errors_keep_what_is_missing_on_one_line() {
+        let missing = "error: the following required arguments were not provided:\n  <PLUGIN>\n  --room <ROOM>\n\nUsage: lk-go job run-script\n";
+        assert_eq!(
+            clap_error_line(missing),
+            "the following required arguments were not provided: <PLUGIN> --room <ROOM> (see lk-go --help)"
+        );
+        let invalid = "error: invalid value 'bogus' for '--auto-subscribe <X>'\n  [possible values: all, none]\n\nFor more information, try '--help'.\n";
+        assert!(clap_error_line(invalid).contains("[possible values: all, none]"));
+    }
+
+    #[test]
+    fn error_lines_are_printable_and_bounded() {
+        let l = one_printable_line("a\nb\x1b[31mc");
+        assert!(!l.chars().any(char::is_control), "{l:?}");
+        let long = "x".repeat(MAX_ERROR_LINE * 3);
+        assert!(one_printable_line(&long).len() < MAX_ERROR_LINE + 10);
+    }
+
+    #[test]
     fn webrtc_targets_stay_quiet_unless_named() {
         let f = log_filter(Some("debug"));
         assert!(f.starts_with("debug,"));
         assert!(f.contains(",webrtc_ice=error") && f.contains(",rtc=error"));
+        assert!(f.contains(",livekit_signaling=error"), "{f}");
         let f = log_filter(Some("info,rtc_ice=debug"));
         assert!(!f.contains(",rtc_ice=error"), "{f}");
         assert!(f.contains(",rtc=error"), "{f}");

@@ -12,14 +12,18 @@
 //! - [`runner`]: one job from start to exit code, including the cascade.
 //! - [`exit`]: the exit code table.
 //! - [`cli`]: argument parsing and process-wide concerns (signals, logging).
+//! - [`logsink`]: stderr, non-blocking and lossy; [`secrets`]: what it
+//!   must never print.
 
 pub mod cli;
 pub mod events;
 pub mod exit;
 pub mod job;
+pub mod logsink;
 pub mod plugin;
 pub mod room;
 pub mod runner;
+pub mod secrets;
 mod sync;
 
 pub use job::{Job, JobConfig, JobContext, ShutdownInfo, ShutdownReason, ASSIGNMENT_TIMEOUT};

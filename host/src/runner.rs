@@ -78,6 +78,50 @@ pub struct JobOutcome {
     pub exit_code: i32,
 }
 
+impl JobOutcome {
+    /// One line saying what went wrong and what to do, when the job failed
+    /// for a reason the host saw: the server lost, media failed, a duplicate
+    /// identity, a server-ended session, a plugin that panicked or ignored
+    /// shutdown, incomplete hooks. `None` when the outcome is the plugin's
+    /// own code, or a signal or deadline the operator asked for. The CLI
+    /// prints it as `lk-go: error: …`; the worker will report it as the job's
+    /// error.
+    pub fn failure(&self) -> Option<String> {
+        let detail = &self.shutdown.detail;
+        let reason = self.shutdown.reason;
+        if self.plugin_code.is_none() {
+            return Some(format!(
+                "the plugin's run did not return within the shutdown grace period after shutdown ({reason}); make run return when next_event says shutting down (or is_shutting_down is 1), or raise --shutdown-grace"
+            ));
+        }
+        if self.exit_code == exit::PLUGIN_PANICKED {
+            return Some(
+                "the plugin crashed (a panic caught at the C boundary; its message is logged above); fix the plugin".to_string(),
+            );
+        }
+        let line = match reason {
+            ShutdownReason::ServerUnreachable => format!(
+                "lost the LiveKit server mid-job ({detail}); check the server and the network to it, or raise --reconnect-window"
+            ),
+            ShutdownReason::MediaFailed => format!(
+                "the media connection failed mid-job ({detail}); check that this host reaches the server's ICE ports"
+            ),
+            ShutdownReason::ServerError => {
+                format!("the server ended the session ({detail}); its log says why")
+            }
+            ShutdownReason::DuplicateIdentity => format!(
+                "another participant joined the room with this job's identity, and the server dropped the job ({detail}); give each job its own --identity"
+            ),
+            _ if self.exit_code == exit::HOOKS_INCOMPLETE => format!(
+                "shutdown hooks did not all complete (panicked {:?}, overran {:?}, abandoned {:?}, not run {:?}); make hooks return within --hook-timeout, or raise --hook-budget",
+                self.hooks.panicked, self.hooks.overran, self.hooks.abandoned, self.hooks.not_run
+            ),
+            _ => return None,
+        };
+        Some(line)
+    }
+}
+
 /// Why a job could not run at all. `exit_code` gives its documented code.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {

@@ -35,10 +35,12 @@
  * nothing, is_shutting_down returns 1, on_shutdown runs the hook at once.
  * Event strings live until lk_host_api.event_release.
  *
- * Lengths: the host never trusts a length. A length above LK_MAX_BELIEVED_LEN
- * (e.g. LK_STR_NUL_TERMINATED, the C habit of (size_t)-1) means "read up to
- * the NUL". Log messages are cut at LK_MAX_LOG_LEN bytes and shutdown
- * reasons at LK_MAX_REASON_LEN bytes; invalid UTF-8 is replaced.
+ * Lengths: a length above LK_MAX_BELIEVED_LEN (e.g. LK_STR_NUL_TERMINATED,
+ * the C habit of (size_t)-1) means "read up to the NUL", and the host never
+ * reads more than LK_MAX_LOG_LEN bytes of a log message or LK_MAX_REASON_LEN
+ * of a shutdown reason (longer ones are cut); invalid UTF-8 is replaced. A
+ * smaller length must be true: the host reads that many bytes (as any C
+ * API would, it cannot check a pointer's extent).
  *
  * Threads: every lk_host_api function may be called from any thread, at
  * any time, concurrently. Each call that waits (next_event) waits at most
@@ -202,7 +204,8 @@ typedef struct lk_host_api {
      * run. If shutdown has already begun the hook runs at once on the
      * calling thread, to completion, before on_shutdown returns.
      * free_user_data (may be NULL) is called with user_data once: after the
-     * hook ran, or when the host drops it unrun. Returns 0 (-1 for NULL). */
+     * hook ran, when the host drops it unrun, or at once when the call is
+     * refused. Returns 0, or -1 (refused) for a NULL job or hook. */
     int32_t (*on_shutdown)(const lk_job *job, lk_shutdown_fn hook, void *user_data,
                            lk_free_fn free_user_data);
     /* Waits up to timeout_ms for the next room event. Returns LK_NEXT_*.

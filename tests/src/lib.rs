@@ -227,12 +227,28 @@ impl LiveKitServer {
         std::fs::write(&config_path, config).expect("write server config");
         let log_path = dir.join(format!("livekit-{http_port}.log"));
         let log = std::fs::File::create(&log_path).expect("create server log");
-        let child = Command::new(&bin)
+        let mut command = Command::new(&bin);
+        command
             .arg("--config")
             .arg(&config_path)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
-            .stderr(log)
+            .stderr(log);
+        // The server dies with whoever started it (a test, `cargo xtask
+        // livekit` stopped with SIGTERM or killed), instead of holding its
+        // ports for the next run. PR_SET_PDEATHSIG follows the starting
+        // thread, which owns the server until it drops it.
+        // SAFETY: prctl is async-signal-safe; nothing else runs in the child.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = command
             .spawn()
             .unwrap_or_else(|e| panic!("could not start {}: {e}", bin.display()));
         let mut server = LiveKitServer {

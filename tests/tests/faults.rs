@@ -195,6 +195,26 @@ fn broken_stderr_or_stdout_never_changes_the_exit_code() {
     );
 }
 
+/// Nobody reads stderr (a paused pager, a stuck `tee`): the log writes used
+/// to block every thread that logged, so the job hung past --max-duration
+/// and ignored signals. Now lines are dropped and the outcome stands.
+#[test]
+fn unread_stderr_never_blocks_the_job() {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    let args = detached(&probe(), &["--metadata", "chatty", "--max-duration", "1s"]);
+    let child = Command::new(lk_go_bin())
+        .args(&args)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(writer))
+        .spawn()
+        .expect("spawn lk-go");
+    let out = wait_output(child, Duration::from_secs(30));
+    drop(reader); // held, unread, until the job is over
+    assert_eq!(out.status.code(), Some(124));
+}
+
 /// A Go plugin printing to a closed stdout used to kill the host with
 /// SIGPIPE (141): the Go runtime installs its own SIGPIPE handler in a
 /// c-shared library. The plugin template asks the runtime to deliver
@@ -302,9 +322,21 @@ fn flags_it_cannot_honour_are_usage_errors() {
         );
         assert!(!err.contains("panicked"), "{err}");
     }
-    // A per-hook timeout above the default budget raises the budget with it.
-    let out = run(&detached(noop, &["--hook-timeout", "30s"]));
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // Either hook flag alone bends the other's default to fit.
+    for extra in [["--hook-timeout", "30s"], ["--hook-budget", "2s"]] {
+        let out = run(&detached(noop, &extra));
+        assert_eq!(out.status.code(), Some(0), "{extra:?}: {}", stderr(&out));
+    }
+    // Control characters would split log lines.
+    for extra in [["--identity", "a\nb"], ["--job-id", "j\u{1b}x"]] {
+        let out = run(&detached(noop, &extra));
+        assert_eq!(out.status.code(), Some(64), "{extra:?}: {}", stderr(&out));
+    }
+    // A missing argument is named, on one line.
+    let out = run_lk_go(&["job", "run-script", "--room", "r"], &[], LIMIT);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert!(err.contains("<PLUGIN>"), "{err}");
 }
 
 /// Metadata over ~128 KiB cannot be passed as one argument (E2BIG), though
@@ -422,6 +454,9 @@ fn overrunning_hook_keeps_order_skips_what_does_not_fit_and_exits_79() {
     ));
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(79), "{err}");
+    let failures: Vec<&str> = err.lines().filter(|l| l.starts_with("lk-go: error:")).collect();
+    assert_eq!(failures.len(), 1, "{err}");
+    assert!(failures[0].contains("--hook-budget"), "says what to do: {err}");
     positions(&err, &["hook h3 end", "hook h2 start", "free h1"]);
     assert!(!err.contains("hook h1 start"), "h1 must not start: {err}");
     assert!(!err.contains("hook h2 end"), "h2 was abandoned: {err}");

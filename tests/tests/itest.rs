@@ -691,8 +691,14 @@ fn duplicate_identity_exits_78() {
     let server = LiveKitServer::start();
     let first = LoggerJob::start(&server, "dup", &["--identity", "same-agent"]);
     let second = LoggerJob::start(&server, "dup", &["--identity", "same-agent"]);
+    let log = first.log.clone();
     let (code, lines) = first.exit_code(LIMIT);
     assert_eq!(code, Some(78), "{lines:#?}");
+    // The job's failure, and what to do, in one line.
+    let log = log.lock().unwrap();
+    let failures: Vec<&String> = log.iter().filter(|l| l.starts_with("lk-go: error:")).collect();
+    assert_eq!(failures.len(), 1, "{log:#?}");
+    assert!(failures[0].contains("--identity"), "{log:#?}");
     // An ABI 1.2 plugin sees the 1.2 reason (1.1 plugins: room_disconnected).
     assert!(
         shutdown_line(&lines).contains("\"reason\":\"duplicate_identity\""),
@@ -994,7 +1000,17 @@ fn server_gone_for_good_ends_after_the_reconnect_window() {
     let killed = Instant::now();
     server.kill();
     job.expect_line(&["\"event\":\"reconnecting\""], Duration::from_secs(10));
+    let log = job.log.clone();
     let (code, lines) = job.exit_code(LIMIT);
+    let failure = log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.starts_with("lk-go: error:"))
+        .cloned()
+        .collect::<Vec<_>>();
+    assert_eq!(failure.len(), 1, "one error line: {failure:#?}");
+    assert!(failure[0].contains("--reconnect-window"), "{failure:#?}");
     let took = killed.elapsed();
     assert_eq!(code, Some(69), "{lines:#?}");
     assert!(took >= Duration::from_secs(3), "gave up after {took:?}");
@@ -1005,4 +1021,28 @@ fn server_gone_for_good_ends_after_the_reconnect_window() {
         shutdown_line(&lines).contains("could not resume or reconnect within 3 s"),
         "{lines:#?}"
     );
+}
+
+/// Dependencies log what they like: tungstenite prints its whole HTTP
+/// request at trace level, `Authorization: Bearer <token>` included. The
+/// token (given or minted) must still never reach the log.
+#[test]
+fn tokens_never_reach_the_log_even_at_trace_level() {
+    let server = LiveKitServer::start();
+    let token = lk_go_tests::dev_token("traced", "traced-agent");
+    let p = plugin("noop");
+    for with_token in [true, false] {
+        let mut args = vec!["job", "run-script", p.to_str().unwrap(), "--url", &server.url];
+        if with_token {
+            args.extend(["--token", &token]);
+        } else {
+            args.extend(["--room", "traced", "--api-secret", "a-longer-dev-secret"]);
+        }
+        let out = run_lk_go(&args, &[("LK_GO_LOG", "trace")], LIMIT);
+        let err = stderr(&out);
+        assert!(err.contains("<redacted>"), "the request was logged, redacted: {}", err.len());
+        assert!(!err.contains(&token), "token in the log");
+        assert!(!err.contains("Bearer ey"), "a minted token in the log");
+        assert!(!err.contains("a-longer-dev-secret"), "secret in the log");
+    }
 }

@@ -242,6 +242,10 @@ pub enum JobConfigError {
     MetadataTooLong(usize),
     #[error("job id is empty")]
     EmptyJobId,
+    #[error("participant identity contains a control character; use printable characters only")]
+    IdentityControlChar,
+    #[error("job id contains a control character; use printable characters only")]
+    JobIdControlChar,
     #[error("hook timeouts must be non-zero")]
     ZeroHookTimeout,
     #[error("--hook-timeout ({per_hook:?}) is longer than --hook-budget ({budget:?}); raise --hook-budget")]
@@ -275,6 +279,9 @@ impl Job {
         }
         let id = match cfg.id {
             Some(id) if id.trim().is_empty() => return Err(JobConfigError::EmptyJobId),
+            Some(id) if id.chars().any(char::is_control) => {
+                return Err(JobConfigError::JobIdControlChar)
+            }
             Some(id) => id,
             None => generate_job_id(),
         };
@@ -284,6 +291,9 @@ impl Job {
         }
         if identity.len() > MAX_IDENTITY_LEN {
             return Err(JobConfigError::IdentityTooLong(identity.len()));
+        }
+        if identity.chars().any(char::is_control) {
+            return Err(JobConfigError::IdentityControlChar);
         }
         if cfg.metadata.len() > MAX_METADATA_LEN {
             return Err(JobConfigError::MetadataTooLong(cfg.metadata.len()));

@@ -328,6 +328,12 @@ fn job_new_validates_the_config() {
     let mut c = cfg("ok");
     c.identity = Some(String::new());
     assert_eq!(Job::new(c).unwrap_err(), JobConfigError::EmptyIdentity);
+    let mut c = cfg("ok");
+    c.identity = Some("a\nb".into());
+    assert_eq!(Job::new(c).unwrap_err(), JobConfigError::IdentityControlChar);
+    let mut c = cfg("ok");
+    c.id = Some("j\x1bx".into());
+    assert_eq!(Job::new(c).unwrap_err(), JobConfigError::JobIdControlChar);
     let job = Job::new(cfg("test")).unwrap();
     assert!(job.id.starts_with("job-"));
     assert_eq!(job.identity, format!("lk-go-{}", job.id));

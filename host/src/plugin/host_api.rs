@@ -204,6 +204,11 @@ unsafe extern "C" fn api_on_shutdown(
     free_user_data: Option<LkFreeFn>,
 ) -> i32 {
     let (Some(h), Some(hook)) = (handle(job), hook) else {
+        // Refused (NULL job or hook): user_data is still released, once,
+        // as the header promises.
+        if let Some(free) = free_user_data {
+            free(user_data);
+        }
         return -1;
     };
     let foreign = ForeignHook {

@@ -224,6 +224,12 @@ pub fn load(path: &Path) -> Result<LoadedPlugin, LoadError> {
             ),
         });
     }
+    if name.chars().chain(version.chars()).any(char::is_control) {
+        return Err(LoadError::InvalidDescriptor {
+            path: canonical,
+            detail: "plugin name or version contains a control character".into(),
+        });
+    }
     if name.trim().is_empty() {
         return Err(LoadError::InvalidDescriptor {
             path: canonical,

@@ -38,7 +38,7 @@ pub enum ConnectError {
     Server { url: String, detail: String },
     #[error("access token: {0}")]
     Token(String),
-    #[error("joined the room, but the media connection to {url} did not come up: {detail}; check that UDP (or TCP {url_hint}) from this host reaches the server's rtc ports and that rtc.node_ip/use_external_ip advertise an address this host can reach", url_hint = "7881")]
+    #[error("joined the room, but the media connection to {url} did not come up: {detail}; check that this host reaches the server's ICE ports (rtc.udp_port / rtc.tcp_port, or its UDP port range) and that the server advertises an address this host can reach (rtc.node_ip, rtc.use_external_ip)")]
     MediaFailed { url: String, detail: String },
     #[error("--token is for {what} {in_token:?}, but {flag} {given:?} was given; drop {flag} (the token decides) or use a token for {given:?}")]
     TokenMismatch {

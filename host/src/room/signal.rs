@@ -96,9 +96,18 @@ impl LiveKitConnector {
         LiveKitConnector { settings }
     }
 
+    /// The join token: the given one (trimmed: a pasted token often
+    /// carries a newline), or one minted from key and secret. Either way it
+    /// is registered as a secret, so no log line can carry it.
     fn token(&self, request: &JoinRequest) -> Result<String, ConnectError> {
+        let token = self.token_unregistered(request)?;
+        crate::secrets::register(&token);
+        Ok(token)
+    }
+
+    fn token_unregistered(&self, request: &JoinRequest) -> Result<String, ConnectError> {
         match &self.settings.credentials {
-            Credentials::Token(t) => Ok(t.clone()),
+            Credentials::Token(t) => Ok(t.trim().to_string()),
             Credentials::KeySecret { key, secret } => AccessToken::with_api_key(key, secret)
                 .with_identity(&request.identity)
                 .with_name(&request.identity)
@@ -131,6 +140,7 @@ pub struct TokenClaims {
 /// token is not a JWT. Never includes the token in the message.
 pub fn token_claims(token: &str) -> Result<TokenClaims, ConnectError> {
     use base64::Engine;
+    crate::secrets::register(token);
     let bad =
         |why: &str| ConnectError::Token(format!("--token is not a LiveKit access token: {why}"));
     let payload = token
@@ -156,11 +166,21 @@ fn validate_url(url: &str) -> Result<(), ConnectError> {
         url: url.to_string(),
         why: why.to_string(),
     };
-    let rest = ["ws://", "wss://", "http://", "https://"]
+    // Schemes are case-insensitive (RFC 3986 §3.1).
+    let lower = url.to_ascii_lowercase();
+    let scheme_len = ["ws://", "wss://", "http://", "https://"]
         .iter()
-        .find_map(|scheme| url.strip_prefix(scheme))
+        .find(|scheme| lower.starts_with(*scheme))
+        .map(|scheme| scheme.len())
         .ok_or_else(|| bad("the scheme must be ws, wss, http or https"))?;
+    let rest = &url[scheme_len..];
     let host = rest.split(['/', '?']).next().unwrap_or("");
+    if host.contains('@') {
+        return Err(ConnectError::InvalidUrl {
+            url: "<url with user info>".to_string(),
+            why: "user:password@ in the URL is not supported (it would be printed); pass credentials with --api-key/--api-secret or --token".to_string(),
+        });
+    }
     if host.is_empty() {
         return Err(bad("the host is missing"));
     }
@@ -610,9 +630,15 @@ impl RoomConnector for LiveKitConnector {
         Box::pin(async move {
             let url = self.settings.url.trim().to_string();
             validate_url(&url)?;
+            // `WS://` is valid; the signal client wants it lower-case.
+            let url = match url.split_once("://") {
+                Some((scheme, rest)) => format!("{}://{rest}", scheme.to_ascii_lowercase()),
+                None => url,
+            };
             let token = self.token(request)?;
             let roster: SharedRoster = Arc::new(std::sync::Mutex::new(Roster::default()));
-            let (conn, events) = open_conn(&self.settings, &url, &token, &emitter, &roster).await?;
+            let (conn, mut events) =
+                open_conn(&self.settings, &url, &token, &emitter, &roster).await?;
             let session = Arc::new(Session {
                 settings: self.settings.clone(),
                 url: url.clone(),
@@ -622,24 +648,41 @@ impl RoomConnector for LiveKitConnector {
                 left: AsyncMutex::new(false),
                 main: std::sync::Mutex::new(None),
             });
-            let main = tokio::spawn(session_loop(session.clone(), events));
-            *session.main.lock().unwrap_or_else(|e| e.into_inner()) = Some(main);
             // Joined means media too, as in the official SDKs: a session whose
-            // peer connection never connects would run deaf. If this future
-            // is dropped while waiting (shutdown during the join), the guard
-            // still leaves the room.
+            // peer connection never connects would run deaf. The wait serves
+            // the signal messages the connection needs; if this future is
+            // dropped meanwhile (shutdown during the join), the guard still
+            // leaves the room.
             let mut guard = LeaveOnDrop(Some(session.clone()));
-            let media = conn
-                .rtc
-                .wait_subscriber_connected(MEDIA_CONNECT_TIMEOUT, false)
-                .await;
+            let media = wait_media(&session, &conn, &mut events, MEDIA_CONNECT_TIMEOUT, false).await;
             guard.0 = None;
-            let link = LiveKitLink { session };
-            if let Err(detail) = media {
+            let link = LiveKitLink {
+                session: session.clone(),
+            };
+            let failure = match media {
+                Ok(Ok(())) => None,
+                Ok(Err(failed)) if failed.cause == FailCause::Media => {
+                    Some(ConnectError::MediaFailed {
+                        url: url.clone(),
+                        detail: failed.detail,
+                    })
+                }
+                Ok(Err(failed)) => Some(ConnectError::Unreachable {
+                    url: url.clone(),
+                    detail: format!("lost while joining: {}", failed.detail),
+                }),
+                Err((reason, detail)) => Some(ConnectError::Server {
+                    url: url.clone(),
+                    detail: format!("the server ended the session while joining ({reason}): {detail}"),
+                }),
+            };
+            if let Some(e) = failure {
                 link.leave().await;
                 link.close_tracks().await;
-                return Err(ConnectError::MediaFailed { url, detail });
+                return Err(e);
             }
+            let main = tokio::spawn(session_loop(session.clone(), events));
+            *session.main.lock().unwrap_or_else(|e| e.into_inner()) = Some(main);
             Ok(Box::new(link) as Box<dyn RoomLink>)
         })
     }
@@ -899,11 +942,20 @@ enum Recovery {
     Ended(DisconnectReason, String),
 }
 
-/// One failed recovery attempt.
+/// One failed recovery attempt (or join).
 struct AttemptFailed {
     detail: String,
     /// The server will not resume this session: join again instead.
     then_full: bool,
+    cause: FailCause,
+}
+
+/// Who failed: the server (signal closed, refused, silent) or the media
+/// path (ICE/DTLS) while the server kept talking.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FailCause {
+    Signal,
+    Media,
 }
 
 /// Resumes the session (same participant), falling back to a full
@@ -962,6 +1014,9 @@ async fn resume(
     within: Duration,
 ) -> AttemptResult {
     let conn = session.conn();
+    // The server may have refreshed the token (RefreshToken); the resume
+    // request carries the new one.
+    crate::secrets::register(&conn.client.token());
     // Close what is left of the old transport first and drop what it said:
     // its last words (a Close) must not be read as the new one's.
     conn.client.close().await;
@@ -977,6 +1032,7 @@ async fn resume(
             return Ok(Err(AttemptFailed {
                 detail: format!("resume: no answer within {} s", within.as_secs_f64()),
                 then_full: false,
+                cause: FailCause::Signal,
             }))
         }
         Ok(Err(e)) => {
@@ -987,6 +1043,7 @@ async fn resume(
             return Ok(Err(AttemptFailed {
                 detail: format!("resume: {}", redact(&e.to_string(), &conn.client.token())),
                 then_full,
+                cause: FailCause::Signal,
             }));
         }
         Ok(Ok(_)) => {}
@@ -998,7 +1055,7 @@ async fn resume(
         }
     });
     let remaining = within.min(MEDIA_CONNECT_TIMEOUT);
-    match wait_media(session, &conn, events, remaining).await? {
+    match wait_media(session, &conn, events, remaining, true).await? {
         Ok(()) => {
             conn.client.set_reconnected().await;
             Ok(Ok(RESUMED.to_string()))
@@ -1018,6 +1075,7 @@ async fn full_reconnect(
 ) -> AttemptResult {
     let old = session.conn();
     let token = old.client.token();
+    crate::secrets::register(&token);
     old.client.close().await;
     old.abort_tasks();
     for (participant, track) in old.rtc.end_all_subscriptions() {
@@ -1042,12 +1100,14 @@ async fn full_reconnect(
             return Ok(Err(AttemptFailed {
                 detail: format!("reconnect: no answer within {} s", within.as_secs_f64()),
                 then_full: true,
+                cause: FailCause::Signal,
             }))
         }
         Ok(Err(e)) => {
             return Ok(Err(AttemptFailed {
                 detail: format!("reconnect: {e}"),
                 then_full: true,
+                cause: FailCause::Signal,
             }))
         }
         Ok(Ok(opened)) => opened,
@@ -1058,9 +1118,10 @@ async fn full_reconnect(
         return Ok(Err(AttemptFailed {
             detail: "left while reconnecting".into(),
             then_full: true,
+            cause: FailCause::Signal,
         }));
     }
-    match wait_media(session, &conn, events, within.min(MEDIA_CONNECT_TIMEOUT)).await? {
+    match wait_media(session, &conn, events, within.min(MEDIA_CONNECT_TIMEOUT), true).await? {
         Ok(()) => Ok(Ok(format!(
             "reconnected as a new session (participant sid {})",
             conn.joined.participant_sid
@@ -1069,34 +1130,67 @@ async fn full_reconnect(
     }
 }
 
+/// How long the server may stay silent (our pings unanswered) while the
+/// media connection comes up before the wait blames the server, not media.
+const MEDIA_WAIT_SILENCE: Duration = Duration::from_secs(3);
+
 /// Serves `conn`'s signal messages until its subscriber connection is
-/// connected (an ICE restart may take it through `failed` first).
+/// connected (an ICE restart may take it through `failed` first). Pings the
+/// server every second meanwhile, so that when media does not come up in
+/// time the failure names the right culprit: a server that went silent or
+/// closed the signal connection, or the media path.
 async fn wait_media(
     session: &Session,
     conn: &Conn,
     events: &mut livekit_signaling::SignalEvents,
     within: Duration,
+    through_failure: bool,
 ) -> Result<Result<(), AttemptFailed>, (DisconnectReason, String)> {
-    let connected = conn.rtc.wait_subscriber_connected(within, true);
+    let connected = conn.rtc.wait_subscriber_connected(within, through_failure);
     tokio::pin!(connected);
+    let mut pinger = tokio::time::interval(Duration::from_secs(1));
+    let mut last_heard = Instant::now();
+    let failed = |detail: String, then_full: bool, cause: FailCause| AttemptFailed {
+        detail,
+        then_full,
+        cause,
+    };
     loop {
         tokio::select! {
             result = &mut connected => {
-                return Ok(result.map_err(|detail| AttemptFailed { detail, then_full: true }));
+                return Ok(result.map_err(|detail| {
+                    if last_heard.elapsed() > MEDIA_WAIT_SILENCE {
+                        failed(format!("the server stopped answering ({} s without a message) while the media connection was set up", last_heard.elapsed().as_secs()), true, FailCause::Signal)
+                    } else {
+                        failed(detail, true, FailCause::Media)
+                    }
+                }));
+            }
+            _ = pinger.tick() => {
+                let now_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as i64)
+                    .unwrap_or(0);
+                conn.client
+                    .send(proto::signal_request::Message::PingReq(proto::Ping { timestamp: now_ms, rtt: 0 }))
+                    .await;
             }
             ev = events.recv() => match ev {
-                Some(SignalEvent::Message(msg)) => match handle_message(session, conn, *msg).await {
-                    None => {}
-                    Some(Ending::Final(reason, detail)) => return Err((reason, detail)),
-                    Some(Ending::Recoverable { detail, full, .. }) => {
-                        return Ok(Err(AttemptFailed { detail, then_full: full }))
+                Some(SignalEvent::Message(msg)) => {
+                    last_heard = Instant::now();
+                    match handle_message(session, conn, *msg).await {
+                        None => {}
+                        Some(Ending::Final(reason, detail)) => return Err((reason, detail)),
+                        Some(Ending::Recoverable { detail, full, .. }) => {
+                            return Ok(Err(failed(detail, full, FailCause::Signal)))
+                        }
                     }
-                },
+                }
                 Some(SignalEvent::Close(why)) => {
-                    return Ok(Err(AttemptFailed { detail: format!("signal connection closed again: {why}"), then_full: false }))
+                    return Ok(Err(failed(format!("signal connection closed: {why}"), false, FailCause::Signal)))
                 }
                 None => {
-                    return Ok(Err(AttemptFailed { detail: "signal connection closed again".into(), then_full: false }))
+                    return Ok(Err(failed("signal connection closed".into(), false, FailCause::Signal)))
                 }
             }
         }
@@ -1161,6 +1255,9 @@ mod tests {
     #[test]
     fn urls_are_checked() {
         assert!(validate_url("ws://127.0.0.1:7880").is_ok());
+        assert!(validate_url("WS://127.0.0.1:7880").is_ok());
+        let e = validate_url("ws://user:hunter22@127.0.0.1:7880").unwrap_err();
+        assert!(!e.to_string().contains("hunter22"), "{e}");
         assert!(validate_url("https://x.livekit.cloud").is_ok());
         assert!(matches!(
             validate_url("127.0.0.1:7880"),
