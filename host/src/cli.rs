@@ -349,7 +349,11 @@ fn clap_error_line(rendered: &str) -> String {
         .collect();
     let text = text.join(" ");
     let text = text.strip_prefix("error: ").unwrap_or(&text);
-    let text = if text.is_empty() { "invalid arguments" } else { text };
+    let text = if text.is_empty() {
+        "invalid arguments"
+    } else {
+        text
+    };
     format!("{text} (see lk-go --help)")
 }
 
@@ -388,7 +392,8 @@ pub const MAX_LIVENESS_TIMEOUT: Duration = Duration::from_secs(15);
 /// given and contradictory is left to `Job::new` to refuse (64).
 pub fn hook_timeouts(per_hook: Option<Duration>, budget: Option<Duration>) -> HookTimeouts {
     let defaults = HookTimeouts::default();
-    let per_hook = per_hook.unwrap_or_else(|| budget.map_or(defaults.per_hook, |b| b.min(defaults.per_hook)));
+    let per_hook =
+        per_hook.unwrap_or_else(|| budget.map_or(defaults.per_hook, |b| b.min(defaults.per_hook)));
     let budget = budget.unwrap_or_else(|| defaults.budget.max(per_hook));
     HookTimeouts { per_hook, budget }
 }
@@ -590,10 +595,32 @@ mod tests {
     #[test]
     fn hook_timeouts_bend_to_the_one_given() {
         let d = |s| Duration::from_secs(s);
-        assert_eq!(hook_timeouts(None, None), HookTimeouts { per_hook: d(5), budget: d(10) });
-        assert_eq!(hook_timeouts(Some(d(30)), None), HookTimeouts { per_hook: d(30), budget: d(30) });
-        assert_eq!(hook_timeouts(None, Some(d(2))), HookTimeouts { per_hook: d(2), budget: d(2) });
-        assert_eq!(hook_timeouts(Some(d(30)), Some(d(10))).per_hook, d(30), "left to Job::new");
+        assert_eq!(
+            hook_timeouts(None, None),
+            HookTimeouts {
+                per_hook: d(5),
+                budget: d(10)
+            }
+        );
+        assert_eq!(
+            hook_timeouts(Some(d(30)), None),
+            HookTimeouts {
+                per_hook: d(30),
+                budget: d(30)
+            }
+        );
+        assert_eq!(
+            hook_timeouts(None, Some(d(2))),
+            HookTimeouts {
+                per_hook: d(2),
+                budget: d(2)
+            }
+        );
+        assert_eq!(
+            hook_timeouts(Some(d(30)), Some(d(10))).per_hook,
+            d(30),
+            "left to Job::new"
+        );
     }
 
     #[test]

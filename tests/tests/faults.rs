@@ -454,9 +454,15 @@ fn overrunning_hook_keeps_order_skips_what_does_not_fit_and_exits_79() {
     ));
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(79), "{err}");
-    let failures: Vec<&str> = err.lines().filter(|l| l.starts_with("lk-go: error:")).collect();
+    let failures: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("lk-go: error:"))
+        .collect();
     assert_eq!(failures.len(), 1, "{err}");
-    assert!(failures[0].contains("--hook-budget"), "says what to do: {err}");
+    assert!(
+        failures[0].contains("--hook-budget"),
+        "says what to do: {err}"
+    );
     positions(&err, &["hook h3 end", "hook h2 start", "free h1"]);
     assert!(!err.contains("hook h1 start"), "h1 must not start: {err}");
     assert!(!err.contains("hook h2 end"), "h2 was abandoned: {err}");

@@ -696,7 +696,10 @@ fn duplicate_identity_exits_78() {
     assert_eq!(code, Some(78), "{lines:#?}");
     // The job's failure, and what to do, in one line.
     let log = log.lock().unwrap();
-    let failures: Vec<&String> = log.iter().filter(|l| l.starts_with("lk-go: error:")).collect();
+    let failures: Vec<&String> = log
+        .iter()
+        .filter(|l| l.starts_with("lk-go: error:"))
+        .collect();
     assert_eq!(failures.len(), 1, "{log:#?}");
     assert!(failures[0].contains("--identity"), "{log:#?}");
     // An ABI 1.2 plugin sees the 1.2 reason (1.1 plugins: room_disconnected).
@@ -1032,7 +1035,13 @@ fn tokens_never_reach_the_log_even_at_trace_level() {
     let token = lk_go_tests::dev_token("traced", "traced-agent");
     let p = plugin("noop");
     for with_token in [true, false] {
-        let mut args = vec!["job", "run-script", p.to_str().unwrap(), "--url", &server.url];
+        let mut args = vec![
+            "job",
+            "run-script",
+            p.to_str().unwrap(),
+            "--url",
+            &server.url,
+        ];
         if with_token {
             args.extend(["--token", &token]);
         } else {
@@ -1040,7 +1049,11 @@ fn tokens_never_reach_the_log_even_at_trace_level() {
         }
         let out = run_lk_go(&args, &[("LK_GO_LOG", "trace")], LIMIT);
         let err = stderr(&out);
-        assert!(err.contains("<redacted>"), "the request was logged, redacted: {}", err.len());
+        assert!(
+            err.contains("<redacted>"),
+            "the request was logged, redacted: {}",
+            err.len()
+        );
         assert!(!err.contains(&token), "token in the log");
         assert!(!err.contains("Bearer ey"), "a minted token in the log");
         assert!(!err.contains("a-longer-dev-secret"), "secret in the log");

@@ -330,7 +330,10 @@ fn job_new_validates_the_config() {
     assert_eq!(Job::new(c).unwrap_err(), JobConfigError::EmptyIdentity);
     let mut c = cfg("ok");
     c.identity = Some("a\nb".into());
-    assert_eq!(Job::new(c).unwrap_err(), JobConfigError::IdentityControlChar);
+    assert_eq!(
+        Job::new(c).unwrap_err(),
+        JobConfigError::IdentityControlChar
+    );
     let mut c = cfg("ok");
     c.id = Some("j\x1bx".into());
     assert_eq!(Job::new(c).unwrap_err(), JobConfigError::JobIdControlChar);

@@ -654,7 +654,8 @@ impl RoomConnector for LiveKitConnector {
             // dropped meanwhile (shutdown during the join), the guard still
             // leaves the room.
             let mut guard = LeaveOnDrop(Some(session.clone()));
-            let media = wait_media(&session, &conn, &mut events, MEDIA_CONNECT_TIMEOUT, false).await;
+            let media =
+                wait_media(&session, &conn, &mut events, MEDIA_CONNECT_TIMEOUT, false).await;
             guard.0 = None;
             let link = LiveKitLink {
                 session: session.clone(),
@@ -673,7 +674,9 @@ impl RoomConnector for LiveKitConnector {
                 }),
                 Err((reason, detail)) => Some(ConnectError::Server {
                     url: url.clone(),
-                    detail: format!("the server ended the session while joining ({reason}): {detail}"),
+                    detail: format!(
+                        "the server ended the session while joining ({reason}): {detail}"
+                    ),
                 }),
             };
             if let Some(e) = failure {
@@ -1121,7 +1124,15 @@ async fn full_reconnect(
             cause: FailCause::Signal,
         }));
     }
-    match wait_media(session, &conn, events, within.min(MEDIA_CONNECT_TIMEOUT), true).await? {
+    match wait_media(
+        session,
+        &conn,
+        events,
+        within.min(MEDIA_CONNECT_TIMEOUT),
+        true,
+    )
+    .await?
+    {
         Ok(()) => Ok(Ok(format!(
             "reconnected as a new session (participant sid {})",
             conn.joined.participant_sid
