@@ -714,6 +714,11 @@ mod tests {
             assert_eq!(args.url, DEFAULT_URL);
         }
         assert_eq!(args.shutdown_grace, Duration::from_secs(10));
+        assert_eq!(
+            args.reconnect_window,
+            crate::room::signal::DEFAULT_RECONNECT_WINDOW,
+            "the flag's default is the documented constant"
+        );
         assert_eq!(args.auto_subscribe, AutoSubscribeArg::All);
     }
 }

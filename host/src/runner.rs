@@ -374,15 +374,8 @@ pub async fn run_job(
     // The job is over for the plugin: from now on its API answers as after
     // shutdown, and the room's events are released.
     handle.retire();
-    if !hooks.is_clean() {
-        tracing::error!(
-            panicked = ?hooks.panicked,
-            overran = ?hooks.overran,
-            abandoned = ?hooks.abandoned,
-            not_run = ?hooks.not_run,
-            "shutdown hooks did not all complete in time"
-        );
-    }
+    // Each hook that failed was an ERROR line of its own; the summary is
+    // `JobOutcome::failure`.
     let exit_code = exit::with_hooks(exit::for_job(info.reason, plugin_code), hooks.is_clean());
     if let Some(code) = plugin_code {
         if code != LK_RUN_PANICKED && !(0..=255).contains(&code) {

@@ -799,7 +799,11 @@ async fn session_loop(session: Arc<Session>, mut events: livekit_signaling::Sign
 
 async fn finish(session: &Session, reason: DisconnectReason, detail: String) {
     if !*session.left.lock().await {
-        tracing::warn!(reason = %reason, detail = %detail, "room session ended");
+        if reason.is_natural_end() {
+            tracing::info!(reason = %reason, detail = %detail, "room session ended");
+        } else {
+            tracing::warn!(reason = %reason, detail = %detail, "room session ended");
+        }
         session.emitter.emit(Event::Disconnected { reason, detail });
     }
 }
