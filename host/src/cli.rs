@@ -233,13 +233,36 @@ pub const QUIET_WEBRTC_TARGETS: [&str; 17] = [
     "stun",
 ];
 
+/// Targets whose trace output carries credentials in a form no redaction
+/// can match: tungstenite hex-dumps every WebSocket frame at trace level,
+/// including the server's `RefreshToken`. They are capped at `debug`,
+/// whatever `LK_GO_LOG` says.
+pub const CAPPED_AT_DEBUG: [&str; 2] = ["tungstenite", "tokio_tungstenite"];
+
 /// The filter for `LK_GO_LOG` (or the default): the user's directives plus
-/// `<target>=error` for each WebRTC target they do not mention.
+/// `<target>=error` for each WebRTC target they do not mention, and the
+/// [`CAPPED_AT_DEBUG`] targets at most at `debug` (a user directive for
+/// them is replaced).
 pub fn log_filter(user: Option<&str>) -> String {
-    let mut filter = user
+    let user = user
         .filter(|u| !u.trim().is_empty())
-        .unwrap_or(DEFAULT_LOG_FILTER)
-        .to_string();
+        .unwrap_or(DEFAULT_LOG_FILTER);
+    let mut filter = user
+        .split(',')
+        .filter(|d| {
+            let t = d.split('=').next().unwrap_or("").trim();
+            !CAPPED_AT_DEBUG
+                .iter()
+                .any(|c| t == *c || t.starts_with(&format!("{c}::")))
+        })
+        .collect::<Vec<_>>()
+        .join(",");
+    if filter.is_empty() {
+        filter = DEFAULT_LOG_FILTER.to_string();
+    }
+    for capped in CAPPED_AT_DEBUG {
+        filter.push_str(&format!(",{capped}=debug"));
+    }
     for target in QUIET_WEBRTC_TARGETS {
         let named = filter.split(',').any(|d| {
             let t = d.split('=').next().unwrap_or("").trim();
@@ -298,7 +321,7 @@ pub fn one_printable_line(message: &str) -> String {
 /// redacted, never blocking).
 fn fail(code: i32, message: impl std::fmt::Display) -> i32 {
     let one_line = one_printable_line(&message.to_string());
-    crate::logsink::line(&format!("lk-go: error: {one_line}"));
+    crate::logsink::line_always(&format!("lk-go: error: {one_line}"));
     code
 }
 
@@ -306,11 +329,79 @@ fn fail(code: i32, message: impl std::fmt::Display) -> i32 {
 /// queued for stderr gets up to half a second to be written.
 pub fn main() -> i32 {
     let code = dispatch();
+    let dropped = crate::logsink::dropped_lines();
+    if dropped > 0 {
+        crate::logsink::line_always(&format!(
+            "lk-go: note: {dropped} log lines were dropped (stderr was full, closed or not read fast enough)"
+        ));
+    }
     crate::logsink::flush(Duration::from_millis(500));
     code
 }
 
+/// Ends the process with `code` without ever blocking on output: C stdio
+/// buffers (a plugin's `printf`) get up to a second to be flushed, then the
+/// process leaves with `_exit`. `std::process::exit` would flush them in
+/// `exit(3)` itself, which blocks forever on a full pipe nobody reads.
+pub fn exit(code: i32) -> ! {
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let flushing = std::thread::Builder::new()
+        .name("lk-go-exit-flush".into())
+        .spawn(move || {
+            // SAFETY: fflush(NULL) flushes every open output stream.
+            unsafe { libc::fflush(std::ptr::null_mut()) };
+            let _ = done_tx.send(());
+        });
+    if flushing.is_ok() {
+        let _ = done_rx.recv_timeout(Duration::from_secs(1));
+    }
+    // SAFETY: _exit ends the process at once; nothing after it runs.
+    unsafe { libc::_exit(code) }
+}
+
+/// Registers every secret the command line or environment may carry before
+/// anything can print it, clap's own errors included (`unexpected argument
+/// '<token>'` when a flag name is forgotten): the values of `--token` and
+/// `--api-secret`, their environment variables, and any argument that looks
+/// like a JWT.
+fn register_secrets_from_args_and_env() {
+    let args: Vec<String> = std::env::args().collect();
+    for (i, arg) in args.iter().enumerate() {
+        for flag in ["--token", "--api-secret"] {
+            if arg == flag {
+                if let Some(value) = args.get(i + 1) {
+                    crate::secrets::register(value);
+                }
+            } else if let Some(value) = arg.strip_prefix(&format!("{flag}=")) {
+                crate::secrets::register(value);
+            }
+        }
+        if looks_like_jwt(arg) {
+            crate::secrets::register(arg);
+        }
+    }
+    for var in ["LIVEKIT_TOKEN", "LIVEKIT_API_SECRET"] {
+        if let Ok(value) = std::env::var(var) {
+            crate::secrets::register(&value);
+        }
+    }
+}
+
+/// Three dot-separated base64url segments, the first a JSON header.
+fn looks_like_jwt(s: &str) -> bool {
+    let s = s.trim();
+    let parts: Vec<&str> = s.split('.').collect();
+    parts.len() == 3
+        && s.starts_with("eyJ")
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'=')
+        })
+}
+
 fn dispatch() -> i32 {
+    register_secrets_from_args_and_env();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -578,12 +669,12 @@ fn install_signal_handlers(ctx: JobContext) -> std::io::Result<()> {
             _ = term.recv() => ("SIGTERM", exit::SIGTERM),
             _ = hup.recv() => ("SIGHUP", exit::SIGHUP),
         };
-        crate::logsink::line(&format!(
+        crate::logsink::line_always(&format!(
             "lk-go: received {} during shutdown; exiting at once",
             second.0
         ));
         crate::logsink::flush(Duration::from_millis(200));
-        std::process::exit(second.1);
+        exit(second.1);
     });
     Ok(())
 }
@@ -591,6 +682,15 @@ fn install_signal_handlers(ctx: JobContext) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn jwts_are_recognised() {
+        assert!(looks_like_jwt(
+            "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln-_x"
+        ));
+        assert!(!looks_like_jwt("my-room"));
+        assert!(!looks_like_jwt("a.b.c"));
+    }
 
     #[test]
     fn hook_timeouts_bend_to_the_one_given() {
@@ -648,6 +748,12 @@ mod tests {
         assert!(f.starts_with("debug,"));
         assert!(f.contains(",webrtc_ice=error") && f.contains(",rtc=error"));
         assert!(f.contains(",livekit_signaling=error"), "{f}");
+        let f = log_filter(Some("trace,tungstenite=trace"));
+        assert!(!f.contains("tungstenite=trace"), "{f}");
+        assert!(
+            f.contains(",tungstenite=debug") && f.contains(",tokio_tungstenite=debug"),
+            "{f}"
+        );
         let f = log_filter(Some("info,rtc_ice=debug"));
         assert!(!f.contains(",rtc_ice=error"), "{f}");
         assert!(f.contains(",rtc=error"), "{f}");

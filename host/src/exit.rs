@@ -78,6 +78,7 @@ pub fn for_connect_error(e: &ConnectError) -> i32 {
         ConnectError::Unauthorized { .. } => AUTH_REFUSED,
         ConnectError::Server { .. } => SERVER_ERROR,
         ConnectError::MediaFailed { .. } => MEDIA_FAILED,
+        ConnectError::DuplicateIdentity { .. } => DUPLICATE_IDENTITY,
         ConnectError::TokenMismatch { .. } => USAGE,
     }
 }

@@ -1,13 +1,15 @@
 //! The process's stderr: non-blocking, lossy, redacted.
 //!
-//! Owns: one writer thread (`lk-go-log`) that owns stderr, a bounded queue
-//! in front of it, and [`flush`]. Every log line and every `lk-go: error:`
-//! line goes through here. Architecture invariant: **no thread of the job
-//! ever blocks on stderr or fails because of it.** A full queue (nobody
-//! reads the pipe: a paused pager, a stuck `tee`, a terminal stopped with
-//! Ctrl-S) drops the line and counts it ([`dropped_lines`]); a write error
-//! (closed pipe, `/dev/full`) is counted the same way. Each line is passed
-//! through [`crate::secrets::redact`] first.
+//! Owns: one writer thread (`lk-go-log`) that owns stderr, a queue in front
+//! of it bounded in bytes ([`QUEUE_BYTES`]), and [`flush`]. Every log line
+//! and every `lk-go: error:` line goes through here. Architecture invariant:
+//! **no thread of the job ever blocks on stderr or fails because of it.** A
+//! full queue (nobody reads the pipe: a paused pager, a stuck `tee`, a
+//! terminal stopped with Ctrl-S) drops the line and counts it
+//! ([`dropped_lines`]); a write error (closed pipe, `/dev/full`) is counted
+//! the same way. The few lines that say how the job ended ([`line_always`])
+//! are queued even when the log is over budget, so a late reader still sees
+//! them. Each line is passed through [`crate::secrets::redact`] first.
 //!
 //! Why not `tracing-appender`'s non-blocking writer: its guard `println!`s
 //! to stdout when its queue is full at shutdown, which writes into the
@@ -16,37 +18,58 @@
 //! Must not touch: the log format or filter (`crate::cli`).
 
 use std::io::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Sender, SyncSender, TrySendError};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{channel, Sender};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-/// Lines the queue holds while stderr is not being read.
-pub const QUEUE_LINES: usize = 4096;
+/// Bytes of log lines the queue holds while stderr is not being read (a
+/// plugin may log 64 KiB per message; a line count alone would let the
+/// queue grow to hundreds of MiB).
+pub const QUEUE_BYTES: usize = 4 * 1024 * 1024;
 
 enum Msg {
-    Line(Vec<u8>),
+    /// A line; `budgeted` lines count against [`QUEUE_BYTES`] until written.
+    Line {
+        bytes: Vec<u8>,
+        budgeted: bool,
+    },
     Flush(Sender<()>),
 }
 
-static QUEUE: OnceLock<SyncSender<Msg>> = OnceLock::new();
+static QUEUE: OnceLock<Mutex<Sender<Msg>>> = OnceLock::new();
+static QUEUED_BYTES: AtomicUsize = AtomicUsize::new(0);
 static DROPPED: AtomicU64 = AtomicU64::new(0);
 
-fn queue() -> Option<&'static SyncSender<Msg>> {
+fn send(msg: Msg) -> bool {
+    match queue() {
+        Some(q) => q
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(msg)
+            .is_ok(),
+        None => false,
+    }
+}
+
+fn queue() -> Option<&'static Mutex<Sender<Msg>>> {
     if let Some(q) = QUEUE.get() {
         return Some(q);
     }
-    let (tx, rx) = sync_channel::<Msg>(QUEUE_LINES);
+    let (tx, rx) = channel::<Msg>();
     let spawned = std::thread::Builder::new()
         .name("lk-go-log".into())
         .spawn(move || {
             let stderr = std::io::stderr();
             for msg in rx {
                 match msg {
-                    Msg::Line(bytes) => {
+                    Msg::Line { bytes, budgeted } => {
                         let mut e = stderr.lock();
                         if e.write_all(&bytes).is_err() {
                             DROPPED.fetch_add(1, Ordering::Relaxed);
+                        }
+                        if budgeted {
+                            QUEUED_BYTES.fetch_sub(bytes.len(), Ordering::AcqRel);
                         }
                     }
                     Msg::Flush(ack) => {
@@ -58,7 +81,7 @@ fn queue() -> Option<&'static SyncSender<Msg>> {
         });
     match spawned {
         Ok(_) => {
-            let _ = QUEUE.set(tx);
+            let _ = QUEUE.set(Mutex::new(tx));
             QUEUE.get()
         }
         // No thread: nothing can be written without risking a block.
@@ -67,15 +90,21 @@ fn queue() -> Option<&'static SyncSender<Msg>> {
 }
 
 /// Queues `bytes` (one or more whole lines) for stderr, redacted. Never
-/// blocks; drops and counts when the queue is full.
+/// blocks; drops and counts when the queue is over [`QUEUE_BYTES`].
 pub fn write(bytes: &[u8]) {
     let text = String::from_utf8_lossy(bytes);
     let line = crate::secrets::redact(&text).into_owned().into_bytes();
-    let sent = match queue() {
-        Some(q) => q.try_send(Msg::Line(line)),
-        None => Err(TrySendError::Disconnected(Msg::Line(Vec::new()))),
-    };
-    if sent.is_err() {
+    let len = line.len();
+    if QUEUED_BYTES.fetch_add(len, Ordering::AcqRel) + len > QUEUE_BYTES {
+        QUEUED_BYTES.fetch_sub(len, Ordering::AcqRel);
+        DROPPED.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    if !send(Msg::Line {
+        bytes: line,
+        budgeted: true,
+    }) {
+        QUEUED_BYTES.fetch_sub(len, Ordering::AcqRel);
         DROPPED.fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -88,12 +117,24 @@ pub fn line(text: &str) {
     write(&bytes);
 }
 
+/// Like [`line`], but queued even when the log is over budget: for the few
+/// lines that say how the job ended (`lk-go: error: …`). Still never
+/// blocks.
+pub fn line_always(text: &str) {
+    let line = format!("{}\n", crate::secrets::redact(text));
+    if !send(Msg::Line {
+        bytes: line.into_bytes(),
+        budgeted: false,
+    }) {
+        DROPPED.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// Waits up to `timeout` for what is queued so far to reach stderr. Returns
 /// false when stderr did not take it in time (the process may exit anyway).
 pub fn flush(timeout: Duration) -> bool {
-    let Some(q) = queue() else { return false };
-    let (ack_tx, ack_rx) = std::sync::mpsc::channel();
-    if q.try_send(Msg::Flush(ack_tx)).is_err() {
+    let (ack_tx, ack_rx) = channel();
+    if !send(Msg::Flush(ack_tx)) {
         return false;
     }
     ack_rx.recv_timeout(timeout).is_ok()

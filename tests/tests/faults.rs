@@ -110,6 +110,14 @@ fn lengths_no_host_should_believe_never_crash_it() {
         err.contains("detail=bye"),
         "the NUL-terminated reason: {err}"
     );
+    assert!(
+        err.contains("probe: free refused"),
+        "a refused hook's data is freed: {err}"
+    );
+    assert!(
+        !err.lines().any(|l| l.starts_with("lk-go: error: forged")),
+        "a plugin's newline cannot forge a line: {err}"
+    );
     assert!(!err.contains("Invalid read"), "{err}");
 }
 
@@ -213,6 +221,37 @@ fn unread_stderr_never_blocks_the_job() {
     let out = wait_output(child, Duration::from_secs(30));
     drop(reader); // held, unread, until the job is over
     assert_eq!(out.status.code(), Some(124));
+}
+
+/// A C plugin's stdio buffer and a stdout nobody reads: `exit(3)` used to
+/// block forever flushing it, after `job finished` was logged, deaf to
+/// signals. The host now gives stdio a second, then leaves with `_exit`.
+#[test]
+fn unread_stdout_never_blocks_the_exit() {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    let args = detached(
+        &probe(),
+        &[
+            "--metadata",
+            "spew",
+            "--max-duration",
+            "500ms",
+            "--shutdown-grace",
+            "500ms",
+        ],
+    );
+    let child = Command::new(lk_go_bin())
+        .args(&args)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(writer))
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn lk-go");
+    let out = wait_output(child, Duration::from_secs(30));
+    drop(reader); // held, unread, until the job is over
+                  // The plugin is stuck in fwrite, so it cannot return: 75.
+    assert_eq!(out.status.code(), Some(75), "{}", stderr(&out));
 }
 
 /// A Go plugin printing to a closed stdout used to kill the host with
@@ -332,6 +371,15 @@ fn flags_it_cannot_honour_are_usage_errors() {
         let out = run(&detached(noop, &extra));
         assert_eq!(out.status.code(), Some(64), "{extra:?}: {}", stderr(&out));
     }
+    // A token given without its flag name is still never echoed.
+    let token = lk_go_tests::dev_token("room-a", "alice");
+    let out = run_lk_go(
+        &["job", "run-script", noop, "--room", "r", &token],
+        &[],
+        LIMIT,
+    );
+    assert_eq!(out.status.code(), Some(64));
+    assert!(!stderr(&out).contains(&token), "{}", stderr(&out));
     // A missing argument is named, on one line.
     let out = run_lk_go(&["job", "run-script", "--room", "r"], &[], LIMIT);
     let err = stderr(&out);

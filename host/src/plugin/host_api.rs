@@ -424,7 +424,13 @@ unsafe extern "C" fn api_event_release(_job: *const LkJob, event: *mut LkEvent) 
 
 unsafe extern "C" fn api_log(job: *const LkJob, level: i32, msg: *const c_char, len: usize) {
     let plugin = handle(job).map_or("?", |h| h.plugin_name.as_str());
-    let (mut msg, cut) = plugin_text(msg, len, MAX_LOG_LEN);
+    let (msg, cut) = plugin_text(msg, len, MAX_LOG_LEN);
+    // One message, one log line: a plugin's newline or escape sequence
+    // must not start a line of its own (e.g. a fake `lk-go: error:`).
+    let mut msg: String = msg
+        .chars()
+        .map(|c| if c.is_control() && c != '\t' { ' ' } else { c })
+        .collect();
     if cut > 0 {
         use std::fmt::Write;
         let _ = write!(msg, " [cut: message longer than {MAX_LOG_LEN} bytes]");

@@ -34,8 +34,12 @@ pub enum ConnectError {
     Unreachable { url: String, detail: String },
     #[error("LiveKit server at {url} refused the credentials: {detail}; check --api-key/--api-secret (LIVEKIT_API_KEY/LIVEKIT_API_SECRET) or --token")]
     Unauthorized { url: String, detail: String },
-    #[error("LiveKit server at {url} answered with an error: {detail}")]
+    #[error(
+        "LiveKit server at {url} answered with an error: {detail}; the server's log says more"
+    )]
     Server { url: String, detail: String },
+    #[error("another participant joined the room with this job's identity while it was joining ({detail}); give each job its own --identity")]
+    DuplicateIdentity { detail: String },
     #[error("access token: {0}")]
     Token(String),
     #[error("joined the room, but the media connection to {url} did not come up: {detail}; check that this host reaches the server's ICE ports (rtc.udp_port / rtc.tcp_port, or its UDP port range) and that the server advertises an address this host can reach (rtc.node_ip, rtc.use_external_ip)")]

@@ -166,6 +166,20 @@ fn validate_url(url: &str) -> Result<(), ConnectError> {
         url: url.to_string(),
         why: why.to_string(),
     };
+    // user:password@ first, whatever the scheme: a URL carrying a password
+    // must not be echoed by any error below.
+    let authority = url.split_once("://").map_or(url, |(_, rest)| rest);
+    if authority
+        .split(['/', '?'])
+        .next()
+        .unwrap_or("")
+        .contains('@')
+    {
+        return Err(ConnectError::InvalidUrl {
+            url: "<url with user info>".to_string(),
+            why: "user:password@ in the URL is not supported (it would be printed); pass credentials with --api-key/--api-secret or --token".to_string(),
+        });
+    }
     // Schemes are case-insensitive (RFC 3986 §3.1).
     let lower = url.to_ascii_lowercase();
     let scheme_len = ["ws://", "wss://", "http://", "https://"]
@@ -175,12 +189,6 @@ fn validate_url(url: &str) -> Result<(), ConnectError> {
         .ok_or_else(|| bad("the scheme must be ws, wss, http or https"))?;
     let rest = &url[scheme_len..];
     let host = rest.split(['/', '?']).next().unwrap_or("");
-    if host.contains('@') {
-        return Err(ConnectError::InvalidUrl {
-            url: "<url with user info>".to_string(),
-            why: "user:password@ in the URL is not supported (it would be printed); pass credentials with --api-key/--api-secret or --token".to_string(),
-        });
-    }
     if host.is_empty() {
         return Err(bad("the host is missing"));
     }
@@ -191,10 +199,19 @@ fn validate_url(url: &str) -> Result<(), ConnectError> {
 /// credential, so it never reaches a message.
 fn redact(body: &str, token: &str) -> String {
     let body = body.trim();
-    if token.is_empty() {
+    let body = if token.is_empty() {
         body.to_string()
     } else {
         body.replace(token, "<token>")
+    };
+    // A server's error body can be megabytes; the error line keeps its
+    // start, so the line's own hint stays visible.
+    const MAX_BODY_CHARS: usize = 300;
+    if body.chars().count() > MAX_BODY_CHARS {
+        let cut: String = body.chars().take(MAX_BODY_CHARS).collect();
+        format!("{cut}… [cut]")
+    } else {
+        body
     }
 }
 
@@ -672,6 +689,9 @@ impl RoomConnector for LiveKitConnector {
                     url: url.clone(),
                     detail: format!("lost while joining: {}", failed.detail),
                 }),
+                Err((DisconnectReason::DuplicateIdentity, detail)) => {
+                    Some(ConnectError::DuplicateIdentity { detail })
+                }
                 Err((reason, detail)) => Some(ConnectError::Server {
                     url: url.clone(),
                     detail: format!(
@@ -886,6 +906,23 @@ async fn handle_message(
     }
     match msg {
         proto::signal_response::Message::Update(update) => {
+            // Another live session with this job's identity: the server
+            // normally drops us with a DUPLICATE_IDENTITY leave, but after a
+            // resume it may instead show us the newcomer. Either way it is
+            // final; the job must not take the identity back.
+            if let Some(other) = update.participants.iter().find(|p| {
+                p.identity == conn.joined.participant_identity
+                    && p.sid != conn.joined.participant_sid
+                    && p.state != proto::participant_info::State::Disconnected as i32
+            }) {
+                return Some(Ending::Final(
+                    DisconnectReason::DuplicateIdentity,
+                    format!(
+                        "another participant (sid {}) is in the room with this job's identity",
+                        other.sid
+                    ),
+                ));
+            }
             for info in &update.participants {
                 let (evs, tracks) = session
                     .roster
@@ -1271,8 +1308,13 @@ mod tests {
     fn urls_are_checked() {
         assert!(validate_url("ws://127.0.0.1:7880").is_ok());
         assert!(validate_url("WS://127.0.0.1:7880").is_ok());
-        let e = validate_url("ws://user:hunter22@127.0.0.1:7880").unwrap_err();
-        assert!(!e.to_string().contains("hunter22"), "{e}");
+        for url in [
+            "ws://user:hunter22@127.0.0.1:7880",
+            "htps://user:hunter22@h",
+        ] {
+            let e = validate_url(url).unwrap_err();
+            assert!(!e.to_string().contains("hunter22"), "{e}");
+        }
         assert!(validate_url("https://x.livekit.cloud").is_ok());
         assert!(matches!(
             validate_url("127.0.0.1:7880"),
