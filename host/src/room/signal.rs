@@ -994,6 +994,17 @@ struct AttemptFailed {
     cause: FailCause,
 }
 
+impl AttemptFailed {
+    /// A failure on the server's side (signal closed, refused, silent).
+    fn signal(detail: String, then_full: bool) -> AttemptFailed {
+        AttemptFailed {
+            detail,
+            then_full,
+            cause: FailCause::Signal,
+        }
+    }
+}
+
 /// Who failed: the server (signal closed, refused, silent) or the media
 /// path (ICE/DTLS) while the server kept talking.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1073,22 +1084,20 @@ async fn resume(
     .await;
     match restarted {
         Err(_) => {
-            return Ok(Err(AttemptFailed {
-                detail: format!("resume: no answer within {} s", within.as_secs_f64()),
-                then_full: false,
-                cause: FailCause::Signal,
-            }))
+            return Ok(Err(AttemptFailed::signal(
+                format!("resume: no answer within {} s", within.as_secs_f64()),
+                false,
+            )))
         }
         Ok(Err(e)) => {
             let then_full = !matches!(
                 e,
                 SignalError::Connection(_) | SignalError::Timeout(_) | SignalError::Closed
             );
-            return Ok(Err(AttemptFailed {
-                detail: format!("resume: {}", redact(&e.to_string(), &conn.client.token())),
+            return Ok(Err(AttemptFailed::signal(
+                format!("resume: {}", redact(&e.to_string(), &conn.client.token())),
                 then_full,
-                cause: FailCause::Signal,
-            }));
+            )));
         }
         Ok(Ok(_)) => {}
     }
@@ -1141,29 +1150,21 @@ async fn full_reconnect(
     .await;
     let (conn, new_events) = match opened {
         Err(_) => {
-            return Ok(Err(AttemptFailed {
-                detail: format!("reconnect: no answer within {} s", within.as_secs_f64()),
-                then_full: true,
-                cause: FailCause::Signal,
-            }))
+            return Ok(Err(AttemptFailed::signal(
+                format!("reconnect: no answer within {} s", within.as_secs_f64()),
+                true,
+            )))
         }
-        Ok(Err(e)) => {
-            return Ok(Err(AttemptFailed {
-                detail: format!("reconnect: {e}"),
-                then_full: true,
-                cause: FailCause::Signal,
-            }))
-        }
+        Ok(Err(e)) => return Ok(Err(AttemptFailed::signal(format!("reconnect: {e}"), true))),
         Ok(Ok(opened)) => opened,
     };
     *session.current.lock().unwrap_or_else(|e| e.into_inner()) = conn.clone();
     *events = new_events;
     if *session.left.lock().await {
-        return Ok(Err(AttemptFailed {
-            detail: "left while reconnecting".into(),
-            then_full: true,
-            cause: FailCause::Signal,
-        }));
+        return Ok(Err(AttemptFailed::signal(
+            "left while reconnecting".into(),
+            true,
+        )));
     }
     match wait_media(
         session,
