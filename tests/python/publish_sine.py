@@ -8,6 +8,7 @@ Run by tests/tests/itest.rs with the venv `cargo xtask itest` provisions.
 """
 
 import asyncio
+import os
 import math
 import sys
 
@@ -40,4 +41,8 @@ async def main(url: str, token: str, seconds: float) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main(sys.argv[1], sys.argv[2], float(sys.argv[3]))))
+    code = asyncio.run(main(sys.argv[1], sys.argv[2], float(sys.argv[3])))
+    # See subscribe_count.py: skip the SDK's native teardown at exit.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
