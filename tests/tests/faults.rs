@@ -210,15 +210,7 @@ fn broken_stderr_or_stdout_never_changes_the_exit_code() {
 fn unread_stderr_never_blocks_the_job() {
     let (reader, writer) = std::io::pipe().expect("pipe");
     let args = detached(&probe(), &["--metadata", "chatty", "--max-duration", "1s"]);
-    let child = Command::new(lk_go_bin())
-        .args(&args)
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(writer))
-        .spawn()
-        .expect("spawn lk-go");
-    let out = wait_output(child, Duration::from_secs(30));
+    let out = run_with(&args, Stdio::null(), Stdio::from(writer));
     drop(reader); // held, unread, until the job is over
     assert_eq!(out.status.code(), Some(124));
 }
@@ -240,15 +232,7 @@ fn unread_stdout_never_blocks_the_exit() {
             "500ms",
         ],
     );
-    let child = Command::new(lk_go_bin())
-        .args(&args)
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(writer))
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn lk-go");
-    let out = wait_output(child, Duration::from_secs(30));
+    let out = run_with(&args, Stdio::from(writer), Stdio::piped());
     drop(reader); // held, unread, until the job is over
                   // The plugin is stuck in fwrite, so it cannot return: 75.
     assert_eq!(out.status.code(), Some(75), "{}", stderr(&out));

@@ -334,6 +334,23 @@ fn deliver(r: Received, plugin_minor: u16, out: &mut LkEvent, missed: *mut u64) 
     })
 }
 
+/// Hands the plugin the first event already buffered that its ABI minor
+/// defines (skipping newer kinds); `None` when nothing deliverable is
+/// buffered.
+fn deliver_buffered(
+    sub: &mut Subscription,
+    minor: u16,
+    out: &mut LkEvent,
+    missed: *mut u64,
+) -> Option<i32> {
+    while let Some(r) = sub.try_recv() {
+        if let Some(rc) = deliver(r, minor, out, missed) {
+            return Some(rc);
+        }
+    }
+    None
+}
+
 unsafe extern "C" fn api_next_event(
     job: *const LkJob,
     timeout_ms: u32,
@@ -371,10 +388,8 @@ unsafe extern "C" fn api_next_event(
     let minor = h.plugin_abi_minor;
     // Events already buffered come first, even during shutdown, so a plugin
     // sees e.g. the Disconnected event that caused the shutdown.
-    while let Some(r) = sub.try_recv() {
-        if let Some(rc) = deliver(r, minor, out, missed) {
-            return rc;
-        }
+    if let Some(rc) = deliver_buffered(sub, minor, out, missed) {
+        return rc;
     }
     if h.ctx.is_shutting_down() {
         return LK_NEXT_SHUTTING_DOWN;
@@ -401,12 +416,7 @@ unsafe extern "C" fn api_next_event(
                 }
             }
             Some(Waited::ShuttingDown) => {
-                while let Some(r) = sub.try_recv() {
-                    if let Some(rc) = deliver(r, minor, out, missed) {
-                        return rc;
-                    }
-                }
-                return LK_NEXT_SHUTTING_DOWN;
+                return deliver_buffered(sub, minor, out, missed).unwrap_or(LK_NEXT_SHUTTING_DOWN);
             }
             None => return LK_NEXT_TIMEOUT,
         }

@@ -699,13 +699,11 @@ impl RtcSession {
             // Subscribed again on another transceiver before the old media
             // ended: the old subscription ends here, with its one
             // track_unsubscribed, before the new one's track_subscribed.
-            if old.generation != generation {
-                old.stop.cancel();
-                emitter.emit(Event::TrackUnsubscribed {
-                    participant: participant.clone(),
-                    track: track.clone(),
-                });
-            }
+            old.stop.cancel();
+            emitter.emit(Event::TrackUnsubscribed {
+                participant: participant.clone(),
+                track: track.clone(),
+            });
         }
         emitter.emit(Event::TrackSubscribed {
             participant: participant.clone(),

@@ -483,6 +483,21 @@ impl Drop for BrokenOnExit {
 }
 
 impl Conn {
+    /// Sends a signal-level ping; the server answers with a pong, which
+    /// counts as hearing from it.
+    async fn ping(&self) {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        self.client
+            .send(proto::signal_request::Message::PingReq(proto::Ping {
+                timestamp: now_ms,
+                rtt: 0,
+            }))
+            .await;
+    }
+
     fn abort_tasks(&self) {
         for task in std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner())) {
             task.abort();
@@ -844,13 +859,7 @@ async fn run_connected(session: &Session, events: &mut livekit_signaling::Signal
     loop {
         tokio::select! {
             _ = pinger.tick() => {
-                let now_ms = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_millis() as i64)
-                    .unwrap_or(0);
-                conn.client
-                    .send(proto::signal_request::Message::PingReq(proto::Ping { timestamp: now_ms, rtt: 0 }))
-                    .await;
+                conn.ping().await;
             }
             ev = events.recv() => {
                 silence.as_mut().reset(tokio::time::Instant::now() + liveness);
@@ -1220,13 +1229,7 @@ async fn wait_media(
                 }));
             }
             _ = pinger.tick() => {
-                let now_ms = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_millis() as i64)
-                    .unwrap_or(0);
-                conn.client
-                    .send(proto::signal_request::Message::PingReq(proto::Ping { timestamp: now_ms, rtt: 0 }))
-                    .await;
+                conn.ping().await;
             }
             ev = events.recv() => match ev {
                 Some(SignalEvent::Message(msg)) => {
