@@ -239,14 +239,48 @@ pub const QUIET_WEBRTC_TARGETS: [&str; 17] = [
 /// whatever `LK_GO_LOG` says.
 pub const CAPPED_AT_DEBUG: [&str; 2] = ["tungstenite", "tokio_tungstenite"];
 
+/// Verbosity rank of a level name (`off` 0 … `trace` 5); `None` if not one.
+fn level_rank(level: &str) -> Option<u8> {
+    match level.trim().to_ascii_lowercase().as_str() {
+        "off" => Some(0),
+        "error" => Some(1),
+        "warn" => Some(2),
+        "info" => Some(3),
+        "debug" => Some(4),
+        "trace" => Some(5),
+        _ => None,
+    }
+}
+
 /// The filter for `LK_GO_LOG` (or the default): the user's directives plus
 /// `<target>=error` for each WebRTC target they do not mention, and the
-/// [`CAPPED_AT_DEBUG`] targets at most at `debug` (a user directive for
-/// them is replaced).
+/// [`CAPPED_AT_DEBUG`] targets at the level the user gave them (or the
+/// bare default level), but never above `debug`: capped, never raised
+/// (`LK_GO_LOG=warn` keeps them at warn).
 pub fn log_filter(user: Option<&str>) -> String {
     let user = user
         .filter(|u| !u.trim().is_empty())
         .unwrap_or(DEFAULT_LOG_FILTER);
+    // The bare level (a directive without `=`) applies to every target the
+    // user did not name; the last one wins, as in EnvFilter.
+    let bare = user
+        .split(',')
+        .filter(|d| !d.contains('='))
+        .filter_map(level_rank)
+        .next_back()
+        .unwrap_or(1);
+    let named_rank = |target: &str| {
+        user.split(',')
+            .filter_map(|d| d.split_once('='))
+            .filter(|(t, _)| t.trim() == target)
+            .filter_map(|(_, l)| level_rank(l))
+            .next_back()
+    };
+    const NAMES: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    let capped_levels: Vec<(&str, &str)> = CAPPED_AT_DEBUG
+        .iter()
+        .map(|c| (*c, NAMES[named_rank(c).unwrap_or(bare).min(4) as usize]))
+        .collect();
     let mut filter = user
         .split(',')
         .filter(|d| {
@@ -260,8 +294,8 @@ pub fn log_filter(user: Option<&str>) -> String {
     if filter.is_empty() {
         filter = DEFAULT_LOG_FILTER.to_string();
     }
-    for capped in CAPPED_AT_DEBUG {
-        filter.push_str(&format!(",{capped}=debug"));
+    for (capped, level) in capped_levels {
+        filter.push_str(&format!(",{capped}={level}"));
     }
     for target in QUIET_WEBRTC_TARGETS {
         let named = filter.split(',').any(|d| {
@@ -754,6 +788,16 @@ mod tests {
             f.contains(",tungstenite=debug") && f.contains(",tokio_tungstenite=debug"),
             "{f}"
         );
+        // Capped, never raised: a quieter level stays quiet (the demo's
+        // `warn,plugin=info` used to show tungstenite's debug lines).
+        let f = log_filter(Some("warn,plugin=info"));
+        assert!(
+            f.contains(",tungstenite=warn") && !f.contains("tungstenite=debug"),
+            "{f}"
+        );
+        let f = log_filter(Some("info,tungstenite=error"));
+        assert!(f.contains(",tungstenite=error"), "{f}");
+        assert!(log_filter(None).contains(",tungstenite=info"));
         let f = log_filter(Some("info,rtc_ice=debug"));
         assert!(!f.contains(",rtc_ice=error"), "{f}");
         assert!(f.contains(",rtc=error"), "{f}");

@@ -20,6 +20,7 @@ pub mod events;
 pub mod exit;
 pub mod job;
 pub mod logsink;
+pub mod media;
 pub mod plugin;
 pub mod room;
 pub mod runner;

@@ -248,6 +248,10 @@ pub async fn run_job(
         plugin_abi_minor: plugin.abi_minor,
         ctx: ctx.clone(),
         events: tokio::sync::Mutex::new(Some(room.subscribe_with_snapshot())),
+        media: crate::plugin::media_api::JobMedia::new(
+            room.media_access(),
+            Some(tokio::runtime::Handle::current()),
+        ),
     }
     .leak();
 

@@ -1,5 +1,5 @@
 /*
- * lk_plugin.h -- the lk-go plugin ABI, version 1.2.
+ * lk_plugin.h -- the lk-go plugin ABI, version 1.3.
  *
  * This header is the contract between the lk-go host and a plugin written in
  * C, Go (cgo) or any language that can export a C function. The Rust SDK in
@@ -65,7 +65,7 @@ extern "C" {
 
 #define LK_PLUGIN_MAGIC 0x4C4B474Fu /* "LKGO" */
 #define LK_ABI_MAJOR 1
-#define LK_ABI_MINOR 2
+#define LK_ABI_MINOR 3
 
 /* A length the host does not believe; it reads a NUL-terminated string. */
 #define LK_STR_NUL_TERMINATED ((size_t)-1)
@@ -181,6 +181,93 @@ enum {
     LK_NEXT_INVALID = -1       /* NULL argument */
 };
 
+/* ---- 1.3: media and data ----------------------------------------------
+ *
+ * Audio in (lk_audio_stream), audio out (lk_audio_source), user data packets
+ * and the job participant's attributes/metadata. The names follow the
+ * official SDKs (Python AudioStream / AudioSource / publish_data /
+ * set_attributes).
+ *
+ * Ownership: PCM and payloads are copied during the call (into the plugin's
+ * buffer on read, out of it on capture / publish_data); the host keeps no
+ * plugin pointer after a call returns. A received data packet is host-owned
+ * until data_release. Stream and source handles are host-owned; their
+ * memory stays valid for the life of the process, so a call on a closed
+ * handle is safe and returns LK_ERR_CLOSED (each open costs the host a few
+ * dozen bytes until exit). Handles left open are closed when the job ends.
+ *
+ * Threads: every function may be called from any thread. A stream has one
+ * reader at a time (concurrent reads are serialised). close from another
+ * thread wakes a blocked read or capture, which returns LK_ERR_CLOSED. The
+ * host never calls plugin code for media: decoding, encoding and
+ * resampling run on host threads, so read and capture are a copy and a
+ * wait. Once shutdown begins, read, capture and publish return
+ * LK_SHUTTING_DOWN (a waiting call within 100 ms); next_data first hands
+ * out packets already queued, as next_event does.
+ *
+ * A 1.0-1.2 plugin never sees any of this: its header has none of it.
+ */
+
+/* Results of the 1.3 functions. Where they overlap LK_NEXT_*, values agree. */
+enum {
+    LK_OK = 0,
+    LK_TIMEOUT = 1,          /* nothing within timeout_ms; nothing was copied */
+    LK_SHUTTING_DOWN = 2,    /* the job is shutting down */
+    LK_MISSED = 3,           /* next_data: *missed packets were dropped (queue full) */
+    LK_ENDED = 4,            /* audio stream: the track went away and every frame was read */
+    LK_ERR_INVALID = -1,     /* NULL or out-of-range argument (the log says which) */
+    LK_ERR_UNSUPPORTED = -2, /* e.g. a video track, a format the host cannot produce */
+    LK_ERR_NOT_FOUND = -3,   /* no subscribed track with that sid */
+    LK_ERR_TOO_LARGE = -4,   /* buffer too small (read) or payload too large (publish_data) */
+    LK_ERR_NOT_CONNECTED = -5, /* no server session (detached job, or the room was left) */
+    LK_ERR_CLOSED = -6,      /* the handle was closed (or closed while waiting) */
+    LK_ERR_REFUSED = -7      /* the server refused (e.g. the token lacks canUpdateOwnMetadata) */
+};
+
+/* lk_audio_frame_info.flags */
+enum {
+    LK_AUDIO_FRAME_CONCEALED = 1, /* some samples were reconstructed (Opus FEC or PLC) */
+    LK_AUDIO_FRAME_SILENCE = 2    /* some samples are gap fill: nothing was sent (DTX, mute, loss > 200 ms) */
+};
+
+/* publish_data flags; lk_data_packet.flags */
+enum { LK_DATA_RELIABLE = 1 };
+
+/* Largest reliable payload, bytes (LiveKit's documented limit for reliable
+ * data packets; larger is LK_ERR_TOO_LARGE, never a silent drop). Lossy
+ * packets should stay under ~1300 bytes (one MTU); the host refuses them
+ * above LK_MAX_RELIABLE_DATA too. */
+#define LK_MAX_RELIABLE_DATA (15 * 1024)
+
+typedef struct lk_audio_stream lk_audio_stream; /* opaque, host-owned */
+typedef struct lk_audio_source lk_audio_source; /* opaque, host-owned */
+
+typedef struct lk_audio_format {
+    uint32_t sample_rate;  /* Hz, 8000..48000. 8/12/16/24/48 kHz are Opus-native;
+                              other rates go through a resampler (+~5 ms) */
+    uint32_t num_channels; /* 1 or 2; PCM is int16 interleaved */
+    uint32_t frame_ms;     /* streams: 10..100, a multiple of 10; 0 means 10. Sources: ignored */
+    uint32_t queue_ms;     /* streams: ring length, oldest frame dropped when full; 0 = 500.
+                              sources: capture blocks above this; 0 = 200. Max 10000 */
+} lk_audio_format;
+
+typedef struct lk_audio_frame_info {
+    uint32_t samples_per_channel; /* sample_rate * frame_ms / 1000 */
+    uint32_t flags;               /* LK_AUDIO_FRAME_* */
+    uint64_t pts_us;              /* media time of the first sample, us since the stream opened */
+    uint64_t dropped_frames;      /* frames the ring dropped since the previous read */
+} lk_audio_frame_info;
+
+typedef struct lk_data_packet {
+    uint32_t struct_size;          /* the plugin sets sizeof(lk_data_packet) */
+    uint32_t flags;                /* LK_DATA_RELIABLE when sent reliable */
+    const uint8_t *data;           /* host-owned until data_release; may be NULL when len == 0 */
+    size_t len;
+    lk_str topic;                  /* may be empty */
+    lk_str participant_identity;   /* the sender; empty when sent by the server API */
+    void *host_private;            /* owned by the host; pass the packet to data_release */
+} lk_data_packet;
+
 typedef void (*lk_shutdown_fn)(void *user_data, const lk_shutdown_info *info);
 typedef void (*lk_free_fn)(void *user_data);
 
@@ -221,6 +308,83 @@ typedef struct lk_host_api {
     /* ---- 1.1 ---- */
     /* The participant identity the job joined the room as. */
     lk_str (*participant_identity)(const lk_job *job);
+
+    /* ---- 1.3 (check api->abi_minor >= 3) ---- */
+    /* Opens a PCM reader on a subscribed remote audio track (track_sid from
+     * LK_EVENT_TRACK_SUBSCRIBED). Several readers per track may be open, each
+     * with its own format and ring. The first frame is the audio that arrives
+     * after the call. Returns LK_OK and *out, LK_ERR_NOT_FOUND (not
+     * subscribed, or already unsubscribed), LK_ERR_UNSUPPORTED (a video
+     * track), LK_ERR_INVALID (format), LK_SHUTTING_DOWN. */
+    int32_t (*audio_stream_open)(const lk_job *job, lk_str track_sid, const lk_audio_format *fmt,
+                                 lk_audio_stream **out);
+    /* Waits up to timeout_ms for the next frame and copies it into pcm
+     * (room for pcm_cap int16 samples in total, i.e. samples_per_channel *
+     * num_channels). Fills *info (may be NULL). Returns LK_OK, LK_TIMEOUT,
+     * LK_ENDED (track gone, ring drained), LK_SHUTTING_DOWN, LK_ERR_CLOSED,
+     * LK_ERR_TOO_LARGE (pcm_cap too small; the frame stays queued),
+     * LK_ERR_INVALID. */
+    int32_t (*audio_stream_read)(lk_audio_stream *stream, int16_t *pcm, size_t pcm_cap,
+                                 uint32_t timeout_ms, lk_audio_frame_info *info);
+    /* Closes the reader; idempotent. A read waiting on another thread
+     * returns LK_ERR_CLOSED. */
+    void (*audio_stream_close)(lk_audio_stream *stream);
+
+    /* Publishes a microphone track fed from PCM in fmt (frame_ms ignored)
+     * and waits (at most 10 s) for the server to accept it. *track_sid is
+     * host-owned and valid for the life of the process. Until samples are
+     * captured, and whenever the queue runs dry, the track sends silence.
+     * Returns LK_OK, LK_ERR_INVALID, LK_ERR_NOT_CONNECTED, LK_ERR_REFUSED
+     * (the server did not accept the track; the log says why),
+     * LK_SHUTTING_DOWN. */
+    int32_t (*audio_source_publish)(const lk_job *job, lk_str track_name,
+                                    const lk_audio_format *fmt, lk_audio_source **out,
+                                    lk_str *track_sid);
+    /* Copies samples_per_channel frames of interleaved PCM (any count) into
+     * the send queue. Blocks while the queue holds more than queue_ms, up to
+     * timeout_ms (0 = never blocks). LK_OK: all copied. LK_TIMEOUT: nothing
+     * copied. Also LK_SHUTTING_DOWN, LK_ERR_CLOSED, LK_ERR_INVALID. The send
+     * clock drains 20 ms every 20 ms, which paces a faster producer. */
+    int32_t (*audio_source_capture)(lk_audio_source *source, const int16_t *pcm,
+                                    size_t samples_per_channel, uint32_t timeout_ms);
+    /* Drops everything queued (barge-in); returns how many ms it dropped. */
+    uint32_t (*audio_source_clear)(lk_audio_source *source);
+    /* Ms of audio queued and not yet sent; 0 once played out. */
+    uint32_t (*audio_source_queued_ms)(const lk_audio_source *source);
+    /* Unpublishes the track; idempotent. A capture waiting on another
+     * thread returns LK_ERR_CLOSED. */
+    void (*audio_source_close)(lk_audio_source *source);
+
+    /* Sends a user data packet (copied during the call) with a topic (may
+     * be empty) to destination_identities (n_destinations == 0: everyone).
+     * flags: LK_DATA_RELIABLE for ordered, retransmitted delivery; else
+     * lossy. The first send negotiates the publisher connection, which may
+     * take a round trip; blocks up to timeout_ms for that. Returns LK_OK,
+     * LK_ERR_TOO_LARGE (len > LK_MAX_RELIABLE_DATA), LK_TIMEOUT,
+     * LK_ERR_NOT_CONNECTED, LK_SHUTTING_DOWN, LK_ERR_INVALID. */
+    int32_t (*publish_data)(const lk_job *job, const uint8_t *data, size_t len, lk_str topic,
+                            const lk_str *destination_identities, size_t n_destinations,
+                            uint32_t flags, uint32_t timeout_ms);
+    /* Waits up to timeout_ms for the next user data packet sent to this
+     * participant. Same contract as next_event: LK_OK (*out filled; release
+     * it with data_release), LK_TIMEOUT, LK_SHUTTING_DOWN (once shutdown
+     * began and no packet is queued), LK_MISSED (*missed packets were
+     * dropped because the queue of 1024 was full; call again). Set
+     * out->struct_size first; the host writes at most that many bytes. */
+    int32_t (*next_data)(const lk_job *job, uint32_t timeout_ms, lk_data_packet *out,
+                         uint64_t *missed);
+    /* Frees a packet filled by next_data; idempotent on a zeroed packet. */
+    void (*data_release)(const lk_job *job, lk_data_packet *packet);
+
+    /* Sets attributes of the job's own participant (merged into the
+     * existing ones, like the SDKs' set_attributes; an empty value deletes
+     * the key) and waits up to timeout_ms for the server to confirm.
+     * Returns LK_OK, LK_TIMEOUT, LK_ERR_REFUSED, LK_ERR_NOT_CONNECTED,
+     * LK_SHUTTING_DOWN, LK_ERR_INVALID. */
+    int32_t (*set_attributes)(const lk_job *job, const lk_str *keys, const lk_str *values,
+                              size_t n, uint32_t timeout_ms);
+    /* Replaces the job participant's metadata; same results. */
+    int32_t (*set_metadata)(const lk_job *job, lk_str metadata, uint32_t timeout_ms);
 } lk_host_api;
 
 typedef int32_t (*lk_run_fn)(const lk_host_api *api, const lk_job *job);

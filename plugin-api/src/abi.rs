@@ -15,7 +15,7 @@ pub const LK_PLUGIN_MAGIC: u32 = 0x4C4B_474F;
 /// ABI major this crate speaks. A plugin of another major is refused.
 pub const LK_ABI_MAJOR: u16 = 1;
 /// ABI minor this crate speaks. Plugins of this minor or older load.
-pub const LK_ABI_MINOR: u16 = 2;
+pub const LK_ABI_MINOR: u16 = 3;
 /// Name of the exported entry function (without NUL).
 pub const LK_PLUGIN_ENTRY_SYMBOL: &str = "lk_plugin_entry";
 /// `run` returns this after catching a panic of its own.
@@ -80,6 +80,88 @@ pub const LK_NEXT_TIMEOUT: i32 = 1;
 pub const LK_NEXT_SHUTTING_DOWN: i32 = 2;
 pub const LK_NEXT_MISSED: i32 = 3;
 pub const LK_NEXT_INVALID: i32 = -1;
+
+// ---- 1.3: results of the media and data functions ----
+pub const LK_OK: i32 = 0;
+pub const LK_TIMEOUT: i32 = 1;
+pub const LK_SHUTTING_DOWN: i32 = 2;
+pub const LK_MISSED: i32 = 3;
+pub const LK_ENDED: i32 = 4;
+pub const LK_ERR_INVALID: i32 = -1;
+pub const LK_ERR_UNSUPPORTED: i32 = -2;
+pub const LK_ERR_NOT_FOUND: i32 = -3;
+pub const LK_ERR_TOO_LARGE: i32 = -4;
+pub const LK_ERR_NOT_CONNECTED: i32 = -5;
+pub const LK_ERR_CLOSED: i32 = -6;
+pub const LK_ERR_REFUSED: i32 = -7;
+
+/// Some samples were reconstructed (Opus FEC or PLC).
+pub const LK_AUDIO_FRAME_CONCEALED: u32 = 1;
+/// Some samples are gap fill (DTX, mute, loss over 200 ms).
+pub const LK_AUDIO_FRAME_SILENCE: u32 = 2;
+/// `publish_data` / `lk_data_packet.flags`: ordered, retransmitted.
+pub const LK_DATA_RELIABLE: u32 = 1;
+/// Largest data payload, bytes (LiveKit's limit for reliable packets).
+pub const LK_MAX_RELIABLE_DATA: usize = 15 * 1024;
+
+/// Opaque audio reader handle (host-owned).
+#[repr(C)]
+pub struct LkAudioStream {
+    _private: [u8; 0],
+}
+
+/// Opaque audio source handle (host-owned).
+#[repr(C)]
+pub struct LkAudioSource {
+    _private: [u8; 0],
+}
+
+/// PCM format of a stream or source (`lk_audio_format`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LkAudioFormat {
+    pub sample_rate: u32,
+    pub num_channels: u32,
+    pub frame_ms: u32,
+    pub queue_ms: u32,
+}
+
+/// What `audio_stream_read` says about the frame it copied.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LkAudioFrameInfo {
+    pub samples_per_channel: u32,
+    pub flags: u32,
+    pub pts_us: u64,
+    pub dropped_frames: u64,
+}
+
+/// A received user data packet (`lk_data_packet`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct LkDataPacket {
+    pub struct_size: u32,
+    pub flags: u32,
+    pub data: *const u8,
+    pub len: usize,
+    pub topic: LkStr,
+    pub participant_identity: LkStr,
+    pub host_private: *mut c_void,
+}
+
+impl LkDataPacket {
+    pub const fn zeroed() -> LkDataPacket {
+        LkDataPacket {
+            struct_size: std::mem::size_of::<LkDataPacket>() as u32,
+            flags: 0,
+            data: std::ptr::null(),
+            len: 0,
+            topic: LkStr::EMPTY,
+            participant_identity: LkStr::EMPTY,
+            host_private: std::ptr::null_mut(),
+        }
+    }
+}
 
 /// UTF-8 string slice crossing the boundary: pointer + length, no NUL.
 #[repr(C)]
@@ -221,11 +303,73 @@ pub struct LkHostApi {
 
     // ---- 1.1 ----
     pub participant_identity: unsafe extern "C" fn(job: *const LkJob) -> LkStr,
+
+    // ---- 1.3 ----
+    pub audio_stream_open: unsafe extern "C" fn(
+        job: *const LkJob,
+        track_sid: LkStr,
+        fmt: *const LkAudioFormat,
+        out: *mut *mut LkAudioStream,
+    ) -> i32,
+    pub audio_stream_read: unsafe extern "C" fn(
+        stream: *mut LkAudioStream,
+        pcm: *mut i16,
+        pcm_cap: usize,
+        timeout_ms: u32,
+        info: *mut LkAudioFrameInfo,
+    ) -> i32,
+    pub audio_stream_close: unsafe extern "C" fn(stream: *mut LkAudioStream),
+    pub audio_source_publish: unsafe extern "C" fn(
+        job: *const LkJob,
+        track_name: LkStr,
+        fmt: *const LkAudioFormat,
+        out: *mut *mut LkAudioSource,
+        track_sid: *mut LkStr,
+    ) -> i32,
+    pub audio_source_capture: unsafe extern "C" fn(
+        source: *mut LkAudioSource,
+        pcm: *const i16,
+        samples_per_channel: usize,
+        timeout_ms: u32,
+    ) -> i32,
+    pub audio_source_clear: unsafe extern "C" fn(source: *mut LkAudioSource) -> u32,
+    pub audio_source_queued_ms: unsafe extern "C" fn(source: *const LkAudioSource) -> u32,
+    pub audio_source_close: unsafe extern "C" fn(source: *mut LkAudioSource),
+    #[allow(clippy::type_complexity)]
+    pub publish_data: unsafe extern "C" fn(
+        job: *const LkJob,
+        data: *const u8,
+        len: usize,
+        topic: LkStr,
+        destination_identities: *const LkStr,
+        n_destinations: usize,
+        flags: u32,
+        timeout_ms: u32,
+    ) -> i32,
+    pub next_data: unsafe extern "C" fn(
+        job: *const LkJob,
+        timeout_ms: u32,
+        out: *mut LkDataPacket,
+        missed: *mut u64,
+    ) -> i32,
+    pub data_release: unsafe extern "C" fn(job: *const LkJob, packet: *mut LkDataPacket),
+    pub set_attributes: unsafe extern "C" fn(
+        job: *const LkJob,
+        keys: *const LkStr,
+        values: *const LkStr,
+        n: usize,
+        timeout_ms: u32,
+    ) -> i32,
+    pub set_metadata:
+        unsafe extern "C" fn(job: *const LkJob, metadata: LkStr, timeout_ms: u32) -> i32,
 }
 
-/// Byte offset just past `participant_identity`, the last field of minor 1.
-/// A plugin checks `api.size >= LK_HOST_API_SIZE_1_1` before using it.
-pub const LK_HOST_API_SIZE_1_1: usize = std::mem::size_of::<LkHostApi>();
+/// Byte offset just past `participant_identity`, the last field of minor 1
+/// (minor 2 added no function). A plugin checks `api.size >=
+/// LK_HOST_API_SIZE_1_1` before using it.
+pub const LK_HOST_API_SIZE_1_1: usize = std::mem::offset_of!(LkHostApi, audio_stream_open);
+/// Size of the table with the 1.3 functions (through `set_metadata`).
+pub const LK_HOST_API_SIZE_1_3: usize = std::mem::size_of::<LkHostApi>();
 
 pub type LkRunFn = unsafe extern "C" fn(api: *const LkHostApi, job: *const LkJob) -> i32;
 
@@ -263,7 +407,16 @@ mod tests {
         assert_eq!(offset_of!(LkHostApi, job_id), 8);
         assert_eq!(offset_of!(LkHostApi, log), 8 + 8 * 8);
         assert_eq!(offset_of!(LkHostApi, participant_identity), 8 + 9 * 8);
-        assert_eq!(size_of::<LkHostApi>(), 8 + 10 * 8);
+        assert_eq!(LK_HOST_API_SIZE_1_1, 8 + 10 * 8);
+        assert_eq!(offset_of!(LkHostApi, audio_stream_open), 8 + 10 * 8);
+        assert_eq!(offset_of!(LkHostApi, set_metadata), 8 + 22 * 8);
+        assert_eq!(size_of::<LkHostApi>(), 8 + 23 * 8);
+        assert_eq!(size_of::<LkAudioFormat>(), 16);
+        assert_eq!(size_of::<LkAudioFrameInfo>(), 24);
+        assert_eq!(offset_of!(LkAudioFrameInfo, dropped_frames), 16);
+        assert_eq!(size_of::<LkDataPacket>(), 8 + 16 + 32 + 8);
+        assert_eq!(offset_of!(LkDataPacket, topic), 24);
+        assert_eq!(offset_of!(LkDataPacket, host_private), 56);
         assert_eq!(offset_of!(LkPluginDescriptor, name), 8);
         assert_eq!(offset_of!(LkPluginDescriptor, run), 40);
         assert_eq!(align_of::<LkHostApi>(), 8);

@@ -6,7 +6,9 @@
 //!
 //! Must not touch: anything of the host. This crate knows nothing of rooms,
 //! WebRTC, tokio or the loader; it is compiled into third-party plugins and
-//! its only dependency is `std`.
+//! its only dependency besides `std` is `crossbeam-channel` (the channels of
+//! [`media`], so a plugin thread can `select!` over audio, data, events and
+//! shutdown).
 //!
 //! ```ignore
 //! use lk_plugin_api::sdk::JobContext;
@@ -20,6 +22,7 @@
 //! ```
 
 pub mod abi;
+pub mod media;
 pub mod sdk;
 
 /// Declares the plugin: exports `lk_plugin_entry` returning a static

@@ -224,6 +224,16 @@ impl JobContext {
         (self.api.abi_major, self.api.abi_minor)
     }
 
+    /// The host's function table (for the SDK's other modules).
+    pub(crate) fn api(&self) -> &'static LkHostApi {
+        self.api
+    }
+
+    /// The raw job pointer (for the SDK's other modules).
+    pub(crate) fn raw_job(&self) -> *const LkJob {
+        self.job
+    }
+
     fn has_field(&self, end_offset: usize) -> bool {
         self.api.size as usize >= end_offset
     }

@@ -26,6 +26,15 @@ _Static_assert(offsetof(lk_host_api, participant_identity) == 8 + 9 * 8, "lk_hos
 _Static_assert(sizeof(lk_event) == 120, "lk_event layout");
 _Static_assert(sizeof(lk_shutdown_info) == 48, "lk_shutdown_info layout");
 _Static_assert(offsetof(lk_plugin_descriptor, run) == 40, "descriptor layout");
+_Static_assert(offsetof(lk_host_api, audio_stream_open) == 8 + 10 * 8, "lk_host_api 1.3 start");
+_Static_assert(offsetof(lk_host_api, set_metadata) == 8 + 22 * 8, "lk_host_api 1.3 layout");
+_Static_assert(sizeof(lk_host_api) == 8 + 23 * 8, "lk_host_api 1.3 size");
+_Static_assert(sizeof(lk_audio_format) == 16, "lk_audio_format layout");
+_Static_assert(sizeof(lk_audio_frame_info) == 24, "lk_audio_frame_info layout");
+_Static_assert(offsetof(lk_audio_frame_info, dropped_frames) == 16, "lk_audio_frame_info layout");
+_Static_assert(sizeof(lk_data_packet) == 64, "lk_data_packet layout");
+_Static_assert(offsetof(lk_data_packet, topic) == 24, "lk_data_packet layout");
+_Static_assert(offsetof(lk_data_packet, host_private) == 56, "lk_data_packet layout");
 #endif
 
 static void log_msg(const lk_host_api *api, const lk_job *job, int32_t level, const char *msg) {

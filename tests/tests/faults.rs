@@ -317,6 +317,18 @@ fn older_plugins_see_only_reasons_their_header_defines() {
         "{log}"
     );
     assert!(!log.contains("UNDEFINED"), "{log}");
+
+    // A 1.2 plugin (frozen header) on the 1.3 host: it defines SIGHUP.
+    let v12 = plugin("abi_1_2");
+    let job = start_ready(&detached(v12.to_str().unwrap(), &[]));
+    job.signal("-HUP");
+    let (code, _, log) = job.finish(LIMIT);
+    assert_eq!(code, Some(129), "{log}");
+    assert!(
+        log.contains("abi-1.2: shutdown reason 9 signal_sighup"),
+        "{log}"
+    );
+    assert!(!log.contains("UNDEFINED"), "{log}");
 }
 
 /// Bad values are usage errors (64) in one line: an enormous duration used to

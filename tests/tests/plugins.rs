@@ -65,6 +65,7 @@ fn inspect_accepts_every_example_plugin() {
         ("go_noop", "go-noop", "1.2"),
         ("abi_1_0", "abi-1.0", "1.0"),
         ("abi_1_1", "abi-1.1", "1.1"),
+        ("abi_1_2", "abi-1.2", "1.2"),
     ] {
         let out = run_lk_go(
             &["plugin", "inspect", plugin(file).to_str().unwrap()],
@@ -75,7 +76,7 @@ fn inspect_accepts_every_example_plugin() {
         assert_eq!(out.status.code(), Some(0), "{file}: {}", stderr(&out));
         assert!(text.contains(&format!("name: {name}\n")), "{text}");
         assert!(text.contains(&format!("abi: {abi}\n")), "{text}");
-        assert!(text.contains("host abi: 1.2\n"), "{text}");
+        assert!(text.contains("host abi: 1.3\n"), "{text}");
     }
 }
 

@@ -25,7 +25,7 @@ commands:
   itest           provision livekit-server and run the tests against it
   loom            run the loom models of the JobContext state machine
   livekit         provision and run a local livekit-server (foreground; Ctrl-C stops it)
-  demo            run the event-logger plugin in room `demo` while another participant comes and goes
+  demo            the echo plugin in a room with the Python SDK: tone, echo, latency, data
   bench [--runs N] [--steady-seconds S]
                   lk-go vs the LiveKit Python SDK and Python agents (default 20 runs, 30 s)";
 
@@ -89,7 +89,7 @@ fn build_plugins() -> Result<PathBuf> {
     step("build lk-go and the Rust plugins");
     run(cargo().args(["build", "-j2", "--workspace"]), "cargo build")?;
     let debug = target_dir().join("debug");
-    for lib in ["noop", "exit_code", "event_logger", "panic"] {
+    for lib in ["noop", "exit_code", "event_logger", "panic", "echo"] {
         let name = format!("lib{lib}.so");
         std::fs::copy(debug.join(&name), out.join(&name))
             .with_context(|| format!("copy {name} (did the cargo build produce it?)"))?;
@@ -126,6 +126,18 @@ fn build_plugins() -> Result<PathBuf> {
             fixtures.join("abi-1.1"),
             vec![],
             "abi_1_1",
+        ),
+        (
+            fixtures.join("abi_1_2_plugin.c"),
+            fixtures.join("abi-1.2"),
+            vec![],
+            "abi_1_2",
+        ),
+        (
+            root.join("plugins/c-echo/c_echo.c"),
+            include.clone(),
+            vec!["-pthread".to_string()],
+            "c_echo",
         ),
         (
             fixtures.join("probe_plugin.c"),
@@ -363,6 +375,8 @@ fn itest() -> Result<()> {
                 "itest",
                 "--test",
                 "itest",
+                "--test",
+                "media",
                 "--",
                 "--test-threads=2",
             ])
@@ -477,30 +491,86 @@ fn livekit() -> Result<()> {
 
 fn demo() -> Result<()> {
     provision_livekit().map(|p| std::env::set_var("LIVEKIT_SERVER_BIN", p))?;
+    let python = provision_python()?;
     let server = LiveKitServer::start();
     let lk_go = target_dir().join("debug").join("lk-go");
     let plugins = target_dir().join("plugins");
     eprintln!("livekit-server {LIVEKIT_SERVER_VERSION} at {}", server.url);
-    eprintln!(
-        "\n--- lk-go job with the event-logger plugin joins room `demo` (its stdout below) ---"
-    );
+    eprintln!("\n--- lk-go runs the echo plugin (plugins/echo) in room `demo` as `echo-agent` ---");
     let mut job = Command::new(&lk_go)
         .args(["job", "run-script"])
-        .arg(plugins.join("libevent_logger.so"))
-        .args(["--room", "demo", "--url", &server.url])
-        .env("LK_GO_LOG", "warn")
+        .arg(plugins.join("libecho.so"))
+        .args([
+            "--room",
+            "demo",
+            "--identity",
+            "echo-agent",
+            "--url",
+            &server.url,
+        ])
+        // The plugin's own lines, and warnings.
+        .env("LK_GO_LOG", "warn,plugin=info")
         .stdout(Stdio::inherit())
         .stderr(Stdio::inherit())
         .spawn()
         .context("start lk-go")?;
-    std::thread::sleep(Duration::from_secs(2));
-    eprintln!("\n--- participant `visitor` joins and publishes an audio track for 3 s ---");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    rt.block_on(visit(&server.url))?;
-    std::thread::sleep(Duration::from_secs(1));
+    let peer = |script: &str, identity: &str, extra: &[&str]| -> Result<serde_json::Value> {
+        let token = lk_go_tests::dev_token("demo", identity);
+        let out = Command::new(&python)
+            .arg(lk_go_tests::python_script(script))
+            .args([server.url.as_str(), token.as_str()])
+            .args(extra)
+            .stderr(Stdio::inherit())
+            .output()
+            .with_context(|| format!("run {script}"))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line = text
+            .lines()
+            .rev()
+            .find(|l| l.starts_with('{'))
+            .unwrap_or("{}");
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+        if !out.status.success() {
+            bail!("{script} failed: {line}");
+        }
+        Ok(v)
+    };
+    let shown = (|| -> Result<()> {
+        eprintln!("\n--- the Python SDK (participant `speaker`) publishes 440 Hz and listens to the agent ---");
+        let v = peer("echo_check.py", "speaker", &["echo-agent", "20"])?;
+        eprintln!(
+            "sent 440 Hz at rms {:.0}; heard back {:.2} Hz at rms {:.0} ({:+.2} dB) over {} frames",
+            v["sent_rms"].as_f64().unwrap_or(0.0),
+            v["freq_hz"].as_f64().unwrap_or(0.0),
+            v["rms"].as_f64().unwrap_or(0.0),
+            v["level_db"].as_f64().unwrap_or(0.0),
+            v["frames"]
+        );
+        eprintln!("\n--- mouth-to-ear: 5 tone bursts, time from sending to hearing the echo ---");
+        let v = peer(
+            "latency_probe.py",
+            "prober",
+            &["echo-agent", "--bursts", "5"],
+        )?;
+        eprintln!(
+            "latencies {} ms: median {} ms, p95 {} ms",
+            v["latencies_ms"], v["median_ms"], v["p95_ms"]
+        );
+        eprintln!(
+            "\n--- data: 20 reliable lk.ping packets, answered with lk.pong to the sender only ---"
+        );
+        let observer = lk_go_tests::dev_token("demo", "observer");
+        let v = peer(
+            "data_check.py",
+            "pinger",
+            &["echo-agent", "--observer-token", &observer, "--count", "20"],
+        )?;
+        eprintln!(
+            "{} pongs in order: {}; the observer received {}; {} ms for all",
+            v["received"], v["in_order"], v["observer_received"], v["elapsed_ms"]
+        );
+        Ok(())
+    })();
     eprintln!("\n--- SIGINT to the job: shutdown cascade (room -> tracks -> hooks -> plugin) ---");
     let _ = Command::new("kill")
         .args(["-INT", &job.id().to_string()])
@@ -511,16 +581,5 @@ fn demo() -> Result<()> {
         status.code().unwrap_or(-1)
     );
     drop(server);
-    Ok(())
-}
-
-/// A participant that joins `demo`, publishes silence for 3 s and leaves,
-/// through the same room client the jobs use.
-async fn visit(url: &str) -> Result<()> {
-    let room = lk_go_tests::join_dev_room(url, "demo", "visitor").await?;
-    room.publish_silent_audio("visitor-mic").await?;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    room.leave().await;
-    room.close_tracks().await;
-    Ok(())
+    shown
 }

@@ -1,4 +1,5 @@
-//! The host's implementation of `lk_host_api` (ABI 1.2).
+//! The host's implementation of `lk_host_api` (ABI 1.3; the 1.3 media
+//! functions live in [`super::media_api`]).
 //!
 //! Owns: the static function table handed to `run`, the [`JobHandle`] behind
 //! the opaque `lk_job*`, and the conversions between host types and their C
@@ -17,6 +18,7 @@
 //!
 //! Must not touch: the cascade or exit codes (`crate::runner`).
 
+use super::media_api;
 use super::wait;
 use crate::events::{Event, Received, Subscription, TrackKind, TrackSource};
 use crate::job::{JobContext, ShutdownInfo, ShutdownReason};
@@ -49,6 +51,8 @@ pub(crate) struct JobHandle {
     /// `None` once the job is retired. An async mutex so that a waiting
     /// `next_event` can give up on the lock at its own deadline.
     pub(crate) events: tokio::sync::Mutex<Option<Subscription>>,
+    /// ABI 1.3: the room's media as this job sees it.
+    pub(crate) media: super::media_api::JobMedia,
 }
 
 impl JobHandle {
@@ -65,6 +69,7 @@ impl JobHandle {
     /// by the runner once the cascade is over (shutdown has begun, so a
     /// `next_event` holding the lock returns within its poll).
     pub(crate) fn retire(&self) {
+        self.media.close_all();
         let deadline = Instant::now() + Duration::from_secs(1);
         match wait::until(deadline, self.events.lock()) {
             Some(mut guard) => *guard = None,
@@ -88,11 +93,24 @@ pub(crate) static HOST_API: LkHostApi = LkHostApi {
     event_release: api_event_release,
     log: api_log,
     participant_identity: api_participant_identity,
+    audio_stream_open: media_api::api_audio_stream_open,
+    audio_stream_read: media_api::api_audio_stream_read,
+    audio_stream_close: media_api::api_audio_stream_close,
+    audio_source_publish: media_api::api_audio_source_publish,
+    audio_source_capture: media_api::api_audio_source_capture,
+    audio_source_clear: media_api::api_audio_source_clear,
+    audio_source_queued_ms: media_api::api_audio_source_queued_ms,
+    audio_source_close: media_api::api_audio_source_close,
+    publish_data: media_api::api_publish_data,
+    next_data: media_api::api_next_data,
+    data_release: media_api::api_data_release,
+    set_attributes: media_api::api_set_attributes,
+    set_metadata: media_api::api_set_metadata,
 };
 
 /// # Safety
 /// `job` is NULL or a pointer the host passed to `run` (valid forever).
-unsafe fn handle<'a>(job: *const LkJob) -> Option<&'a JobHandle> {
+pub(crate) unsafe fn handle<'a>(job: *const LkJob) -> Option<&'a JobHandle> {
     (job as *const JobHandle).as_ref()
 }
 
@@ -470,6 +488,7 @@ mod tests {
             plugin_abi_minor: LK_ABI_MINOR,
             ctx: JobContext::new(HookTimeouts::default()),
             events: tokio::sync::Mutex::new(Some(hub.subscribe())),
+            media: media_api::JobMedia::new(None, None),
         }
         .leak()
     }

@@ -11,6 +11,7 @@
 //! plugin may still run in a thread that overran its deadline.
 
 pub(crate) mod host_api;
+pub(crate) mod media_api;
 mod wait;
 
 use lk_plugin_api::abi::{

@@ -17,6 +17,8 @@ pub mod signal;
 pub use detached::{DetachedConnector, DetachedLink};
 
 use crate::events::{Event, EventHub, ParticipantRef, Subscription, TrackRef};
+use crate::media::source::SourceQueue;
+use crate::media::MediaHub;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -82,6 +84,48 @@ pub trait RoomLink: Send + Sync {
         let _ = name;
         Box::pin(async { Err(rtc::PublishError::NotConnected) })
     }
+    /// Publishes a microphone track fed from `source` (silence while it is
+    /// empty) until [`RoomLink::unpublish_track`] or the tracks close.
+    fn publish_audio<'a>(
+        &'a self,
+        name: &'a str,
+        source: Arc<SourceQueue>,
+    ) -> BoxFuture<'a, Result<TrackRef, rtc::PublishError>> {
+        let _ = (name, source);
+        Box::pin(async { Err(rtc::PublishError::NotConnected) })
+    }
+    /// Stops sending a local track and removes it from the publisher
+    /// connection. Unknown sids are ignored.
+    fn unpublish_track<'a>(&'a self, track_sid: &'a str) -> BoxFuture<'a, ()> {
+        let _ = track_sid;
+        Box::pin(async {})
+    }
+    /// Sends a user data packet (negotiating the publisher connection on
+    /// first use).
+    fn publish_data(&self, packet: OutgoingData) -> BoxFuture<'_, Result<(), rtc::DataError>> {
+        let _ = packet;
+        Box::pin(async { Err(rtc::DataError::NotConnected) })
+    }
+    /// Updates the job participant's attributes (merged) and/or metadata,
+    /// and waits for the server's answer.
+    fn update_participant(
+        &self,
+        attributes: std::collections::HashMap<String, String>,
+        metadata: Option<String>,
+    ) -> BoxFuture<'_, Result<(), rtc::DataError>> {
+        let _ = (attributes, metadata);
+        Box::pin(async { Err(rtc::DataError::NotConnected) })
+    }
+}
+
+/// A user data packet to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutgoingData {
+    pub payload: Vec<u8>,
+    pub topic: String,
+    /// Empty: everyone in the room.
+    pub destination_identities: Vec<String>,
+    pub reliable: bool,
 }
 
 /// What a job needs to know to join.
@@ -116,6 +160,7 @@ struct RoomState {
 struct Shared {
     hub: EventHub,
     state: Mutex<RoomState>,
+    media: Arc<MediaHub>,
 }
 
 /// The one door through which a session reports what happens in the room.
@@ -125,6 +170,11 @@ pub struct RoomEmitter {
 }
 
 impl RoomEmitter {
+    /// The room's media registry (audio taps, data inbox).
+    pub fn media(&self) -> Arc<MediaHub> {
+        self.shared.media.clone()
+    }
+
     /// Records `event` in the room's state and publishes it, under the state
     /// lock, so that [`Room::subscribe_with_snapshot`] sees every event
     /// either in its snapshot or in its stream, never both or neither.
@@ -162,11 +212,20 @@ impl RoomEmitter {
     }
 }
 
+/// The plugin API's door to a connected room's media (see
+/// [`Room::media_access`]). Cheap to clone; outlives the room safely (calls
+/// then fail as not connected).
+#[derive(Clone)]
+pub struct MediaAccess {
+    pub link: Arc<dyn RoomLink>,
+    pub hub: Arc<MediaHub>,
+}
+
 /// A room the job is in (or, detached, a room with no server behind it).
 pub struct Room {
     name: String,
     shared: Arc<Shared>,
-    link: Option<Box<dyn RoomLink>>,
+    link: Option<Arc<dyn RoomLink>>,
 }
 
 impl std::fmt::Debug for Room {
@@ -186,6 +245,7 @@ impl Room {
             shared: Arc::new(Shared {
                 hub: EventHub::default(),
                 state: Mutex::new(RoomState::default()),
+                media: Arc::new(MediaHub::default()),
             }),
             link: None,
         }
@@ -199,7 +259,7 @@ impl Room {
         request: &JoinRequest,
     ) -> Result<(), ConnectError> {
         let link = connector.connect(request, self.emitter()).await?;
-        self.link = Some(link);
+        self.link = Some(Arc::from(link));
         Ok(())
     }
 
@@ -289,6 +349,15 @@ impl Room {
             Some(link) => link.publish_silent_audio(name).await,
             None => Err(rtc::PublishError::NotConnected),
         }
+    }
+
+    /// What a plugin's media calls need: the session (to publish and send)
+    /// and the media registry (to read). `None` before connecting.
+    pub fn media_access(&self) -> Option<MediaAccess> {
+        self.link.as_ref().map(|link| MediaAccess {
+            link: link.clone(),
+            hub: self.shared.media.clone(),
+        })
     }
 
     /// Cascade stage 2: close the tracks. No-op when not connected.

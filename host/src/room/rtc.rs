@@ -14,8 +14,10 @@
 //! the session drains.
 
 use super::signal::SharedRoster;
-use super::RoomEmitter;
+use super::{OutgoingData, RoomEmitter};
 use crate::events::{Event, TrackKind, TrackRef, TrackSource};
+use crate::media::source::{OpusSender, SourceQueue};
+use crate::media::{DataIn, MediaHub};
 use livekit_protocol as proto;
 use rtc::media::Sample;
 use rtc::media_stream::MediaStreamTrack;
@@ -64,6 +66,29 @@ pub enum PublishError {
     #[error("WebRTC error while publishing: {0}")]
     WebRtc(String),
 }
+
+/// Why a data packet or a participant update was not delivered.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum DataError {
+    #[error("the room is not connected to a LiveKit server")]
+    NotConnected,
+    #[error("payload of {0} bytes is over the {max} byte limit", max = MAX_DATA_PAYLOAD)]
+    TooLarge(usize),
+    #[error("no answer from the server within {0:?}")]
+    Timeout(Duration),
+    #[error("the server refused: {0}")]
+    Refused(String),
+    #[error("WebRTC error: {0}")]
+    WebRtc(String),
+}
+
+/// Largest user payload sent, bytes: LiveKit's documented limit for
+/// reliable data packets (docs.livekit.io, "Data packets": 15 KiB).
+pub const MAX_DATA_PAYLOAD: usize = 15 * 1024;
+/// How long the server has to answer an UpdateParticipantMetadata
+/// (livekit-server answers every one with a RequestResponse; see
+/// `ParticipantImpl.UpdateMetadata`).
+pub const UPDATE_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn wrtc<E: std::fmt::Display>(e: E) -> PublishError {
     PublishError::WebRtc(e.to_string())
@@ -118,6 +143,8 @@ struct Handler {
     on_track: Option<mpsc::UnboundedSender<Arc<dyn TrackRemote>>>,
     /// Subscriber only: its connection state, for the join and the session.
     state: Option<tokio::sync::watch::Sender<RTCPeerConnectionState>>,
+    /// Subscriber only: where user data packets the server relays go.
+    media: Option<Arc<MediaHub>>,
 }
 
 #[async_trait::async_trait]
@@ -164,12 +191,86 @@ impl PeerConnectionEventHandler for Handler {
             let _ = tx.send(track);
         }
     }
+
+    async fn on_data_channel(&self, dc: Arc<dyn webrtc::data_channel::DataChannel>) {
+        // The server opens `_reliable` and `_lossy` on the subscriber
+        // connection and relays other participants' packets there.
+        let Some(media) = self.media.clone() else {
+            return;
+        };
+        let reliable = dc.label().await.map(|l| l == "_reliable").unwrap_or(true);
+        tokio::spawn(async move {
+            while let Some(ev) = dc.poll().await {
+                if let webrtc::data_channel::DataChannelEvent::OnMessage(msg) = ev {
+                    if let Some(packet) = user_packet(&msg.data, reliable) {
+                        media.push_data(packet);
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// The user packet inside a DataPacket from the server; `None` for other
+/// kinds (RPC, streams, transcriptions, …: not for the plugin's inbox).
+fn user_packet(bytes: &[u8], reliable: bool) -> Option<DataIn> {
+    use prost::Message as _;
+    let packet = proto::DataPacket::decode(bytes).ok()?;
+    match packet.value? {
+        proto::data_packet::Value::User(user) => {
+            #[allow(deprecated)]
+            let identity = if packet.participant_identity.is_empty() {
+                user.participant_identity
+            } else {
+                packet.participant_identity
+            };
+            Some(DataIn {
+                payload: bytes::Bytes::from(user.payload),
+                topic: user.topic.unwrap_or_default(),
+                participant_identity: identity,
+                reliable,
+            })
+        }
+        _ => None,
+    }
+}
+
+/// A publisher data channel and whether it is open.
+struct OutChannel {
+    dc: Arc<dyn webrtc::data_channel::DataChannel>,
+    open: tokio::sync::watch::Receiver<bool>,
+}
+
+impl OutChannel {
+    /// Keeps the channel's events drained (webrtc-rs holds undelivered
+    /// events and applies back-pressure) and tracks whether it is open.
+    fn watch(dc: Arc<dyn webrtc::data_channel::DataChannel>) -> OutChannel {
+        use webrtc::data_channel::DataChannelEvent as E;
+        let (tx, open) = tokio::sync::watch::channel(false);
+        let polled = dc.clone();
+        tokio::spawn(async move {
+            while let Some(ev) = polled.poll().await {
+                match ev {
+                    E::OnOpen => {
+                        let _ = tx.send(true);
+                    }
+                    E::OnClose | E::OnClosing => {
+                        let _ = tx.send(false);
+                    }
+                    _ => {}
+                }
+            }
+            let _ = tx.send(false);
+        });
+        OutChannel { dc, open }
+    }
 }
 
 /// A local track we publish, and the task feeding it.
 struct LocalTrack {
     info: TrackRef,
     stop: CancellationToken,
+    sender: Arc<dyn webrtc::rtp_transceiver::RtpSender>,
 }
 
 /// One remote track whose media arrived (its track_subscribed was emitted).
@@ -204,6 +305,14 @@ pub(crate) struct RtcSession {
     next_cid: AtomicU32,
     closed: AtomicBool,
     stop: CancellationToken,
+    media: Arc<MediaHub>,
+    reliable: OutChannel,
+    lossy: OutChannel,
+    next_data_sequence: AtomicU32,
+    next_request_id: AtomicU32,
+    /// UpdateParticipantMetadata requests waiting for their RequestResponse.
+    pending_requests: Mutex<HashMap<u32, oneshot::Sender<Result<(), String>>>>,
+    identity: String,
 }
 
 fn setting_engine() -> webrtc::peer_connection::SettingEngine {
@@ -251,6 +360,7 @@ impl RtcSession {
     pub(crate) async fn new(
         join: &proto::JoinResponse,
         outgoing: mpsc::UnboundedSender<proto::signal_request::Message>,
+        media: Arc<MediaHub>,
     ) -> Result<
         (
             Arc<RtcSession>,
@@ -268,6 +378,7 @@ impl RtcSession {
                 outgoing: outgoing.clone(),
                 on_track: Some(track_tx),
                 state: Some(state_tx),
+                media: Some(media.clone()),
             },
         )
         .await
@@ -279,10 +390,12 @@ impl RtcSession {
                 outgoing: outgoing.clone(),
                 on_track: None,
                 state: None,
+                media: None,
             },
         )
         .await
         .map_err(|e| format!("publisher peer connection: {e}"))?;
+        let mut channels = Vec::new();
         for (label, init) in [
             (
                 "_reliable",
@@ -300,11 +413,15 @@ impl RtcSession {
                 },
             ),
         ] {
-            publisher
-                .create_data_channel(label, Some(init))
-                .await
-                .map_err(|e| format!("data channel {label}: {e}"))?;
+            channels.push(OutChannel::watch(
+                publisher
+                    .create_data_channel(label, Some(init))
+                    .await
+                    .map_err(|e| format!("data channel {label}: {e}"))?,
+            ));
         }
+        let lossy = channels.pop().expect("two channels");
+        let reliable = channels.pop().expect("two channels");
         let session = Arc::new(RtcSession {
             subscriber: Transport {
                 pc: subscriber,
@@ -329,6 +446,17 @@ impl RtcSession {
             next_cid: AtomicU32::new(1),
             closed: AtomicBool::new(false),
             stop: CancellationToken::new(),
+            media,
+            reliable,
+            lossy,
+            next_data_sequence: AtomicU32::new(1),
+            next_request_id: AtomicU32::new(1),
+            pending_requests: Mutex::new(HashMap::new()),
+            identity: join
+                .participant
+                .as_ref()
+                .map(|p| p.identity.clone())
+                .unwrap_or_default(),
         });
         Ok((session, track_rx))
     }
@@ -399,6 +527,27 @@ impl RtcSession {
                     Err(e) => tracing::debug!(error = %e, "unparsable remote ICE candidate"),
                 }
                 true
+            }
+            M::RequestResponse(resp) => {
+                let waiter = self
+                    .pending_requests
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&resp.request_id);
+                if let Some(w) = waiter {
+                    let ok = resp.reason == proto::request_response::Reason::Ok as i32;
+                    let _ = w.send(if ok {
+                        Ok(())
+                    } else {
+                        let reason = proto::request_response::Reason::try_from(resp.reason)
+                            .map(|r| r.as_str_name().to_string())
+                            .unwrap_or_else(|_| resp.reason.to_string());
+                        Err(format!("{reason}: {}", resp.message))
+                    });
+                    true
+                } else {
+                    false
+                }
             }
             M::TrackPublished(resp) => {
                 let waiter = self
@@ -485,6 +634,22 @@ impl RtcSession {
     /// Publishes a microphone track carrying Opus silence, 20 ms frames,
     /// until the session closes. Returns the track as the server named it.
     pub(crate) async fn publish_silent_audio(&self, name: &str) -> Result<TrackRef, PublishError> {
+        self.publish_audio(name, None).await
+    }
+
+    /// Publishes a microphone track fed from `source`: a 20 ms send clock
+    /// takes 20 ms from the queue, encodes it and sends it, or sends an Opus
+    /// silence frame when the queue is empty (or there is no source). The
+    /// track is unpublished when the source closes or the session does.
+    pub(crate) async fn publish_audio(
+        &self,
+        name: &str,
+        source: Option<Arc<SourceQueue>>,
+    ) -> Result<TrackRef, PublishError> {
+        let mut encoder = match &source {
+            Some(q) => Some(OpusSender::new(q.rate, q.channels).map_err(PublishError::WebRtc)?),
+            None => None,
+        };
         if self.closed.load(Ordering::Acquire) {
             return Err(PublishError::NotConnected);
         }
@@ -560,14 +725,25 @@ impl RtcSession {
         let feeder_stop = stop.clone();
         tokio::spawn(async move {
             let mut ticker = tokio::time::interval(FRAME);
+            // After a stall, catch up without a burst: the receiver's jitter
+            // handling prefers a gap to a pile of late packets.
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut frames: u64 = 0;
             loop {
                 tokio::select! {
                     _ = feeder_stop.cancelled() => break,
                     _ = ticker.tick() => {}
                 }
+                if source.as_ref().is_some_and(|q| q.is_closed()) {
+                    break;
+                }
+                let data = match (&source, encoder.as_mut()) {
+                    (Some(q), Some(enc)) => enc.next_packet(q).map(bytes::Bytes::from),
+                    _ => None,
+                }
+                .unwrap_or_else(|| bytes::Bytes::from_static(&OPUS_SILENCE_FRAME));
                 let sample = Sample {
-                    data: bytes::Bytes::from_static(&OPUS_SILENCE_FRAME),
+                    data,
                     duration: FRAME,
                     ..Sample::new(Instant::now())
                 };
@@ -588,15 +764,155 @@ impl RtcSession {
             kind: TrackKind::Audio,
             source: TrackSource::Microphone,
         };
-        tracing::info!(track_sid = %track_ref.sid, name = %track_ref.name, "publishing audio track (Opus silence)");
+        tracing::info!(track_sid = %track_ref.sid, name = %track_ref.name, "publishing audio track");
         self.local_tracks
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(LocalTrack {
                 info: track_ref.clone(),
                 stop,
+                sender,
             });
         Ok(track_ref)
+    }
+
+    /// Stops a local track's feeder and removes it from the publisher
+    /// connection (the renegotiation tells the server it is gone).
+    pub(crate) async fn unpublish(&self, track_sid: &str) {
+        let track = {
+            let mut locals = self.local_tracks.lock().unwrap_or_else(|e| e.into_inner());
+            let i = locals.iter().position(|t| t.info.sid == track_sid);
+            i.map(|i| locals.remove(i))
+        };
+        let Some(track) = track else {
+            return;
+        };
+        track.stop.cancel();
+        if self.closed.load(Ordering::Acquire) {
+            return;
+        }
+        if let Err(e) = self.publisher.pc.remove_track(&track.sender).await {
+            tracing::debug!(error = %e, track_sid, "could not remove the local track");
+            return;
+        }
+        match self.negotiate_publisher().await {
+            Ok(()) => tracing::info!(track_sid, "unpublished audio track"),
+            // Typically the session is ending; the track stopped sending anyway.
+            Err(e) => tracing::debug!(error = %e, track_sid, "unpublishing: renegotiation failed"),
+        }
+    }
+
+    /// Sends a user data packet on the publisher's `_reliable` or `_lossy`
+    /// channel, negotiating the publisher connection first when nothing was
+    /// published yet, and waiting (up to `within`) for the channel to open.
+    pub(crate) async fn publish_data(
+        &self,
+        packet: OutgoingData,
+        within: Duration,
+    ) -> Result<(), DataError> {
+        use prost::Message as _;
+        if packet.payload.len() > MAX_DATA_PAYLOAD {
+            return Err(DataError::TooLarge(packet.payload.len()));
+        }
+        if self.closed.load(Ordering::Acquire) {
+            return Err(DataError::NotConnected);
+        }
+        let channel = if packet.reliable {
+            &self.reliable
+        } else {
+            &self.lossy
+        };
+        let ready = async {
+            if !self.publisher.remote_set.load(Ordering::Acquire) {
+                // Serialised with other negotiations; a second sender finds
+                // the remote description set and skips this.
+                let negotiated = {
+                    let _one = self.negotiation.lock().await;
+                    self.publisher.remote_set.load(Ordering::Acquire)
+                };
+                if !negotiated {
+                    self.negotiate_publisher()
+                        .await
+                        .map_err(|e| DataError::WebRtc(e.to_string()))?;
+                }
+            }
+            let mut open = channel.open.clone();
+            open.wait_for(|o| *o)
+                .await
+                .map_err(|_| DataError::NotConnected)?;
+            Ok::<(), DataError>(())
+        };
+        tokio::time::timeout(within, ready)
+            .await
+            .map_err(|_| DataError::Timeout(within))??;
+        let kind = if packet.reliable {
+            proto::data_packet::Kind::Reliable
+        } else {
+            proto::data_packet::Kind::Lossy
+        };
+        #[allow(deprecated)]
+        let wire = proto::DataPacket {
+            kind: kind as i32,
+            participant_identity: self.identity.clone(),
+            destination_identities: packet.destination_identities.clone(),
+            sequence: if packet.reliable {
+                self.next_data_sequence.fetch_add(1, Ordering::Relaxed)
+            } else {
+                0
+            },
+            value: Some(proto::data_packet::Value::User(proto::UserPacket {
+                payload: packet.payload,
+                topic: Some(packet.topic),
+                destination_identities: packet.destination_identities,
+                participant_identity: self.identity.clone(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        let bytes = bytes::BytesMut::from(&wire.encode_to_vec()[..]);
+        channel
+            .dc
+            .send(bytes)
+            .await
+            .map_err(|e| DataError::WebRtc(e.to_string()))
+    }
+
+    /// Sends UpdateParticipantMetadata and waits for the server's
+    /// RequestResponse (livekit-server sends one per request id).
+    pub(crate) async fn update_participant(
+        &self,
+        attributes: HashMap<String, String>,
+        metadata: Option<String>,
+        within: Duration,
+    ) -> Result<(), DataError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(DataError::NotConnected);
+        }
+        let request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.pending_requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(request_id, tx);
+        self.send(proto::signal_request::Message::UpdateMetadata(
+            proto::UpdateParticipantMetadata {
+                metadata: metadata.unwrap_or_default(),
+                attributes,
+                request_id,
+                ..Default::default()
+            },
+        ));
+        let answer = tokio::time::timeout(within, rx).await;
+        self.pending_requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&request_id);
+        match answer {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(why))) => Err(DataError::Refused(why)),
+            Ok(Err(_)) => Err(DataError::NotConnected),
+            Err(_) => Err(DataError::Timeout(within)),
+        }
     }
 
     /// Matches remote tracks to their publications and reports them.
@@ -632,6 +948,7 @@ impl RtcSession {
         {
             stop.cancel();
         }
+        self.media.end_track(track_sid);
         let entry = self
             .subscribed
             .lock()
@@ -665,6 +982,9 @@ impl RtcSession {
             .cloned()
             .collect();
         *self.offered.lock().unwrap_or_else(|e| e.into_inner()) = sending;
+        for sid in &gone {
+            self.media.end_track(sid);
+        }
         gone.into_iter()
             .filter_map(|sid| subscribed.remove(&sid))
             .map(|s| (s.participant, s.track))
@@ -741,6 +1061,7 @@ impl RtcSession {
         drained
             .into_iter()
             .map(|s| {
+                self.media.end_track(&s.track.sid);
                 s.stop.cancel();
                 (s.participant, s.track)
             })
@@ -910,18 +1231,44 @@ impl RtcSession {
             // The track arrived on another transceiver: one follower each.
             previous.cancel();
         }
+        // Audio readers hang off the tap; it decodes only while one is open.
+        // It exists before track_subscribed is emitted, so a plugin that
+        // opens a reader on that event always finds it.
+        let mut tap = (track_ref.kind == TrackKind::Audio)
+            .then(|| self.media.attach_track(&participant, &track_ref));
         let mut generation = self.subscribe_track(&participant, &track_ref, &stop, &emitter);
         let mut packets: u64 = 0;
         let mut bytes: u64 = 0;
         loop {
+            let wakeup = tap.as_ref().and_then(|t| t.next_wakeup());
+            let timer = async {
+                match wakeup {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
             let event = tokio::select! {
                 _ = stop.cancelled() => break,
                 ev = track.poll() => ev,
+                _ = timer => {
+                    if let Some(tap) = &tap {
+                        tap.on_tick(Instant::now());
+                    }
+                    continue;
+                }
             };
             match event {
                 Some(TrackRemoteEvent::OnRtpPacket(p)) => {
                     packets += 1;
                     bytes += p.payload.len() as u64;
+                    if let Some(tap) = &tap {
+                        tap.on_packet(
+                            p.header.sequence_number,
+                            p.header.timestamp,
+                            p.payload.clone(),
+                            Instant::now(),
+                        );
+                    }
                     if packets == 1 {
                         tracing::info!(track_sid = %track_ref.sid, participant = %participant.identity, "first RTP packet received");
                     }
@@ -938,6 +1285,9 @@ impl RtcSession {
                             .find_track(&participant.sid, &track_ref.sid)
                             .is_some()
                     {
+                        if tap.is_some() {
+                            tap = Some(self.media.attach_track(&participant, &track_ref));
+                        }
                         generation =
                             self.subscribe_track(&participant, &track_ref, &stop, &emitter);
                     }
@@ -947,6 +1297,9 @@ impl RtcSession {
             }
         }
         tracing::info!(track_sid = %track_ref.sid, packets, bytes, "remote track ended");
+        if let Some(tap) = &tap {
+            self.media.detach_track(tap);
+        }
         let still_ours = {
             let mut subscribed = self.subscribed.lock().unwrap_or_else(|e| e.into_inner());
             match subscribed.get(&track_ref.sid) {

@@ -119,6 +119,9 @@ impl LiveKitConnector {
                     can_publish: Some(true),
                     can_subscribe: Some(true),
                     can_publish_data: Some(true),
+                    // set_attributes / set_metadata (ABI 1.3): the server
+                    // refuses them without this grant.
+                    can_update_own_metadata: Some(true),
                     ..Default::default()
                 })
                 .to_jwt()
@@ -591,7 +594,7 @@ async fn open_conn(
         "signal connection established"
     );
     let (outgoing, mut outgoing_rx) = tokio::sync::mpsc::unbounded_channel();
-    let (rtc, remote_tracks) = match RtcSession::new(&join, outgoing).await {
+    let (rtc, remote_tracks) = match RtcSession::new(&join, outgoing, emitter.media()).await {
         Ok(made) => made,
         Err(detail) => {
             client.close().await;
@@ -1301,6 +1304,54 @@ impl RoomLink for LiveKitLink {
         name: &'a str,
     ) -> BoxFuture<'a, Result<TrackRef, PublishError>> {
         Box::pin(async move { self.session.conn().rtc.publish_silent_audio(name).await })
+    }
+
+    fn publish_audio<'a>(
+        &'a self,
+        name: &'a str,
+        source: Arc<crate::media::source::SourceQueue>,
+    ) -> BoxFuture<'a, Result<TrackRef, PublishError>> {
+        Box::pin(async move {
+            if *self.session.left.lock().await {
+                return Err(PublishError::NotConnected);
+            }
+            self.session
+                .conn()
+                .rtc
+                .publish_audio(name, Some(source))
+                .await
+        })
+    }
+
+    fn unpublish_track<'a>(&'a self, track_sid: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(async move { self.session.conn().rtc.unpublish(track_sid).await })
+    }
+
+    fn publish_data(
+        &self,
+        packet: crate::room::OutgoingData,
+    ) -> BoxFuture<'_, Result<(), super::rtc::DataError>> {
+        Box::pin(async move {
+            self.session
+                .conn()
+                .rtc
+                .publish_data(packet, super::rtc::UPDATE_TIMEOUT)
+                .await
+        })
+    }
+
+    fn update_participant(
+        &self,
+        attributes: std::collections::HashMap<String, String>,
+        metadata: Option<String>,
+    ) -> BoxFuture<'_, Result<(), super::rtc::DataError>> {
+        Box::pin(async move {
+            self.session
+                .conn()
+                .rtc
+                .update_participant(attributes, metadata, super::rtc::UPDATE_TIMEOUT)
+                .await
+        })
     }
 }
 

@@ -1,0 +1,315 @@
+//! Media and data against a real livekit-server, with the official Python
+//! SDK as the peer nobody here wrote (ABI 1.3: audio in/out, data packets,
+//! attributes). Run with `cargo xtask itest`; without the server and the
+//! venv these tests fail, they never skip.
+//!
+//! Each test starts its own server on free loopback ports. Limits are
+//! generous safety nets; readiness comes from log lines and the scripts'
+//! own verdicts, never from sleeps.
+
+use lk_go_tests::{
+    dev_token, plugin, python_bin, python_script, wait_output, LiveKitServer, RunningJob,
+};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// Starts `lk-go job run-script <plugin>` in `room` as `identity` with
+/// `metadata`, waiting until `run` was entered.
+fn start_agent(
+    server: &LiveKitServer,
+    plugin_file: &str,
+    room: &str,
+    identity: &str,
+    metadata: &str,
+) -> RunningJob {
+    let p = plugin(plugin_file);
+    RunningJob::start_ready(
+        &[
+            "job",
+            "run-script",
+            p.to_str().unwrap(),
+            "--room",
+            room,
+            "--url",
+            &server.url,
+            "--identity",
+            identity,
+            "--metadata",
+            metadata,
+        ],
+        LIMIT,
+    )
+}
+
+fn python(script: &str, args: &[&str]) -> Child {
+    Command::new(python_bin())
+        .arg(python_script(script))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start python")
+}
+
+/// Runs a Python peer to completion; returns its JSON verdict and exit code.
+fn verdict(child: Child) -> (Option<i32>, serde_json::Value) {
+    let out = wait_output(child, LIMIT);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .unwrap_or_else(|| {
+            panic!(
+                "no JSON verdict; stdout: {stdout}\nstderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    let v: serde_json::Value = serde_json::from_str(line).expect("JSON verdict");
+    (out.status.code(), v)
+}
+
+fn num(v: &serde_json::Value, key: &str) -> f64 {
+    v[key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{key} missing in {v}"))
+}
+
+/// Stops a job with SIGINT and checks the documented exit (130).
+fn stop(job: RunningJob) -> String {
+    job.signal("-INT");
+    let (code, _, log) = job.finish(LIMIT);
+    assert_eq!(code, Some(130), "{log}");
+    log
+}
+
+/// One echo round: the Python SDK publishes 440 Hz and measures what the
+/// agent sends back over 2 s after warm-up.
+fn echo_round(server: &LiveKitServer, plugin_file: &str, rate: u32) {
+    let room = format!("echo-{plugin_file}-{rate}");
+    let agent = format!("{plugin_file}-agent");
+    let job = start_agent(server, plugin_file, &room, &agent, &format!("rate={rate}"));
+    let (code, v) = verdict(python(
+        "echo_check.py",
+        &[&server.url, &dev_token(&room, "checker"), &agent, "25"],
+    ));
+    let log = stop(job);
+    assert_eq!(code, Some(0), "{v}\n{log}");
+    let f = num(&v, "freq_hz");
+    let db = num(&v, "level_db");
+    eprintln!("{plugin_file} at {rate} Hz: {f:.2} Hz, {db:+.2} dB");
+    assert!(
+        (f - 440.0).abs() <= 5.0,
+        "{plugin_file} at {rate} Hz heard {f} Hz: {v}"
+    );
+    assert!(
+        db.abs() <= 3.0,
+        "{plugin_file} at {rate} Hz level {db} dB: {v}"
+    );
+    assert!(log.contains("audio stream opened"), "{log}");
+}
+
+/// The Rust echo reading at 48, 24 and 16 kHz (Opus-native) and 44.1 kHz
+/// (decoded at 48 kHz and resampled) sends back 440 ± 5 Hz within ± 3 dB.
+#[test]
+fn rust_echo_returns_the_tone_at_every_rate() {
+    let server = LiveKitServer::start();
+    for rate in [48_000, 24_000, 16_000, 44_100] {
+        echo_round(&server, "echo", rate);
+    }
+}
+
+/// The C echo (plugins/c-echo, written against lk_plugin.h alone) does the
+/// same at 48 kHz.
+#[test]
+fn c_echo_returns_the_tone() {
+    let server = LiveKitServer::start();
+    echo_round(&server, "c_echo", 48_000);
+}
+
+/// Barge-in: the plugin queues 5 s of tone and clears after 1 s; the
+/// Python listener hears the tone stop within 250 ms of the clear.
+#[test]
+fn clear_stops_the_tone_within_250_ms() {
+    let server = LiveKitServer::start();
+    let room = "barge";
+    let listener = python(
+        "barge_check.py",
+        &[&server.url, &dev_token(room, "listener"), "barger", "25"],
+    );
+    lk_go_tests::wait_for_participant(server.http_port, room, "listener", LIMIT);
+    let job = start_agent(&server, "echo", room, "barger", "mode=bargein");
+    let (code, v) = verdict(listener);
+    let log = stop(job);
+    assert_eq!(code, Some(0), "{v}\n{log}");
+    let cleared = log
+        .lines()
+        .find_map(|l| l.split("echo: cleared ").nth(1))
+        .unwrap_or_else(|| panic!("no clear logged: {log}"));
+    let dropped_ms: u64 = cleared.split(' ').next().unwrap().parse().unwrap();
+    let at: f64 = cleared
+        .split("unix_ms ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let stop_ms = num(&v, "stop_unix_ms");
+    eprintln!(
+        "cleared {dropped_ms} ms; tone stopped {:.0} ms after the clear",
+        stop_ms - at
+    );
+    assert!(dropped_ms >= 3_000, "clear should drop ~4 s: {cleared}");
+    assert!(
+        stop_ms - at <= 250.0,
+        "tone stopped {} ms after the clear: {v}",
+        stop_ms - at
+    );
+    assert!(
+        stop_ms >= at - 50.0,
+        "the tone stopped before the clear: {v} {cleared}"
+    );
+}
+
+/// 100 numbered reliable packets from Python with topic lk.ping are all
+/// answered, in order, with lk.pong, to the sender only (a third
+/// participant receives nothing); 15 KiB is accepted, 16 KiB refused.
+#[test]
+fn data_ping_pong_to_the_sender_only() {
+    let server = LiveKitServer::start();
+    let room = "data";
+    let job = start_agent(&server, "echo", room, "ponger", "");
+    let (code, v) = verdict(python(
+        "data_check.py",
+        &[
+            &server.url,
+            &dev_token(room, "pinger"),
+            "ponger",
+            "--observer-token",
+            &dev_token(room, "observer"),
+            "--count",
+            "100",
+        ],
+    ));
+    let log = stop(job);
+    assert_eq!(code, Some(0), "{v}\n{log}");
+    assert_eq!(v["received"], 100, "{v}");
+    assert_eq!(v["in_order"], true, "{v}");
+    assert_eq!(v["observer_received"], 0, "{v}");
+    eprintln!("100 pings answered in {} ms", v["elapsed_ms"]);
+    assert!(
+        log.contains("echo: publish_data 15360 bytes: Ok(())"),
+        "{log}"
+    );
+    assert!(
+        log.contains("echo: publish_data 16384 bytes: Err(TooLarge)"),
+        "{log}"
+    );
+}
+
+/// The C echo answers pings too (its data thread is independent of audio).
+#[test]
+fn c_echo_answers_pings() {
+    let server = LiveKitServer::start();
+    let room = "cdata";
+    let job = start_agent(&server, "c_echo", room, "c-ponger", "");
+    let (code, v) = verdict(python(
+        "data_check.py",
+        &[
+            &server.url,
+            &dev_token(room, "pinger"),
+            "c-ponger",
+            "--observer-token",
+            &dev_token(room, "observer"),
+            "--count",
+            "20",
+        ],
+    ));
+    let log = stop(job);
+    assert_eq!(code, Some(0), "{v}\n{log}");
+    assert_eq!(v["received"], 20, "{v}");
+}
+
+/// The plugin sets lk.agent.state=listening; a Python participant already
+/// in the room sees it within 1 s of the call.
+#[test]
+fn agent_state_attribute_reaches_the_frontend_within_1_s() {
+    let server = LiveKitServer::start();
+    let room = "attrs";
+    let watcher = python(
+        "attributes_check.py",
+        &[
+            &server.url,
+            &dev_token(room, "frontend"),
+            "stateful",
+            "lk.agent.state",
+            "listening",
+            "25",
+        ],
+    );
+    lk_go_tests::wait_for_participant(server.http_port, room, "frontend", LIMIT);
+    let job = start_agent(&server, "echo", room, "stateful", "");
+    let (code, v) = verdict(watcher);
+    let log = stop(job);
+    assert_eq!(code, Some(0), "{v}\n{log}");
+    let asked: f64 = log
+        .lines()
+        .find_map(|l| {
+            l.split("setting lk.agent.state=listening at unix_ms ")
+                .nth(1)
+        })
+        .unwrap_or_else(|| panic!("no set_attributes logged: {log}"))
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let seen = num(&v, "seen_unix_ms");
+    eprintln!(
+        "lk.agent.state seen {:.0} ms after set_attributes",
+        seen - asked
+    );
+    assert!(
+        seen - asked <= 1000.0,
+        "seen {} ms after the call: {v}",
+        seen - asked
+    );
+    assert!(log.contains("confirmed by the server"), "{log}");
+}
+
+/// Shutdown while plugin threads wait in audio_stream_read,
+/// audio_source_capture and next_data: each returns within 100 ms, and the
+/// exit code is the plugin's.
+#[test]
+fn shutdown_wakes_read_capture_and_next_data_within_100_ms() {
+    let server = LiveKitServer::start();
+    let room = "block";
+    let job = start_agent(&server, "echo", room, "blocker", "mode=block exit=7");
+    let publisher = python(
+        "publish_sine.py",
+        &[&server.url, &dev_token(room, "talker"), "20"],
+    );
+    let (code, _, log) = job.finish(LIMIT);
+    let _ = wait_output(publisher, LIMIT);
+    assert_eq!(code, Some(7), "{log}");
+    for call in ["read", "capture", "next_data"] {
+        let line = log
+            .lines()
+            .find(|l| l.contains(&format!("echo: {call} returned")))
+            .unwrap_or_else(|| panic!("{call} never returned: {log}"));
+        let ms: u64 = line
+            .split(" ms after shutdown began")
+            .next()
+            .and_then(|s| s.rsplit(' ').next())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("unparsable: {line}"));
+        eprintln!("{call}: {ms} ms");
+        assert!(line.contains("ShuttingDown"), "{line}");
+        assert!(ms <= 100, "{call} took {ms} ms: {line}");
+    }
+}
