@@ -352,7 +352,9 @@ typedef struct lk_host_api {
     /* Ms of audio queued and not yet sent; 0 once played out. */
     uint32_t (*audio_source_queued_ms)(const lk_audio_source *source);
     /* Unpublishes the track; idempotent. A capture waiting on another
-     * thread returns LK_ERR_CLOSED. */
+     * thread returns LK_ERR_CLOSED. The host closes a source itself when its
+     * session ends: a rejoin (LK_EVENT_RECONNECTED, reason "rejoined") does
+     * not republish, so capture returns LK_ERR_CLOSED; publish again. */
     void (*audio_source_close)(lk_audio_source *source);
 
     /* Sends a user data packet (copied during the call) with a topic (may

@@ -1,8 +1,9 @@
 //! `cargo xtask bench`: lk-go side by side with the official LiveKit Python
 //! SDK and a Python LiveKit Agents job, in one run, on one machine and server.
 //!
-//! Owns: the five scenarios (job start, publish → track_subscribed, server
-//! killed → noticed, peak RSS, CPU), running each contender in alternation
+//! Owns: the five session scenarios (job start, publish → track_subscribed,
+//! server killed → noticed, peak RSS, CPU; the echo scenarios 6-7 and the
+//! scale run live in `echo_bench`), running each contender in alternation
 //! (A B C A B C …) or at the same time in the same room where the scenario
 //! compares reactions to one event, and the report: a table of medians, p95
 //! and lk-go / anchor ratios on stdout, `target/bench/results.json` and a bar
@@ -24,6 +25,8 @@ pub const AGENTS_PIN: &str = "livekit-agents==1.8.9";
 
 pub struct Tools {
     pub lk_go: PathBuf,
+    /// plugins/echo, release build.
+    pub echo: PathBuf,
     pub plugins: PathBuf,
     pub python_sdk: PathBuf,
     pub python_agents: PathBuf,
@@ -33,9 +36,13 @@ pub struct Settings {
     pub runs: usize,
     pub steady_seconds: u64,
     pub memory_seconds: u64,
+    /// Only the echo scenarios (6, 7, scale): `--echo-only`.
+    pub echo_only: bool,
+    /// Concurrent echo job counts of the scale run (`--scale 1,10,50,100`).
+    pub scale_counts: Vec<usize>,
 }
 
-fn now_us() -> u64 {
+pub(crate) fn now_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_micros() as u64)
@@ -43,14 +50,14 @@ fn now_us() -> u64 {
 }
 
 /// A contender process whose output lines arrive timestamped.
-struct Proc {
+pub(crate) struct Proc {
     child: Child,
     lines: mpsc::Receiver<(Instant, String)>,
-    seen: Vec<String>,
+    pub(crate) seen: Vec<String>,
 }
 
 impl Proc {
-    fn spawn(cmd: &mut Command) -> Result<Proc> {
+    pub(crate) fn spawn(cmd: &mut Command) -> Result<Proc> {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -58,6 +65,10 @@ impl Proc {
             // and killing the group ends both.
             .process_group(0);
         let mut child = cmd.spawn().context("spawn contender")?;
+        SPAWNED
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(child.id() as i32);
         let (tx, rx) = mpsc::channel();
         for stream in [
             Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
@@ -80,7 +91,7 @@ impl Proc {
     }
 
     /// Waits for a line containing `needle`; returns its arrival and text.
-    fn wait_for(&mut self, needle: &str, within: Duration) -> Option<(Instant, String)> {
+    pub(crate) fn wait_for(&mut self, needle: &str, within: Duration) -> Option<(Instant, String)> {
         let deadline = Instant::now() + within;
         loop {
             let left = deadline.checked_duration_since(Instant::now())?;
@@ -89,30 +100,40 @@ impl Proc {
                     if line.contains(needle) {
                         return Some((at, line));
                     }
-                    if self.seen.len() < 200 {
-                        self.seen.push(line);
+                    // The last 200 lines, for error messages.
+                    if self.seen.len() >= 200 {
+                        self.seen.remove(0);
                     }
+                    self.seen.push(line);
                 }
                 Err(_) => return None,
             }
         }
     }
 
-    fn pid(&self) -> u32 {
+    /// Waits up to `within` for the process to exit on its own.
+    pub(crate) fn wait_exit(&mut self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
-    fn kill(mut self) {
-        let pgid = self.child.id() as i32;
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{pgid}")])
-            .stderr(Stdio::null())
-            .status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    /// Kills the contender's whole process group and reaps it (also what
+    /// dropping a `Proc` does, on every path, early returns included).
+    pub(crate) fn kill(self) {
+        drop(self)
     }
 
-    fn interrupt_and_wait(mut self) {
+    pub(crate) fn interrupt_and_wait(mut self) {
         let _ = Command::new("kill")
             .args(["-INT", &self.child.id().to_string()])
             .status();
@@ -127,9 +148,50 @@ impl Proc {
     }
 }
 
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let pgid = self.child.id() as i32;
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pgid}")])
+                .stderr(Stdio::null())
+                .status();
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// Process groups of every contender spawned (each `Proc` leads its own).
+static SPAWNED: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
+
+/// Kills any contender process group still alive (a grandchild that
+/// outlived its leader) and says how many were spawned and left over.
+pub(crate) fn reap_all() -> (usize, usize) {
+    let groups = std::mem::take(&mut *SPAWNED.lock().unwrap_or_else(|e| e.into_inner()));
+    let mut left = 0;
+    for pgid in &groups {
+        // kill(-pgid, 0): does any process of the group still exist?
+        let alive = Command::new("kill")
+            .args(["-0", "--", &format!("-{pgid}")])
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if alive {
+            left += 1;
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pgid}")])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+    (groups.len(), left)
+}
+
 /// A number after `key` in a line (`unix_us=123`, `"unix_us":123`, or the
 /// token after a word).
-fn field(line: &str, key: &str) -> Option<u64> {
+pub(crate) fn field(line: &str, key: &str) -> Option<u64> {
     let i = line.find(key)? + key.len();
     let rest = line[i..].trim_start_matches(['=', ':', '"', ' ']);
     let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
@@ -137,7 +199,7 @@ fn field(line: &str, key: &str) -> Option<u64> {
 }
 
 /// VmHWM (peak RSS) of a process, in KiB.
-fn peak_rss_kib(pid: u32) -> Option<u64> {
+pub(crate) fn peak_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
@@ -147,7 +209,7 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
 }
 
 /// user + system CPU seconds of a process so far.
-fn cpu_seconds(pid: u32) -> Option<f64> {
+pub(crate) fn cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the ")" that closes the command name; utime, stime are
     // fields 14 and 15 of the whole line.
@@ -173,7 +235,7 @@ fn clock_ticks() -> f64 {
 
 /// Samples per scenario and contender.
 #[derive(Default)]
-struct Results {
+pub(crate) struct Results {
     /// scenario → contender → samples
     samples: BTreeMap<String, BTreeMap<String, Vec<f64>>>,
     /// scenario → contender → runs that produced no sample
@@ -182,7 +244,13 @@ struct Results {
 }
 
 impl Results {
-    fn add(&mut self, scenario: &str, unit: &'static str, contender: &str, v: Option<f64>) {
+    pub(crate) fn add(
+        &mut self,
+        scenario: &str,
+        unit: &'static str,
+        contender: &str,
+        v: Option<f64>,
+    ) {
         self.units.insert(scenario.to_string(), unit);
         match v {
             Some(v) => self
@@ -204,12 +272,12 @@ impl Results {
     }
 }
 
-fn median(v: &[f64]) -> f64 {
+pub(crate) fn median(v: &[f64]) -> f64 {
     percentile(v, 50.0)
 }
 
 /// Nearest-rank percentile.
-fn percentile(v: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(v: &[f64], p: f64) -> f64 {
     if v.is_empty() {
         return f64::NAN;
     }
@@ -219,7 +287,7 @@ fn percentile(v: &[f64], p: f64) -> f64 {
     s[rank.min(s.len()) - 1]
 }
 
-fn lk_go_job(tools: &Tools, plugin: &str, room: &str, url: &str) -> Command {
+pub(crate) fn lk_go_job(tools: &Tools, plugin: &str, room: &str, url: &str) -> Command {
     let mut c = Command::new(&tools.lk_go);
     c.args(["job", "run-script"])
         .arg(tools.plugins.join(plugin))
@@ -248,17 +316,26 @@ async fn publisher(url: &str, room: &str, identity: &str) -> Result<lk_go::room:
     Ok(lk_go_tests::join_dev_room(url, room, identity).await?)
 }
 
-const READY: Duration = Duration::from_secs(30);
+pub(crate) const READY: Duration = Duration::from_secs(30);
 
 /// Scenario 1: exec → plugin run entered / Room.connect returned / agent
 /// entrypoint connected. Contenders alternate A B C A B C …
 fn job_start(tools: &Tools, server: &LiveKitServer, s: &Settings, r: &mut Results) -> Result<()> {
-    const SC: &str = "1 job start (exec -> connected, ms)";
+    const SC: &str = "1 job start (exec -> media connected, ms)";
+    const SC_SIGNAL: &str = "1b lk-go exec -> signal joined (ms)";
     for i in 0..s.runs {
         let room = format!("start-{i}");
         // lk-go
         let t0 = now_us();
         let mut p = Proc::spawn(&mut lk_go_job(tools, "libnoop.so", &room, &server.url))?;
+        // Two instants: the JoinResponse (signal joined), and `run`
+        // entered, which comes after the subscriber connection is up (ICE +
+        // DTLS): the instant Python's Room.connect returns at, compared.
+        let signal = p
+            .wait_for("signal_joined", READY)
+            .and_then(|(_, l)| field(&l, "unix_us"))
+            .map(|t| (t.saturating_sub(t0)) as f64 / 1000.0);
+        r.add(SC_SIGNAL, "ms", "lk-go", signal);
         let v = p
             .wait_for("plugin_run_entered", READY)
             .and_then(|(_, l)| field(&l, "unix_us"))
@@ -686,18 +763,52 @@ pub fn run(tools: Tools, settings: Settings) -> Result<()> {
         server.url, settings.runs
     );
     let started = Instant::now();
-    eprint!("1/5 job start ");
-    job_start(&tools, &server, &settings, &mut results)?;
-    eprint!("2/5 publish -> track_subscribed ");
-    publish_to_subscribed(&tools, &server, &settings, &mut results, &rt)?;
-    eprint!("3/5 server killed -> noticed ");
-    server_killed(&tools, &settings, &mut results)?;
+    if !settings.echo_only {
+        eprint!("1/7 job start ");
+        job_start(&tools, &server, &settings, &mut results)?;
+        eprint!("2/7 publish -> track_subscribed ");
+        publish_to_subscribed(&tools, &server, &settings, &mut results, &rt)?;
+        eprint!("3/7 server killed -> noticed ");
+        server_killed(&tools, &settings, &mut results)?;
+        eprint!(
+            "4+5/7 memory and CPU ({} s per run) ",
+            settings.steady_seconds
+        );
+        steady_state(&tools, &server, &settings, &mut results, &rt)?;
+    }
+    eprint!("6/7 echo latency ");
+    crate::echo_bench::echo_latency(&tools, &server, settings.runs.min(3), &mut results)?;
     eprint!(
-        "4+5/5 memory and CPU ({} s per run) ",
+        "7/7 echo CPU and RSS ({} s per run) ",
         settings.steady_seconds
     );
-    steady_state(&tools, &server, &settings, &mut results, &rt)?;
+    crate::echo_bench::echo_cpu(
+        &tools,
+        &server,
+        settings.runs.min(2),
+        settings.steady_seconds,
+        &mut results,
+    )?;
+    eprint!("scale: concurrent echo jobs");
+    let points = crate::echo_bench::scale(&tools, &server, &rt, &settings.scale_counts, 12)?;
     drop(server);
-    eprintln!("bench finished in {:.0} s", started.elapsed().as_secs_f64());
-    report(&results, &settings, &target_dir().join("bench"))
+    let (spawned, left) = reap_all();
+    eprintln!(
+        "bench finished in {:.0} s; {spawned} contender process groups spawned, {left} left running (killed now)",
+        started.elapsed().as_secs_f64()
+    );
+    let out_dir = target_dir().join("bench");
+    report(&results, &settings, &out_dir)?;
+    let table = crate::echo_bench::scale_table(&points);
+    println!("\nscale: concurrent echo jobs, each fed 440 Hz by its own publisher (lk-go's client, in the bench process), 12 s window\n{table}");
+    std::fs::write(
+        out_dir.join("scale.json"),
+        serde_json::to_string_pretty(&points)?,
+    )?;
+    std::fs::write(
+        out_dir.join("scale.svg"),
+        crate::echo_bench::scale_svg(&points),
+    )?;
+    println!("wrote {}/scale.json and scale.svg", out_dir.display());
+    Ok(())
 }

@@ -8,6 +8,7 @@
 //! `demo`. Every missing prerequisite is a one-line error, never a skip.
 
 mod bench;
+mod echo_bench;
 
 use anyhow::{bail, Context, Result};
 use lk_go_tests::{
@@ -15,7 +16,7 @@ use lk_go_tests::{
 };
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 const USAGE: &str = "usage: cargo xtask <command>
 
@@ -26,8 +27,9 @@ commands:
   loom            run the loom models of the JobContext state machine
   livekit         provision and run a local livekit-server (foreground; Ctrl-C stops it)
   demo            the echo plugin in a room with the Python SDK: tone, echo, latency, data
-  bench [--runs N] [--steady-seconds S]
-                  lk-go vs the LiveKit Python SDK and Python agents (default 20 runs, 30 s)";
+  bench [--runs N] [--steady-seconds S] [--echo-only] [--scale 1,10,50,100]
+                  lk-go vs the LiveKit Python SDK and Python agents (default 20 runs, 30 s);
+                  echo latency, CPU and the 1/10/50/100-job scale run included";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -327,6 +329,8 @@ fn bench_cmd(args: &[String]) -> Result<()> {
         runs: 20,
         steady_seconds: 30,
         memory_seconds: 10,
+        echo_only: false,
+        scale_counts: vec![1, 10, 50, 100],
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -337,6 +341,14 @@ fn bench_cmd(args: &[String]) -> Result<()> {
         };
         match a.as_str() {
             "--runs" => settings.runs = value("--runs")?.max(1) as usize,
+            "--echo-only" => settings.echo_only = true,
+            "--scale" => {
+                settings.scale_counts = it
+                    .next()
+                    .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+                    .filter(|v: &Vec<usize>| !v.is_empty() && v.iter().all(|&n| n > 0))
+                    .context("--scale needs counts like 1,10,50,100")?
+            }
             "--steady-seconds" => {
                 settings.steady_seconds = value("--steady-seconds")?.max(settings.memory_seconds)
             }
@@ -345,13 +357,18 @@ fn bench_cmd(args: &[String]) -> Result<()> {
     }
     let server_bin = provision_livekit()?;
     std::env::set_var("LIVEKIT_SERVER_BIN", &server_bin);
-    step("build lk-go in release mode (benchmarks measure what users run)");
+    step("build lk-go and the echo plugin in release mode (benchmarks measure what users run)");
     run(
         cargo().args(["build", "-j2", "--release", "-p", "lk-go", "--bin", "lk-go"]),
         "cargo build --release",
     )?;
+    run(
+        cargo().args(["build", "-j2", "--release", "-p", "lk-plugin-echo", "--lib"]),
+        "cargo build --release (echo plugin)",
+    )?;
     let tools = bench::Tools {
         lk_go: target_dir().join("release").join("lk-go"),
+        echo: target_dir().join("release").join("libecho.so"),
         plugins: target_dir().join("plugins"),
         python_sdk: provision_python()?,
         python_agents: provision_python_agents()?,

@@ -195,8 +195,11 @@ impl Jitter {
     pub(crate) fn poll(&mut self, now: Instant) -> Vec<Step> {
         let mut steps = Vec::new();
         while let Some((&seq, held)) = self.held.iter().next() {
-            // The very first packet waits too: an earlier one may be behind it.
-            let in_order = self.released_seq.is_some_and(|r| seq == r + 1);
+            // The very first packet plays at once: holding it would queue
+            // the packets behind it as one burst, which a real-time
+            // consumer (an echo) keeps as latency for good. An earlier
+            // packet arriving after it is late.
+            let in_order = self.released_seq.is_none_or(|r| seq == r + 1);
             if !(in_order || held.release_at <= now || self.held.len() > REORDER_PACKETS) {
                 break;
             }
@@ -244,19 +247,23 @@ impl Jitter {
                 self.released_seq = Some(seq);
                 return;
             }
+            // Consecutive sequence numbers across a timestamp jump: the
+            // sender paused (DTX, RFC 7587 §3.1.3), nothing was lost.
+            let lost = self.released_seq.is_some_and(|r| seq > r + 1);
             if held.ts > next_ts {
                 let gap = held.ts - next_ts;
-                if self.after_audio && gap <= MAX_CONCEALED_48K {
+                if lost && self.after_audio && gap <= MAX_CONCEALED_48K {
                     steps.push(Step::Conceal {
                         samples_48k: gap as u32,
                         next: held.payload.clone(),
                     });
                     self.stats.concealed_48k += gap;
                 } else {
-                    // After a pause the clock already filled it in real
-                    // time, FILL_LAG behind; emitting the rest now would
-                    // only queue that much silence ahead of the speech
-                    // (an echo would carry it as latency). Re-anchor.
+                    // A pause (DTX), or a loss after one: the clock filled
+                    // what it had to in real time, FILL_LAG behind;
+                    // emitting the rest now would only queue that much
+                    // silence ahead of the speech (an echo would carry it
+                    // as latency for good). Re-anchor instead.
                     self.stats.skipped_48k += gap;
                 }
             }
@@ -303,7 +310,8 @@ mod tests {
         assert_eq!(y - x, 960);
     }
 
-    /// In-order packets are released at once, one decode each.
+    /// In-order packets (the first included) are released at once, one
+    /// decode each.
     #[test]
     fn in_order_packets_go_straight_through() {
         let mut j = Jitter::new();
@@ -334,7 +342,8 @@ mod tests {
         let seq0 = 65_500u16;
         let ts0 = u32::MAX - 960 * 40;
         let mut order: Vec<u64> = (0..n).filter(|i| i % 25 != 12).collect();
-        for k in (0..order.len() - 1).step_by(7) {
+        // Swaps from the second packet on (the first is played at once).
+        for k in (1..order.len() - 1).step_by(7) {
             order.swap(k, k + 1);
         }
         let mut steps = Vec::new();
@@ -370,12 +379,29 @@ mod tests {
         assert!(j.stats.reordered > 0);
     }
 
+    /// DTX: the sender pauses with consecutive sequence numbers and a
+    /// timestamp jump. Nothing was lost, so nothing is concealed, and the
+    /// gap is not emitted as a burst ahead of the speech.
+    #[test]
+    fn a_dtx_pause_is_not_a_loss() {
+        let mut j = Jitter::new();
+        let t0 = Instant::now();
+        let mut steps = j.push(0, 0, pkt(0), t0);
+        // 80 ms later (less than FILL_LAG: no clock fill yet), seq 1 at ts 80 ms.
+        steps.extend(j.push(1, 4 * 960, pkt(1), t0 + Duration::from_millis(80)));
+        assert!(
+            !steps.iter().any(|s| matches!(s, Step::Conceal { .. })),
+            "{steps:?}"
+        );
+        assert_eq!(total(&steps), 2 * 960);
+        assert_eq!(j.stats.skipped_48k, 3 * 960);
+    }
+
     #[test]
     fn duplicates_and_stale_packets_are_dropped() {
         let mut j = Jitter::new();
         let t0 = Instant::now();
         let mut steps = j.push(10, 9600, pkt(1), t0);
-        steps.extend(j.poll(t0 + REORDER_DEPTH));
         steps.extend(j.push(10, 9600, pkt(1), t0));
         steps.extend(j.push(9, 8640, pkt(0), t0));
         assert_eq!(steps.len(), 1);
@@ -390,22 +416,21 @@ mod tests {
         let mut j = Jitter::new();
         let t0 = Instant::now();
         let mut steps = j.push(0, 0, pkt(0), t0);
-        // 1 s with nothing after the first packet (released after the
-        // reorder depth, 60 ms), polled every 10 ms.
+        // 1 s with nothing after the first packet, polled every 10 ms.
         for ms in (10..=1000).step_by(10) {
             steps.extend(j.poll(t0 + Duration::from_millis(ms)));
         }
         let silent = total(&steps) - 960;
-        // Filled from 80 ms (its release + 20 ms) up to 1000 ms - FILL_LAG.
-        assert_eq!(silent, 800 * 48);
+        // Filled from 20 ms (its release + 20 ms) up to 1000 ms - FILL_LAG.
+        assert_eq!(silent, 860 * 48);
         // The next packet is media time 1000 ms (48000): it plays at once;
         // the rest of the gap (FILL_LAG's worth) is skipped, not queued
         // ahead of it, and never concealed.
         steps.extend(j.push(1, 48_000, pkt(1), t0 + Duration::from_millis(1000)));
         assert!(matches!(steps.last(), Some(Step::Decode { .. })));
         assert!(!steps.iter().any(|s| matches!(s, Step::Conceal { .. })));
-        assert_eq!(j.stats.skipped_48k, 48_000 - 960 - 800 * 48);
-        assert_eq!(total(&steps), 960 + 800 * 48 + 960);
+        assert_eq!(j.stats.skipped_48k, 48_000 - 960 - 860 * 48);
+        assert_eq!(total(&steps), 960 + 860 * 48 + 960);
     }
 
     /// A missing packet with nothing behind it is given up on after
@@ -414,13 +439,12 @@ mod tests {
     fn a_lone_gap_is_released_after_the_reorder_depth() {
         let mut j = Jitter::new();
         let t0 = Instant::now();
-        assert!(
-            j.push(0, 0, pkt(0), t0).is_empty(),
-            "the first packet waits"
+        assert_eq!(
+            j.push(0, 0, pkt(0), t0).len(),
+            1,
+            "the first packet plays at once"
         );
-        assert_eq!(j.next_wakeup(), Some(t0 + REORDER_DEPTH));
-        assert_eq!(j.poll(t0 + REORDER_DEPTH).len(), 1);
-        let arrival = t0 + Duration::from_millis(80);
+        let arrival = t0 + Duration::from_millis(40);
         assert!(j.push(2, 1920, pkt(2), arrival).is_empty());
         let wake = j.next_wakeup().expect("a deadline");
         assert_eq!(wake, arrival + REORDER_DEPTH);

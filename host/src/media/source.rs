@@ -18,7 +18,7 @@ use std::time::Instant;
 
 /// Why a capture copied nothing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum CaptureEnd {
+pub enum CaptureEnd {
     Timeout,
     Closed,
     Stopped,
@@ -40,7 +40,8 @@ pub struct SourceQueue {
 }
 
 impl SourceQueue {
-    pub(crate) fn new(rate: u32, channels: u32, queue_ms: u32) -> SourceQueue {
+    /// A queue for `rate` Hz × `channels` PCM; `capture` blocks above `queue_ms`.
+    pub fn new(rate: u32, channels: u32, queue_ms: u32) -> SourceQueue {
         SourceQueue {
             rate,
             channels,
@@ -60,7 +61,7 @@ impl SourceQueue {
     /// Copies all of `pcm` (interleaved) once no more than the limit is
     /// queued, waiting until `deadline`; `stop` is checked every
     /// [`STOP_POLL`]. Nothing is copied unless everything is.
-    pub(crate) fn capture(
+    pub fn capture(
         &self,
         pcm: &[i16],
         deadline: Instant,
@@ -110,7 +111,7 @@ impl SourceQueue {
     }
 
     /// Closes the queue: waiting and later captures return `Closed`.
-    pub(crate) fn close(&self) {
+    pub fn close(&self) {
         let mut st = self.lock();
         st.closed = true;
         st.samples.clear();

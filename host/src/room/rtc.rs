@@ -757,6 +757,12 @@ impl RtcSession {
                 }
                 frames += 1;
             }
+            // The session ended under the source (a rejoin replaces it; the
+            // cascade closes it): close the queue too, so the plugin's
+            // capture says LK_ERR_CLOSED instead of timing out forever.
+            if let Some(q) = &source {
+                q.close();
+            }
         });
         let track_ref = TrackRef {
             sid: info.sid.clone(),

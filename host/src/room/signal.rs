@@ -591,6 +591,12 @@ async fn open_conn(
         server_version = %join.server_info.as_ref().map(|s| s.version.as_str()).unwrap_or(""),
         ping_interval_s = join.ping_interval,
         ping_timeout_s = join.ping_timeout,
+        event = "signal_joined",
+        // `cargo xtask bench` measures exec -> JoinResponse with it.
+        unix_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0),
         "signal connection established"
     );
     let (outgoing, mut outgoing_rx) = tokio::sync::mpsc::unbounded_channel();

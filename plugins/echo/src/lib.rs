@@ -148,11 +148,16 @@ fn echo(
     while let Some(stream) = wait_for_microphone(ctx, &events, data, &mut first, rate) {
         let frames = stream.into_channel(64);
         let mut dropped = 0u64;
+        let mut frames_seen = 0u64;
         loop {
             select! {
                 recv(frames) -> f => match f {
                     Ok(f) => {
                         dropped += f.dropped_frames;
+                        frames_seen += 1;
+                        if frames_seen % 500 == 0 {
+                            ctx.info(&format!("echo: {frames_seen} frames; {} ms queued to send; flags {}", source.queued().as_millis(), f.flags));
+                        }
                         if let Err(e) = source.capture(&f.data, Duration::from_secs(1)) {
                             if e == MediaError::ShuttingDown { return; }
                             ctx.warn(&format!("echo: capture: {e}"));
