@@ -210,6 +210,10 @@ pub async fn run_job(
     let ctx = job.context.clone();
 
     let mut room = Room::new(job.room_name.clone());
+    // A plugin older than ABI 1.3 has no next_data: keep no packets for it.
+    room.emitter()
+        .media()
+        .set_data_wanted(plugin.abi_minor >= 3);
     // The runner subscribes before joining so that no Disconnected is
     // missed. The plugin subscribes after: it gets the room as joined as a
     // snapshot (unbounded, however many are present), then every event.

@@ -243,8 +243,8 @@ typedef struct lk_audio_stream lk_audio_stream; /* opaque, host-owned */
 typedef struct lk_audio_source lk_audio_source; /* opaque, host-owned */
 
 typedef struct lk_audio_format {
-    uint32_t sample_rate;  /* Hz, 8000..48000. 8/12/16/24/48 kHz are Opus-native;
-                              other rates go through a resampler (+~5 ms) */
+    uint32_t sample_rate;  /* Hz: 8000, 12000, 16000, 24000, 48000 (Opus-native) or
+                              11025, 22050, 32000, 44100 (resampled, + a few ms) */
     uint32_t num_channels; /* 1 or 2; PCM is int16 interleaved */
     uint32_t frame_ms;     /* streams: 10..100, a multiple of 10; 0 means 10. Sources: ignored */
     uint32_t queue_ms;     /* streams: ring length, oldest frame dropped when full; 0 = 500.
@@ -254,7 +254,9 @@ typedef struct lk_audio_format {
 typedef struct lk_audio_frame_info {
     uint32_t samples_per_channel; /* sample_rate * frame_ms / 1000 */
     uint32_t flags;               /* LK_AUDIO_FRAME_* */
-    uint64_t pts_us;              /* media time of the first sample, us since the stream opened */
+    uint64_t pts_us;              /* media time of the first sample, us: the samples this
+                                     stream delivered before it (pauses the host skipped to
+                                     stay real-time are not counted) */
     uint64_t dropped_frames;      /* frames the ring dropped since the previous read */
 } lk_audio_frame_info;
 
@@ -331,7 +333,8 @@ typedef struct lk_host_api {
     void (*audio_stream_close)(lk_audio_stream *stream);
 
     /* Publishes a microphone track fed from PCM in fmt (frame_ms ignored)
-     * and waits (at most 10 s) for the server to accept it. *track_sid is
+     * and waits (at most 15 s) for the server to accept it (a track the
+     * server accepts after that is unpublished by the host). *track_sid is
      * host-owned and valid for the life of the process. Until samples are
      * captured, and whenever the queue runs dry, the track sends silence.
      * Returns LK_OK, LK_ERR_INVALID, LK_ERR_NOT_CONNECTED, LK_ERR_REFUSED
@@ -340,11 +343,12 @@ typedef struct lk_host_api {
     int32_t (*audio_source_publish)(const lk_job *job, lk_str track_name,
                                     const lk_audio_format *fmt, lk_audio_source **out,
                                     lk_str *track_sid);
-    /* Copies samples_per_channel frames of interleaved PCM (any count) into
-     * the send queue. Blocks while the queue holds more than queue_ms, up to
-     * timeout_ms (0 = never blocks). LK_OK: all copied. LK_TIMEOUT: nothing
-     * copied. Also LK_SHUTTING_DOWN, LK_ERR_CLOSED, LK_ERR_INVALID. The send
-     * clock drains 20 ms every 20 ms, which paces a faster producer. */
+    /* Copies samples_per_channel frames of interleaved PCM (up to 10 s per
+     * call) into the send queue. Blocks while the queue holds more than
+     * queue_ms, up to timeout_ms (0 = never blocks). LK_OK: all copied.
+     * LK_TIMEOUT: nothing copied. Also LK_SHUTTING_DOWN, LK_ERR_CLOSED,
+     * LK_ERR_INVALID (NULL pcm, over 10 s). The send clock drains 20 ms
+     * every 20 ms, which paces a faster producer. */
     int32_t (*audio_source_capture)(lk_audio_source *source, const int16_t *pcm,
                                     size_t samples_per_channel, uint32_t timeout_ms);
     /* Drops everything queued (barge-in); returns how many ms it dropped. */
@@ -358,12 +362,16 @@ typedef struct lk_host_api {
     void (*audio_source_close)(lk_audio_source *source);
 
     /* Sends a user data packet (copied during the call) with a topic (may
-     * be empty) to destination_identities (n_destinations == 0: everyone).
-     * flags: LK_DATA_RELIABLE for ordered, retransmitted delivery; else
-     * lossy. The first send negotiates the publisher connection, which may
-     * take a round trip; blocks up to timeout_ms for that. Returns LK_OK,
-     * LK_ERR_TOO_LARGE (len > LK_MAX_RELIABLE_DATA), LK_TIMEOUT,
-     * LK_ERR_NOT_CONNECTED, LK_SHUTTING_DOWN, LK_ERR_INVALID. */
+     * be empty, at most 256 bytes) to destination_identities
+     * (n_destinations == 0: everyone; a NULL array with a non-zero count is
+     * LK_ERR_INVALID, never "everyone"). flags: LK_DATA_RELIABLE for
+     * ordered, retransmitted delivery; else lossy. The first send
+     * negotiates the publisher connection, which may take a round trip;
+     * blocks up to timeout_ms for the packet to be handed to its data
+     * channel. Returns LK_OK, LK_ERR_TOO_LARGE (len > LK_MAX_RELIABLE_DATA,
+     * a topic or identity over 256 bytes), LK_TIMEOUT (not handed over in
+     * time; it still goes out once the channel is ready), LK_ERR_NOT_CONNECTED,
+     * LK_SHUTTING_DOWN, LK_ERR_INVALID. */
     int32_t (*publish_data)(const lk_job *job, const uint8_t *data, size_t len, lk_str topic,
                             const lk_str *destination_identities, size_t n_destinations,
                             uint32_t flags, uint32_t timeout_ms);
@@ -372,7 +380,9 @@ typedef struct lk_host_api {
      * it with data_release), LK_TIMEOUT, LK_SHUTTING_DOWN (once shutdown
      * began and no packet is queued), LK_MISSED (*missed packets were
      * dropped because the queue of 1024 was full; call again). Set
-     * out->struct_size first; the host writes at most that many bytes. */
+     * out->struct_size to sizeof(lk_data_packet) first: a smaller value is
+     * LK_ERR_INVALID (a later minor that grows the struct will accept this
+     * minor's size and fill only that much). */
     int32_t (*next_data)(const lk_job *job, uint32_t timeout_ms, lk_data_packet *out,
                          uint64_t *missed);
     /* Frees a packet filled by next_data; idempotent on a zeroed packet. */
@@ -381,11 +391,14 @@ typedef struct lk_host_api {
     /* Sets attributes of the job's own participant (merged into the
      * existing ones, like the SDKs' set_attributes; an empty value deletes
      * the key) and waits up to timeout_ms for the server to confirm.
-     * Returns LK_OK, LK_TIMEOUT, LK_ERR_REFUSED, LK_ERR_NOT_CONNECTED,
-     * LK_SHUTTING_DOWN, LK_ERR_INVALID. */
+     * Returns LK_OK, LK_TIMEOUT (not confirmed in time: the request was
+     * sent and may still apply), LK_ERR_REFUSED (e.g. the token lacks
+     * canUpdateOwnMetadata; the log says why), LK_ERR_NOT_CONNECTED,
+     * LK_SHUTTING_DOWN, LK_ERR_INVALID (an empty key, NULL arrays). */
     int32_t (*set_attributes)(const lk_job *job, const lk_str *keys, const lk_str *values,
                               size_t n, uint32_t timeout_ms);
-    /* Replaces the job participant's metadata; same results. */
+    /* Replaces the job participant's metadata; same results. An empty
+     * metadata is LK_ERR_INVALID (livekit-server reads "" as "unchanged"). */
     int32_t (*set_metadata)(const lk_job *job, lk_str metadata, uint32_t timeout_ms);
 } lk_host_api;
 

@@ -94,7 +94,8 @@ fn millis(d: Duration) -> u32 {
 /// PCM format of a stream or source: int16 interleaved.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AudioFormat {
-    /// Hz, 8000..=48000 (8/12/16/24/48 kHz skip the resampler).
+    /// Hz: 8000, 12000, 16000, 24000, 48000 (Opus-native) or 11025, 22050,
+    /// 32000, 44100 (resampled).
     pub sample_rate: u32,
     /// 1 or 2.
     pub num_channels: u32,
@@ -271,7 +272,12 @@ impl AudioSource {
     /// Queues interleaved PCM (any length up to 10 s), waiting up to
     /// `timeout` while more than `queue_ms` is queued. All or nothing.
     pub fn capture(&self, pcm: &[i16], timeout: Duration) -> Result<(), MediaError> {
-        let spc = pcm.len() / self.format.num_channels as usize;
+        let channels = self.format.num_channels.max(1) as usize;
+        if pcm.len() % channels != 0 {
+            // Half a stereo frame cannot be sent; say so rather than drop it.
+            return Err(MediaError::Invalid);
+        }
+        let spc = pcm.len() / channels;
         check(unsafe {
             (self.ctx.api().audio_source_capture)(self.raw, pcm.as_ptr(), spc, millis(timeout))
         })
@@ -383,7 +389,9 @@ impl JobContext {
     }
 
     /// Publishes a microphone track named `name` fed from PCM in `format`
-    /// (waits for the server to accept it, at most ~15 s).
+    /// (waits for the server to accept it, at most 15 s). After a rejoin
+    /// (`Reconnected` with reason "rejoined") the host closes sources:
+    /// `capture` says [`MediaError::Closed`]; publish again.
     pub fn publish_audio(
         &self,
         name: &str,

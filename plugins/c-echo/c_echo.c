@@ -11,8 +11,10 @@
  * It stops when any call reports LK_SHUTTING_DOWN, joins the data thread,
  * closes the stream and the source and returns 0. A host older than ABI 1.3
  * is refused with exit code 69 (EX_UNAVAILABLE). Every event and packet is
- * released exactly once and no host string is used after its release; the
- * test suite runs it under valgrind.
+ * released exactly once and no host string is used after its release.
+ * tests/media.rs runs it against a real server and the Python SDK (echo
+ * and ping/pong); the 1.3 calls' C-boundary misuse cases run under valgrind
+ * in tests/faults.rs (tests/fixtures/probe_plugin.c, mode "media").
  *
  * Build: cc -std=c11 -D_POSIX_C_SOURCE=200809L -shared -fPIC \
  *           -I plugin-api/include -o libc_echo.so c_echo.c -lpthread
@@ -239,7 +241,22 @@ static int open_stream(echo_ctx *c, const sid_buf *sid, lk_audio_stream **out) {
     return STEP_FAIL;
 }
 
-static int32_t echo_loop(echo_ctx *c, lk_audio_source *source) {
+/* Publishes the echo's track; on success *source and its sid are set. */
+static int32_t publish(echo_ctx *c, lk_audio_source **source) {
+    lk_audio_format fmt = {SAMPLE_RATE, 1, 0, 0};
+    lk_str name = {"c-echo", 6};
+    lk_str track_sid = {NULL, 0};
+    int32_t rc = c->api->audio_source_publish(c->job, name, &fmt, source, &track_sid);
+    if (rc == LK_OK) {
+        logf_(c, LK_LOG_INFO, "c-echo: published c-echo as %.*s", (int)track_sid.len,
+              track_sid.ptr != NULL ? track_sid.ptr : "");
+    } else if (rc != LK_SHUTTING_DOWN) {
+        logf_(c, LK_LOG_ERROR, "c-echo: audio_source_publish failed (%d)", (int)rc);
+    }
+    return rc;
+}
+
+static int32_t echo_loop(echo_ctx *c, lk_audio_source **sourcep) {
     const lk_host_api *api = c->api;
     static const sid_buf none = {{0}, 0};
     sid_buf current = none;
@@ -272,9 +289,17 @@ static int32_t echo_loop(echo_ctx *c, lk_audio_source *source) {
         memset(&info, 0, sizeof info);
         int32_t rc = api->audio_stream_read(stream, pcm, PCM_CAP, WAIT_MS, &info);
         if (rc == LK_OK) {
-            int32_t crc = api->audio_source_capture(source, pcm, info.samples_per_channel,
+            int32_t crc = api->audio_source_capture(*sourcep, pcm, info.samples_per_channel,
                                                     CAPTURE_TIMEOUT_MS);
-            if (crc == LK_SHUTTING_DOWN) {
+            if (crc == LK_ERR_CLOSED) {
+                /* The host closed the source (the session was rejoined):
+                 * publish again, as the header says. */
+                logf_(c, LK_LOG_INFO, "c-echo: the source was closed by the host; publishing again");
+                api->audio_source_close(*sourcep);
+                *sourcep = NULL;
+                int32_t prc = publish(c, sourcep);
+                if (prc != LK_OK) step = prc == LK_SHUTTING_DOWN ? STEP_STOP : STEP_FAIL;
+            } else if (crc == LK_SHUTTING_DOWN) {
                 step = STEP_STOP;
             } else if (crc == LK_TIMEOUT) {
                 if (dropped_captures++ == 0) {
@@ -336,18 +361,10 @@ static int32_t run(const lk_host_api *api, const lk_job *job) {
         logf_(&ctx, LK_LOG_WARN, "c-echo: set_attributes failed (%d); echoing anyway", (int)rc);
     }
 
-    lk_audio_format fmt = {SAMPLE_RATE, 1, 0, 0};
-    lk_str name = {"c-echo", 6};
     lk_audio_source *source = NULL;
-    lk_str track_sid = {NULL, 0};
-    rc = api->audio_source_publish(job, name, &fmt, &source, &track_sid);
+    rc = publish(&ctx, &source);
     if (rc == LK_SHUTTING_DOWN) return 0;
-    if (rc != LK_OK) {
-        logf_(&ctx, LK_LOG_ERROR, "c-echo: audio_source_publish failed (%d)", (int)rc);
-        return 1;
-    }
-    logf_(&ctx, LK_LOG_INFO, "c-echo: published c-echo as %.*s", (int)track_sid.len,
-          track_sid.ptr != NULL ? track_sid.ptr : "");
+    if (rc != LK_OK) return 1;
 
     pthread_t data;
     int err = pthread_create(&data, NULL, data_thread, &ctx);
@@ -357,11 +374,11 @@ static int32_t run(const lk_host_api *api, const lk_job *job) {
         return 1;
     }
 
-    int32_t code = echo_loop(&ctx, source);
+    int32_t code = echo_loop(&ctx, &source);
 
     atomic_store(&ctx.stop, 1);
     pthread_join(data, NULL);
-    api->audio_source_close(source);
+    if (source != NULL) api->audio_source_close(source);
     logf_(&ctx, LK_LOG_INFO, "c-echo: stopped");
     return code;
 }

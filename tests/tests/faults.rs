@@ -121,6 +121,23 @@ fn lengths_no_host_should_believe_never_crash_it() {
     assert!(!err.contains("Invalid read"), "{err}");
 }
 
+/// ABI 1.3 misused from C (NULL handles and outputs, bad formats,
+/// `(size_t)-1` lengths, oversized payloads, a short `struct_size`, double
+/// releases) in a detached job: every call answers its documented code and
+/// valgrind sees no invalid access.
+#[test]
+fn media_calls_misused_from_c_answer_their_codes_valgrind_clean() {
+    let out = probe_under_valgrind("media");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("media survived"), "{err}");
+    assert!(!err.contains("MISMATCH"), "{err}");
+    assert!(
+        !err.contains("Invalid read") && !err.contains("Invalid write"),
+        "{err}"
+    );
+}
+
 /// A plugin with an undefined symbol used to pass `plugin inspect` and die
 /// mid-job with 127 (lazy binding). Now it is refused at load with 65.
 #[test]

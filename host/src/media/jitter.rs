@@ -120,9 +120,9 @@ pub(crate) struct Jitter {
     pub(crate) stats: JitterStats,
 }
 
-/// What the stage saw, for logs and tests.
+/// What the packet stage saw, for logs and tests (48 kHz sample counts).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct JitterStats {
+pub struct JitterStats {
     pub packets: u64,
     pub late_or_duplicate: u64,
     pub reordered: u64,

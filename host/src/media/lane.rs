@@ -97,7 +97,8 @@ impl<T> Lane<T> {
     pub(crate) fn close(&self) {
         let mut st = self.lock();
         st.closed = true;
-        st.items.clear();
+        // Give the memory back: the handle may live on (leaked) forever.
+        st.items = VecDeque::new();
         drop(st);
         self.ready.notify_all();
     }

@@ -31,16 +31,22 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-/// Sample rates a reader or source may ask for, Hz.
-pub const MIN_SAMPLE_RATE: u32 = 8_000;
-pub const MAX_SAMPLE_RATE: u32 = 48_000;
+/// Sample rates a reader or source may ask for, Hz: Opus's own (8, 12,
+/// 16, 24, 48 kHz) and the usual others (11.025, 22.05, 32, 44.1 kHz),
+/// whose ratio to 48 kHz keeps the resampler's block at 10 ms or less
+/// (an odd rate such as 44 101 Hz would need a 1 s block).
+pub const SAMPLE_RATES: [u32; 9] = [
+    8_000, 11_025, 12_000, 16_000, 22_050, 24_000, 32_000, 44_100, 48_000,
+];
 /// Default ring of a reader, ms (the header's `queue_ms = 0`).
 pub const DEFAULT_STREAM_QUEUE_MS: u32 = 500;
 /// Default send queue of a source, ms (as the agents' AudioSource uses 200).
 pub const DEFAULT_SOURCE_QUEUE_MS: u32 = 200;
 /// Longest queue either may ask for, ms.
 pub const MAX_QUEUE_MS: u32 = 10_000;
-/// User data packets kept for a plugin that does not read them.
+/// User data packets kept for a plugin that does not read them (at most
+/// 1024 × 15 KiB; nothing is kept for a plugin older than ABI 1.3, which
+/// cannot read them).
 pub const DATA_INBOX_CAPACITY: usize = 1024;
 
 /// A PCM format asked for by a plugin, validated.
@@ -89,8 +95,10 @@ impl AudioFormat {
         frame_ms: u32,
         queue_ms: u32,
     ) -> Result<AudioFormat, String> {
-        if !(MIN_SAMPLE_RATE..=MAX_SAMPLE_RATE).contains(&rate) {
-            return Err(format!("sample_rate {rate} is not 8000..48000 Hz"));
+        if !SAMPLE_RATES.contains(&rate) {
+            return Err(format!(
+                "sample_rate {rate} is not one of {SAMPLE_RATES:?} Hz"
+            ));
         }
         if !(1..=2).contains(&channels) {
             return Err(format!("num_channels {channels} is not 1 or 2"));
@@ -218,6 +226,11 @@ impl TrackTap {
         st.jitter.next_wakeup()
     }
 
+    /// What the packet stage saw so far (for the end-of-track log).
+    pub fn stats(&self) -> jitter::JitterStats {
+        self.lock().jitter.stats
+    }
+
     fn end(&self) {
         let mut st = self.lock();
         st.ended = true;
@@ -261,6 +274,8 @@ fn run_steps(st: &mut TapState, steps: &[jitter::Step]) {
 pub struct MediaHub {
     tracks: Mutex<HashMap<String, Arc<TrackTap>>>,
     data: Lane<DataIn>,
+    /// Off for plugins older than ABI 1.3 (they have no next_data).
+    data_wanted: std::sync::atomic::AtomicBool,
 }
 
 impl Default for MediaHub {
@@ -268,6 +283,7 @@ impl Default for MediaHub {
         MediaHub {
             tracks: Mutex::new(HashMap::new()),
             data: Lane::new(DATA_INBOX_CAPACITY),
+            data_wanted: std::sync::atomic::AtomicBool::new(true),
         }
     }
 }
@@ -365,7 +381,16 @@ impl MediaHub {
     /// A user data packet arrived (never blocks; the oldest is dropped
     /// when the inbox is full).
     pub fn push_data(&self, packet: DataIn) {
-        self.data.push(packet);
+        if self.data_wanted.load(std::sync::atomic::Ordering::Relaxed) {
+            self.data.push(packet);
+        }
+    }
+
+    /// Whether the plugin can read user data packets (ABI 1.3 and later);
+    /// when not, they are not kept.
+    pub fn set_data_wanted(&self, wanted: bool) {
+        self.data_wanted
+            .store(wanted, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub(crate) fn data_inbox(&self) -> &Lane<DataIn> {
@@ -476,6 +501,11 @@ mod tests {
         assert!(AudioFormat::for_stream(48_000, 1, 0, 0).is_ok());
         assert!(AudioFormat::for_stream(44_100, 2, 100, 10_000).is_ok());
         assert!(AudioFormat::for_stream(7_999, 1, 10, 0).is_err());
+        assert!(
+            AudioFormat::for_stream(44_101, 1, 10, 0).is_err(),
+            "a 1 s resampler block"
+        );
+        assert!(AudioFormat::for_source(22_050, 2, 0).is_ok());
         assert!(AudioFormat::for_stream(48_000, 3, 10, 0).is_err());
         assert!(AudioFormat::for_stream(48_000, 1, 15, 0).is_err());
         assert!(AudioFormat::for_stream(48_000, 1, 110, 0).is_err());

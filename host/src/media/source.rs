@@ -37,6 +37,8 @@ pub struct SourceQueue {
     limit: usize,
     state: Mutex<QueueState>,
     space: Condvar,
+    /// Bumped by every clear: the encoder drops what its resampler holds.
+    clears: std::sync::atomic::AtomicU64,
 }
 
 impl SourceQueue {
@@ -51,6 +53,7 @@ impl SourceQueue {
                 closed: false,
             }),
             space: Condvar::new(),
+            clears: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -69,11 +72,14 @@ impl SourceQueue {
     ) -> Result<(), CaptureEnd> {
         let mut st = self.lock();
         loop {
-            if st.closed {
-                return Err(CaptureEnd::Closed);
-            }
+            // Shutdown wins over a close it caused (the cascade ends the
+            // session, which closes its sources): the caller learns the
+            // job is ending.
             if stop() {
                 return Err(CaptureEnd::Stopped);
+            }
+            if st.closed {
+                return Err(CaptureEnd::Closed);
             }
             if st.samples.len() <= self.limit {
                 st.samples.extend(pcm.iter().copied());
@@ -100,6 +106,8 @@ impl SourceQueue {
         let mut st = self.lock();
         let n = st.samples.len();
         st.samples.clear();
+        self.clears
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         drop(st);
         self.space.notify_all();
         self.samples_to_ms(n)
@@ -114,7 +122,8 @@ impl SourceQueue {
     pub fn close(&self) {
         let mut st = self.lock();
         st.closed = true;
-        st.samples.clear();
+        // Give the memory back: the handle may live on (leaked) forever.
+        st.samples = VecDeque::new();
         drop(st);
         self.space.notify_all();
     }
@@ -139,6 +148,11 @@ impl SourceQueue {
 /// Turns the queue into 20 ms Opus packets; see the module doc.
 pub(crate) struct OpusSender {
     encoder: opus::Encoder,
+    rate: u32,
+    enc_rate: u32,
+    channels: u32,
+    /// The queue's clear count this sender has seen.
+    clears_seen: u64,
     resampler: Option<Resampler>,
     /// Samples (all channels) taken per tick: 20 ms at the source rate.
     per_tick: usize,
@@ -171,6 +185,10 @@ impl OpusSender {
         };
         Ok(OpusSender {
             encoder,
+            rate,
+            enc_rate,
+            channels,
+            clears_seen: 0,
             resampler,
             per_tick: (rate as usize / 50) * channels as usize,
             per_packet: (enc_rate as usize / 50) * channels as usize,
@@ -184,6 +202,15 @@ impl OpusSender {
     /// packet to send, or `None` when nothing was queued (the caller sends
     /// silence). A partly filled last tick is padded with zeros.
     pub(crate) fn next_packet(&mut self, queue: &SourceQueue) -> Option<Vec<u8>> {
+        let clears = queue.clears.load(std::sync::atomic::Ordering::Acquire);
+        if clears != self.clears_seen {
+            // Barge-in: what the resampler still holds is cleared audio too.
+            self.clears_seen = clears;
+            self.encode_buf.clear();
+            if self.resampler.is_some() {
+                self.resampler = Resampler::new(self.rate, self.enc_rate, self.channels).ok();
+            }
+        }
         self.pcm.clear();
         let got = queue.take(self.per_tick, &mut self.pcm);
         if got == 0 {

@@ -37,6 +37,10 @@ use std::time::{Duration, Instant};
 pub const MAX_TEXT_LEN: usize = 64 * 1024;
 /// Most destination identities / attributes in one call.
 pub const MAX_ITEMS: usize = 1024;
+/// Longest data topic, bytes.
+pub const MAX_TOPIC_LEN: usize = 256;
+/// Longest destination identity, bytes (the job's own identity limit).
+pub const MAX_IDENTITY_LEN: usize = 256;
 /// How long `audio_source_publish` waits for the server, at most.
 pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -93,11 +97,14 @@ pub(crate) struct SourceHandle {
     job: &'static JobHandle,
     queue: Arc<SourceQueue>,
     track_sid: String,
+    /// Set by the first close (the queue may also close on its own when
+    /// the session ends or sending fails; the track is unpublished anyway).
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl SourceHandle {
     fn close(&self) {
-        if self.queue.is_closed() {
+        if self.closed.swap(true, std::sync::atomic::Ordering::AcqRel) {
             return;
         }
         self.queue.close();
@@ -127,17 +134,24 @@ enum Ran<T> {
 /// Runs `fut` on the job's runtime and waits for it on this (plugin)
 /// thread until `deadline` or shutdown, whichever is first. Without a
 /// runtime (the job is over) it reports shutting down.
+///
+/// The work is never aborted half-way (a request may already be on the
+/// wire): when the caller gives up first, it runs to its end and
+/// `unclaimed` gets its result (e.g. to unpublish a track nobody holds).
 fn run_on_room<T: Send + 'static>(
     job: &JobHandle,
     deadline: Instant,
     fut: impl Future<Output = T> + Send + 'static,
+    unclaimed: impl FnOnce(T) + Send + 'static,
 ) -> Ran<T> {
     let Some(rt) = &job.media.rt else {
         return Ran::ShuttingDown;
     };
     let (tx, rx) = tokio::sync::oneshot::channel();
-    let task = rt.spawn(async move {
-        let _ = tx.send(fut.await);
+    rt.spawn(async move {
+        if let Err(result) = tx.send(fut.await) {
+            unclaimed(result);
+        }
     });
     let waited = wait::until(deadline, async {
         tokio::select! {
@@ -148,16 +162,13 @@ fn run_on_room<T: Send + 'static>(
     });
     match waited {
         Some(Some(v)) => Ran::Done(v),
-        Some(None) => {
-            task.abort();
-            Ran::ShuttingDown
-        }
-        None => {
-            task.abort();
-            Ran::Timeout
-        }
+        Some(None) => Ran::ShuttingDown,
+        None => Ran::Timeout,
     }
 }
+
+/// For results nobody waits for any more.
+fn ignore<T>(_: T) {}
 
 /// # Safety
 /// `fmt` is NULL or points at a readable `lk_audio_format`.
@@ -182,6 +193,9 @@ pub(crate) unsafe extern "C" fn api_audio_stream_open(
     let Some(f) = read_format(fmt) else {
         return warn_invalid(h, "audio_stream_open", "fmt is NULL");
     };
+    if bad_str(&track_sid) {
+        return warn_invalid(h, "audio_stream_open", "track_sid is NULL with a length");
+    }
     let format =
         match AudioFormat::for_stream(f.sample_rate, f.num_channels, f.frame_ms, f.queue_ms) {
             Ok(format) => format,
@@ -233,14 +247,15 @@ pub(crate) unsafe extern "C" fn api_audio_stream_read(
         return warn_invalid(s.job, "audio_stream_read", "pcm is NULL");
     }
     let deadline = deadline_after(timeout_ms);
-    let Some(lane) = s.lane.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
-        return LK_ERR_CLOSED;
-    };
     let job = s.job;
     let stop = || job.ctx.is_shutting_down();
+    // Shutdown first, as capture does: after the job every call says so.
     if stop() {
         return LK_SHUTTING_DOWN;
     }
+    let Some(lane) = s.lane.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
+        return LK_ERR_CLOSED;
+    };
     // One reader at a time; a second waits for the first within its own timeout.
     let _reading = loop {
         match s.reading.try_lock() {
@@ -326,9 +341,21 @@ pub(crate) unsafe extern "C" fn api_audio_source_publish(
         format.queue_ms,
     ));
     let q = queue.clone();
-    let published = run_on_room(h, Instant::now() + PUBLISH_TIMEOUT, async move {
-        access.link.publish_audio(&name, q).await
-    });
+    let link = access.link.clone();
+    let late_q = queue.clone();
+    let published = run_on_room(
+        h,
+        Instant::now() + PUBLISH_TIMEOUT,
+        async move { access.link.publish_audio(&name, q).await },
+        move |late: Result<crate::events::TrackRef, PublishError>| {
+            // The plugin gave up (timeout, shutdown): nobody holds this
+            // track, so it must not stay published as a silent microphone.
+            late_q.close();
+            if let Ok(track) = late {
+                tokio::spawn(async move { link.unpublish_track(&track.sid).await });
+            }
+        },
+    );
     let track = match published {
         Ran::Done(Ok(track)) => track,
         Ran::Done(Err(PublishError::NotConnected)) => return LK_ERR_NOT_CONNECTED,
@@ -350,6 +377,7 @@ pub(crate) unsafe extern "C" fn api_audio_source_publish(
         job: h,
         queue,
         track_sid: track.sid,
+        closed: std::sync::atomic::AtomicBool::new(false),
     }));
     h.media
         .open_sources
@@ -372,6 +400,12 @@ pub(crate) unsafe extern "C" fn api_audio_source_capture(
     let Some(s) = (source as *const SourceHandle).as_ref() else {
         return LK_ERR_INVALID;
     };
+    if s.job.ctx.is_shutting_down() {
+        return LK_SHUTTING_DOWN;
+    }
+    if s.queue.is_closed() {
+        return LK_ERR_CLOSED;
+    }
     if samples_per_channel == 0 {
         return LK_OK;
     }
@@ -418,6 +452,11 @@ pub(crate) unsafe extern "C" fn api_audio_source_close(source: *mut LkAudioSourc
     }
 }
 
+/// A string a plugin passed that cannot be read: NULL with a length.
+fn bad_str(s: &LkStr) -> bool {
+    s.ptr.is_null() && s.len > 0
+}
+
 /// # Safety
 /// `items` is NULL or points at `n` readable `LkStr`s.
 unsafe fn read_strs(items: *const LkStr, n: usize) -> Vec<String> {
@@ -459,8 +498,28 @@ pub(crate) unsafe extern "C" fn api_publish_data(
     if len > LK_MAX_RELIABLE_DATA {
         return LK_ERR_TOO_LARGE;
     }
-    if (data.is_null() && len > 0) || n_destinations > MAX_ITEMS {
-        return warn_invalid(h, "publish_data", "data is NULL or too many destinations");
+    if (data.is_null() && len > 0)
+        || n_destinations > MAX_ITEMS
+        || (n_destinations > 0 && destination_identities.is_null())
+        || bad_str(&topic)
+    {
+        // A NULL destination list must never become "everyone".
+        return warn_invalid(
+            h,
+            "publish_data",
+            "data or destination_identities is NULL with a non-zero count, a NULL topic with a length, or over 1024 destinations",
+        );
+    }
+    if n_destinations > 0
+        && std::slice::from_raw_parts(destination_identities, n_destinations)
+            .iter()
+            .any(bad_str)
+    {
+        return warn_invalid(
+            h,
+            "publish_data",
+            "a destination identity is NULL with a length",
+        );
     }
     if h.ctx.is_shutting_down() {
         return LK_SHUTTING_DOWN;
@@ -479,9 +538,21 @@ pub(crate) unsafe extern "C" fn api_publish_data(
         destination_identities: read_strs(destination_identities, n_destinations),
         reliable: flags & LK_DATA_RELIABLE != 0,
     };
-    match run_on_room(h, deadline_after(timeout_ms), async move {
-        access.link.publish_data(packet).await
-    }) {
+    // The envelope must fit beside the payload (see MAX_DATA_MESSAGE).
+    if packet.topic.len() > MAX_TOPIC_LEN
+        || packet
+            .destination_identities
+            .iter()
+            .any(|d| d.len() > MAX_IDENTITY_LEN)
+    {
+        return LK_ERR_TOO_LARGE;
+    }
+    match run_on_room(
+        h,
+        deadline_after(timeout_ms),
+        async move { access.link.publish_data(packet).await },
+        ignore,
+    ) {
         Ran::Done(Ok(())) => LK_OK,
         Ran::Done(Err(e)) => data_error_code(h, "publish_data", e),
         Ran::Timeout => LK_TIMEOUT,
@@ -495,8 +566,11 @@ struct OwnedData {
 }
 
 fn fill_data(packet: DataIn, out: &mut LkDataPacket) {
-    let owned = Box::new(OwnedData { packet });
-    let p = &owned.packet;
+    // Into a raw pointer first, then borrow through it: the views handed
+    // out are derived from the allocation that lives until data_release.
+    let raw = Box::into_raw(Box::new(OwnedData { packet }));
+    // SAFETY: just allocated; freed only by api_data_release.
+    let p = unsafe { &(*raw).packet };
     *out = LkDataPacket {
         struct_size: std::mem::size_of::<LkDataPacket>() as u32,
         flags: if p.reliable { LK_DATA_RELIABLE } else { 0 },
@@ -508,7 +582,7 @@ fn fill_data(packet: DataIn, out: &mut LkDataPacket) {
         len: p.payload.len(),
         topic: LkStr::borrow(&p.topic),
         participant_identity: LkStr::borrow(&p.participant_identity),
-        host_private: Box::into_raw(owned) as *mut c_void,
+        host_private: raw as *mut c_void,
     };
 }
 
@@ -529,36 +603,44 @@ pub(crate) unsafe extern "C" fn api_next_data(
         );
     }
     *out = LkDataPacket::zeroed();
-    if let Some(p) = h
-        .media
-        .stash
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .take()
-    {
+    let deadline = deadline_after(timeout_ms);
+    // One reader at a time, holding the stash: a packet held back while
+    // LK_MISSED was reported goes to the very next call, in order. A second
+    // caller waits for the first no longer than its own timeout.
+    let mut stash = loop {
+        match h.media.stash.try_lock() {
+            Ok(g) => break g,
+            Err(std::sync::TryLockError::Poisoned(p)) => break p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                if h.ctx.is_shutting_down() {
+                    return LK_SHUTTING_DOWN;
+                }
+                if Instant::now() >= deadline {
+                    return LK_TIMEOUT;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    };
+    if let Some(p) = stash.take() {
         fill_data(p, out);
         return LK_OK;
     }
     let Some(access) = &h.media.access else {
         // Never connected (shut down while joining): nothing will arrive.
-        let deadline = deadline_after(timeout_ms);
         return match wait::until(deadline, h.ctx.cancelled()) {
             Some(()) => LK_SHUTTING_DOWN,
             None => LK_TIMEOUT,
         };
     };
     let stop = || h.ctx.is_shutting_down();
-    match access
-        .hub
-        .data_inbox()
-        .pop(deadline_after(timeout_ms), &stop, &|_| true)
-    {
+    match access.hub.data_inbox().pop(deadline, &stop, &|_| true) {
         Ok((packet, 0)) => {
             fill_data(packet, out);
             LK_OK
         }
         Ok((packet, dropped)) => {
-            *h.media.stash.lock().unwrap_or_else(|e| e.into_inner()) = Some(packet);
+            *stash = Some(packet);
             if let Some(m) = missed.as_mut() {
                 *m = dropped;
             }
@@ -591,9 +673,12 @@ fn update(
     let Some(access) = job.media.access.clone() else {
         return LK_ERR_NOT_CONNECTED;
     };
-    match run_on_room(job, deadline_after(timeout_ms), async move {
-        access.link.update_participant(attributes, metadata).await
-    }) {
+    match run_on_room(
+        job,
+        deadline_after(timeout_ms),
+        async move { access.link.update_participant(attributes, metadata).await },
+        ignore,
+    ) {
         Ran::Done(Ok(())) => LK_OK,
         Ran::Done(Err(e)) => data_error_code(job, call, e),
         Ran::Timeout => LK_TIMEOUT,
@@ -617,6 +702,12 @@ pub(crate) unsafe extern "C" fn api_set_attributes(
             "set_attributes",
             "keys or values is NULL, or n is over 1024",
         );
+    }
+    if n > 0
+        && (std::slice::from_raw_parts(keys, n).iter().any(bad_str)
+            || std::slice::from_raw_parts(values, n).iter().any(bad_str))
+    {
+        return warn_invalid(h, "set_attributes", "a key or value is NULL with a length");
     }
     let keys = read_strs(keys, n);
     let values = read_strs(values, n);
@@ -937,6 +1028,37 @@ mod tests {
                 LK_ERR_INVALID
             );
             let ok = vec![0u8; LK_MAX_RELIABLE_DATA];
+            // A NULL destination list with a count must never mean "everyone".
+
+            assert_eq!(
+                api_publish_data(
+                    job,
+                    ok.as_ptr(),
+                    10,
+                    LkStr::EMPTY,
+                    std::ptr::null(),
+                    3,
+                    LK_DATA_RELIABLE,
+                    100
+                ),
+                LK_ERR_INVALID
+            );
+
+            let long_topic = "t".repeat(MAX_TOPIC_LEN + 1);
+
+            assert_eq!(
+                api_publish_data(
+                    job,
+                    ok.as_ptr(),
+                    10,
+                    LkStr::borrow(&long_topic),
+                    std::ptr::null(),
+                    0,
+                    0,
+                    100
+                ),
+                LK_ERR_TOO_LARGE
+            );
             // No runtime in this handle: reported as shutting down / not connected, never a crash.
             let rc = api_publish_data(
                 job,

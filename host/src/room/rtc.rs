@@ -72,7 +72,7 @@ pub enum PublishError {
 pub enum DataError {
     #[error("the room is not connected to a LiveKit server")]
     NotConnected,
-    #[error("payload of {0} bytes is over the {max} byte limit", max = MAX_DATA_PAYLOAD)]
+    #[error("data packet of {0} bytes is over the limit ({MAX_DATA_PAYLOAD} bytes of payload, {MAX_DATA_MESSAGE} encoded)")]
     TooLarge(usize),
     #[error("no answer from the server within {0:?}")]
     Timeout(Duration),
@@ -85,6 +85,9 @@ pub enum DataError {
 /// Largest user payload sent, bytes: LiveKit's documented limit for
 /// reliable data packets (docs.livekit.io, "Data packets": 15 KiB).
 pub const MAX_DATA_PAYLOAD: usize = 15 * 1024;
+/// Largest encoded DataPacket sent, bytes: one SCTP message as webrtc-rs
+/// receives it (16 KiB, `DataChannelEvent::OnMessage`).
+pub const MAX_DATA_MESSAGE: usize = 16 * 1024;
 /// How long the server has to answer an UpdateParticipantMetadata
 /// (livekit-server answers every one with a RequestResponse; see
 /// `ParticipantImpl.UpdateMetadata`).
@@ -708,18 +711,30 @@ impl RtcSession {
             .add_track(track.clone() as Arc<dyn TrackLocal>)
             .await
             .map_err(wrtc)?;
-        self.negotiate_publisher().await?;
-        let payload_type = sender
-            .get_parameters()
-            .await
-            .map_err(wrtc)?
-            .rtp_parameters
-            .codecs
-            .first()
-            .map(|c| c.payload_type)
-            .ok_or_else(|| {
-                PublishError::WebRtc("no codec negotiated for the audio track".into())
-            })?;
+        let negotiated = async {
+            self.negotiate_publisher().await?;
+            sender
+                .get_parameters()
+                .await
+                .map_err(wrtc)?
+                .rtp_parameters
+                .codecs
+                .first()
+                .map(|c| c.payload_type)
+                .ok_or_else(|| {
+                    PublishError::WebRtc("no codec negotiated for the audio track".into())
+                })
+        }
+        .await;
+        let payload_type = match negotiated {
+            Ok(pt) => pt,
+            Err(e) => {
+                // Never leave a sender nobody feeds: the next negotiation
+                // would offer it again as a silent microphone.
+                let _ = self.publisher.pc.remove_track(&sender).await;
+                return Err(e);
+            }
+        };
 
         let stop = self.stop.child_token();
         let feeder_stop = stop.clone();
@@ -875,7 +890,14 @@ impl RtcSession {
             })),
             ..Default::default()
         };
-        let bytes = bytes::BytesMut::from(&wire.encode_to_vec()[..]);
+        let encoded = wire.encode_to_vec();
+        // The payload limit leaves room for the envelope (topic,
+        // identities); a packet over one SCTP message (16 KiB, what
+        // webrtc-rs and browsers receive) would not arrive.
+        if encoded.len() > MAX_DATA_MESSAGE {
+            return Err(DataError::TooLarge(encoded.len()));
+        }
+        let bytes = bytes::BytesMut::from(&encoded[..]);
         channel
             .dc
             .send(bytes)
@@ -1237,11 +1259,11 @@ impl RtcSession {
             // The track arrived on another transceiver: one follower each.
             previous.cancel();
         }
-        // Audio readers hang off the tap; it decodes only while one is open.
-        // It exists before track_subscribed is emitted, so a plugin that
-        // opens a reader on that event always finds it.
-        let mut tap = (track_ref.kind == TrackKind::Audio)
-            .then(|| self.media.attach_track(&participant, &track_ref));
+        // Audio readers hang off the tap; it decodes only while one is open
+        // (a video track's tap only answers "unsupported"). It exists before
+        // track_subscribed is emitted, so a plugin that opens a reader on
+        // that event always finds it.
+        let mut tap = Some(self.media.attach_track(&participant, &track_ref));
         let mut generation = self.subscribe_track(&participant, &track_ref, &stop, &emitter);
         let mut packets: u64 = 0;
         let mut bytes: u64 = 0;
@@ -1302,7 +1324,18 @@ impl RtcSession {
                 Some(_) => {}
             }
         }
-        tracing::info!(track_sid = %track_ref.sid, packets, bytes, "remote track ended");
+        let stats = tap.as_ref().map(|t| t.stats()).unwrap_or_default();
+        tracing::info!(
+            track_sid = %track_ref.sid,
+            packets,
+            bytes,
+            late_or_duplicate = stats.late_or_duplicate,
+            reordered = stats.reordered,
+            concealed_ms = stats.concealed_48k / 48,
+            silence_ms = stats.silence_48k / 48,
+            skipped_ms = stats.skipped_48k / 48,
+            "remote track ended"
+        );
         if let Some(tap) = &tap {
             self.media.detach_track(tap);
         }

@@ -80,7 +80,7 @@ fn run(ctx: &JobContext) -> i32 {
     match mode {
         "bargein" => barge_in(ctx, &source, rate, &shutdown),
         "block" => return block(ctx, source, rate, exit),
-        _ => echo(ctx, &source, rate, &data, &shutdown),
+        _ => echo(ctx, source, rate, &data, &shutdown),
     }
     exit
 }
@@ -138,7 +138,7 @@ fn wait_for_microphone(
 
 fn echo(
     ctx: &JobContext,
-    source: &AudioSource,
+    mut source: AudioSource,
     rate: u32,
     data: &Receiver<lk_plugin_api::media::DataPacket>,
     shutdown: &Receiver<lk_plugin_api::sdk::ShutdownInfo>,
@@ -155,12 +155,25 @@ fn echo(
                     Ok(f) => {
                         dropped += f.dropped_frames;
                         frames_seen += 1;
-                        if frames_seen % 500 == 0 {
+                        if frames_seen.is_multiple_of(500) {
                             ctx.info(&format!("echo: {frames_seen} frames; {} ms queued to send; flags {}", source.queued().as_millis(), f.flags));
                         }
-                        if let Err(e) = source.capture(&f.data, Duration::from_secs(1)) {
-                            if e == MediaError::ShuttingDown { return; }
-                            ctx.warn(&format!("echo: capture: {e}"));
+                        match source.capture(&f.data, Duration::from_secs(1)) {
+                            Ok(()) => {}
+                            Err(MediaError::ShuttingDown) => return,
+                            Err(MediaError::Closed) => {
+                                // The host closed it (the session was
+                                // rejoined): publish again, as the header says.
+                                ctx.info("echo: the source was closed by the host; publishing again");
+                                match ctx.publish_audio("echo", source.format()) {
+                                    Ok(s) => source = s,
+                                    Err(e) => {
+                                        ctx.warn(&format!("echo: could not publish again: {e}"));
+                                        return;
+                                    }
+                                }
+                            }
+                            Err(e) => ctx.warn(&format!("echo: capture: {e}")),
                         }
                     }
                     Err(_) => {
@@ -265,9 +278,8 @@ fn block(ctx: &JobContext, source: AudioSource, rate: u32, exit: i32) -> i32 {
     });
     let b = began.clone();
     let receiver = std::thread::spawn(move || loop {
-        match c.next_data(Duration::from_secs(30)) {
-            NextData::ShuttingDown => return report("next_data", b, c, "ShuttingDown".into()),
-            _ => {}
+        if c.next_data(Duration::from_secs(30)) == NextData::ShuttingDown {
+            return report("next_data", b, c, "ShuttingDown".into());
         }
     });
     std::thread::sleep(Duration::from_millis(1500));
