@@ -8,6 +8,7 @@ use lk_go::job::{HookTimeouts, Job, JobConfig};
 use lk_go::room::DetachedConnector;
 use lk_go::runner::{run_job, CascadeTimeouts, RunOptions};
 use lk_go_tests::{lk_go_bin, plugin, plugin_dir, run_lk_go, target_dir, RunningJob};
+use lk_plugin_api::abi::LK_ABI_MINOR;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -54,15 +55,24 @@ fn assert_load_failure(path: &Path, code: i32, needle: &str) {
     }
 }
 
+/// The ABI every example plugin is built against: this header's, e.g. "1.3".
+fn current_abi() -> String {
+    format!("1.{LK_ABI_MINOR}")
+}
+
 #[test]
 fn inspect_accepts_every_example_plugin() {
+    let current = current_abi();
+    let now = current.as_str();
     for (file, name, abi) in [
-        ("noop", "noop", "1.2"),
-        ("exit_code", "exit-code", "1.2"),
-        ("event_logger", "event-logger", "1.2"),
-        ("panic", "panic", "1.2"),
-        ("c_noop", "c-noop", "1.2"),
-        ("go_noop", "go-noop", "1.2"),
+        ("noop", "noop", now),
+        ("exit_code", "exit-code", now),
+        ("event_logger", "event-logger", now),
+        ("panic", "panic", now),
+        ("echo", "echo", now),
+        ("c_noop", "c-noop", now),
+        ("c_echo", "c-echo", now),
+        ("go_noop", "go-noop", now),
         ("abi_1_0", "abi-1.0", "1.0"),
         ("abi_1_1", "abi-1.1", "1.1"),
         ("abi_1_2", "abi-1.2", "1.2"),
@@ -76,7 +86,7 @@ fn inspect_accepts_every_example_plugin() {
         assert_eq!(out.status.code(), Some(0), "{file}: {}", stderr(&out));
         assert!(text.contains(&format!("name: {name}\n")), "{text}");
         assert!(text.contains(&format!("abi: {abi}\n")), "{text}");
-        assert!(text.contains("host abi: 1.3\n"), "{text}");
+        assert!(text.contains(&format!("host abi: {now}\n")), "{text}");
     }
 }
 
@@ -99,11 +109,15 @@ fn loader_failure_matrix_one_line_each_with_its_code() {
         "missing entry symbol `lk_plugin_entry`",
     );
     assert_load_failure(&plugin("broken_bad_magic"), 81, "bad magic 0xdeadbeef");
-    assert_load_failure(&plugin("broken_major"), 82, "plugin ABI 2.2, host ABI 1.2");
+    assert_load_failure(
+        &plugin("broken_major"),
+        82,
+        &format!("plugin ABI 2.{LK_ABI_MINOR}, host ABI {}", current_abi()),
+    );
     assert_load_failure(
         &plugin("broken_too_new"),
         83,
-        "plugin ABI 1.99, host ABI 1.2",
+        &format!("plugin ABI 1.99, host ABI {}", current_abi()),
     );
     assert_load_failure(&plugin("broken_null_run"), 84, "run entrypoint is NULL");
     assert_load_failure(&plugin("broken_null_desc"), 84, "returned NULL");
