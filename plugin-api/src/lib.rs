@@ -10,7 +10,7 @@
 //! [`media`], so a plugin thread can `select!` over audio, data, events and
 //! shutdown).
 //!
-//! ```ignore
+//! ```no_run
 //! use lk_plugin_api::sdk::JobContext;
 //!
 //! fn run(ctx: &JobContext) -> i32 {
