@@ -350,20 +350,55 @@ pub fn dev_token(room: &str, identity: &str) -> String {
 
 /// Joins `room` on a dev server (devkey/secret) as `identity` through the
 /// lk-go library, subscribing to nothing: the extra participant that tests,
-/// the demo and the benchmarks bring in.
+/// the demo and the benchmarks bring in. It joins as lk-go mints jobs'
+/// tokens, i.e. as an *agent*; see [`join_dev_room_as_user`].
 pub async fn join_dev_room(
     url: &str,
     room: &str,
     identity: &str,
 ) -> Result<lk_go::room::Room, lk_go::room::ConnectError> {
-    use lk_go::room::signal::{AutoSubscribe, Credentials, LiveKitConnector, LiveKitSettings};
-    use lk_go::room::{JoinRequest, Room};
-    let connector = LiveKitConnector::new(LiveKitSettings {
-        url: url.to_string(),
-        credentials: Credentials::KeySecret {
+    join_with(
+        url,
+        room,
+        identity,
+        lk_go::room::signal::Credentials::KeySecret {
             key: "devkey".into(),
             secret: "secret".into(),
         },
+    )
+    .await
+}
+
+/// Like [`join_dev_room`], as a regular participant (kind "standard", like
+/// a user's browser, with [`dev_token`]). Agent-kind participants do not
+/// keep a room open: livekit-server closes a room without a standard
+/// participant after `empty_timeout`.
+pub async fn join_dev_room_as_user(
+    url: &str,
+    room: &str,
+    identity: &str,
+) -> Result<lk_go::room::Room, lk_go::room::ConnectError> {
+    let token = dev_token(room, identity);
+    join_with(
+        url,
+        room,
+        identity,
+        lk_go::room::signal::Credentials::Token(token),
+    )
+    .await
+}
+
+async fn join_with(
+    url: &str,
+    room: &str,
+    identity: &str,
+    credentials: lk_go::room::signal::Credentials,
+) -> Result<lk_go::room::Room, lk_go::room::ConnectError> {
+    use lk_go::room::signal::{AutoSubscribe, LiveKitConnector, LiveKitSettings};
+    use lk_go::room::{JoinRequest, Room};
+    let connector = LiveKitConnector::new(LiveKitSettings {
+        url: url.to_string(),
+        credentials,
         auto_subscribe: AutoSubscribe::None,
         liveness_timeout: Duration::from_secs(15),
         reconnect_window: Duration::from_secs(0),

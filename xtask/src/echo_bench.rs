@@ -179,33 +179,6 @@ pub(crate) fn echo_cpu(
     Ok(())
 }
 
-/// Joins `room` as a regular participant (kind "standard", like a user's
-/// browser), with lk-go's room client. Agent-kind participants (what
-/// lk-go mints for jobs) do not keep a room open: livekit-server closes a
-/// room without a standard participant after `empty_timeout`.
-async fn join_as_user(url: &str, room: &str, identity: &str) -> Result<lk_go::room::Room> {
-    use lk_go::room::signal::{AutoSubscribe, Credentials, LiveKitConnector, LiveKitSettings};
-    use lk_go::room::{JoinRequest, Room};
-    let connector = LiveKitConnector::new(LiveKitSettings {
-        url: url.to_string(),
-        credentials: Credentials::Token(dev_token(room, identity)),
-        auto_subscribe: AutoSubscribe::None,
-        liveness_timeout: Duration::from_secs(15),
-        reconnect_window: Duration::from_secs(0),
-    });
-    let mut r = Room::new(room);
-    r.connect(
-        &connector,
-        &JoinRequest {
-            room_name: room.into(),
-            identity: identity.into(),
-            job_id: format!("{identity}-bench"),
-        },
-    )
-    .await?;
-    Ok(r)
-}
-
 /// One point of the scale run.
 #[derive(Clone, Debug, serde::Serialize)]
 pub(crate) struct ScalePoint {
@@ -239,7 +212,7 @@ impl Feeders {
         let mut joined = Vec::new();
         let mut queues = Vec::new();
         for room in rooms {
-            let r = rt.block_on(join_as_user(url, room, "speaker"))?;
+            let r = rt.block_on(lk_go_tests::join_dev_room_as_user(url, room, "speaker"))?;
             let access = r
                 .media_access()
                 .context("joined room has no media access")?;
@@ -310,7 +283,11 @@ fn scale_point(
     // starting 100 jobs takes longer than that. Room 0 gets the latency
     // probe (its own publisher) later and an idle participant meanwhile;
     // the others a feeder each.
-    let anchor = rt.block_on(join_as_user(&server.url, &rooms[0], "anchor"))?;
+    let anchor = rt.block_on(lk_go_tests::join_dev_room_as_user(
+        &server.url,
+        &rooms[0],
+        "anchor",
+    ))?;
     let feeders = Feeders::start(rt, &server.url, &rooms[1.min(n)..])?;
     let mut agents = Vec::new();
     for room in &rooms {
