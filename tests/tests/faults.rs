@@ -301,6 +301,10 @@ fn start_ready(args: &[String]) -> RunningJob {
 #[test]
 fn sighup_runs_the_cascade_and_exits_129() {
     let job = start_ready(&detached(&probe(), &["--metadata", "hooks"]));
+    // Readiness is the plugin's registrations, not `run` entered: a SIGHUP
+    // in between made the hooks late (run at once, in order), which failed
+    // the order check about once in twenty runs.
+    job.wait_for_log("probe: hooks registered", LIMIT);
     job.signal("-HUP");
     let (code, _, log) = job.finish(LIMIT);
     assert_eq!(code, Some(129), "{log}");
