@@ -159,11 +159,6 @@ impl TrackTap {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// True when some reader is open (the follower skips decoding otherwise).
-    pub fn has_readers(&self) -> bool {
-        !self.lock().readers.is_empty()
-    }
-
     /// Adds a reader; its first frame is audio that arrives after this.
     fn add_reader(&self, fmt: AudioFormat) -> Result<Arc<Lane<Frame>>, String> {
         let mut st = self.lock();

@@ -167,6 +167,33 @@ fn run_on_room<T: Send + 'static>(
     }
 }
 
+/// Takes `lock` for one caller at a time (a stream's reader, the data
+/// reader): a second caller waits for the first no longer than its own
+/// `deadline`, and not at all once `stop()` says the job is shutting down.
+/// Polled with `try_lock`, so a waiting plugin thread never holds up the
+/// one inside. Errs with `LK_SHUTTING_DOWN` or `LK_TIMEOUT`.
+fn lock_within<'a, T>(
+    lock: &'a Mutex<T>,
+    deadline: Instant,
+    stop: &dyn Fn() -> bool,
+) -> Result<std::sync::MutexGuard<'a, T>, i32> {
+    loop {
+        match lock.try_lock() {
+            Ok(g) => return Ok(g),
+            Err(std::sync::TryLockError::Poisoned(p)) => return Ok(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                if stop() {
+                    return Err(LK_SHUTTING_DOWN);
+                }
+                if Instant::now() >= deadline {
+                    return Err(LK_TIMEOUT);
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+}
+
 /// For results nobody waits for any more.
 fn ignore<T>(_: T) {}
 
@@ -257,20 +284,9 @@ pub(crate) unsafe extern "C" fn api_audio_stream_read(
         return LK_ERR_CLOSED;
     };
     // One reader at a time; a second waits for the first within its own timeout.
-    let _reading = loop {
-        match s.reading.try_lock() {
-            Ok(g) => break g,
-            Err(std::sync::TryLockError::Poisoned(p)) => break p.into_inner(),
-            Err(std::sync::TryLockError::WouldBlock) => {
-                if Instant::now() >= deadline {
-                    return LK_TIMEOUT;
-                }
-                if stop() {
-                    return LK_SHUTTING_DOWN;
-                }
-                std::thread::sleep(Duration::from_millis(1));
-            }
-        }
+    let _reading = match lock_within(&s.reading, deadline, &stop) {
+        Ok(g) => g,
+        Err(rc) => return rc,
     };
     let fits = |f: &Frame| f.pcm.len() <= pcm_cap;
     match lane.pop(deadline, &stop, &fits) {
@@ -607,20 +623,9 @@ pub(crate) unsafe extern "C" fn api_next_data(
     // One reader at a time, holding the stash: a packet held back while
     // LK_MISSED was reported goes to the very next call, in order. A second
     // caller waits for the first no longer than its own timeout.
-    let mut stash = loop {
-        match h.media.stash.try_lock() {
-            Ok(g) => break g,
-            Err(std::sync::TryLockError::Poisoned(p)) => break p.into_inner(),
-            Err(std::sync::TryLockError::WouldBlock) => {
-                if h.ctx.is_shutting_down() {
-                    return LK_SHUTTING_DOWN;
-                }
-                if Instant::now() >= deadline {
-                    return LK_TIMEOUT;
-                }
-                std::thread::sleep(Duration::from_millis(1));
-            }
-        }
+    let mut stash = match lock_within(&h.media.stash, deadline, &|| h.ctx.is_shutting_down()) {
+        Ok(g) => g,
+        Err(rc) => return rc,
     };
     if let Some(p) = stash.take() {
         fill_data(p, out);
