@@ -53,12 +53,92 @@ pub enum Command {
     /// Inspect plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Register with LiveKit's agent dispatch and run every job it hands
+    /// out, each in its own process, up to --max-jobs at once. The first
+    /// SIGINT/SIGTERM drains (declines new jobs, waits up to
+    /// --drain-timeout for running ones); a second stops now.
+    Worker(Box<WorkerArgs>),
 }
 
 #[derive(Subcommand, Debug)]
 pub enum JobCommand {
     /// Join a room, run one plugin in it, exit with the plugin's code.
     RunScript(Box<RunScriptArgs>),
+    /// A job process started by `lk-go worker` (reads its assignment from
+    /// the worker's pipe); not for direct use.
+    #[command(hide = true)]
+    RunAssigned(Box<RunAssignedArgs>),
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobTypeArg {
+    /// One job per room (JT_ROOM).
+    Room,
+    /// One job per publishing participant (JT_PUBLISHER).
+    Publisher,
+    /// One job per joining participant (JT_PARTICIPANT).
+    Participant,
+}
+
+#[derive(Args)]
+pub struct WorkerArgs {
+    /// Path to the plugin shared library every job runs.
+    pub plugin: PathBuf,
+    /// Serve only dispatches naming this agent (explicit dispatch). Empty:
+    /// automatic dispatch, one job for every new room.
+    #[arg(long, env = "LIVEKIT_AGENT_NAME", default_value = "")]
+    pub agent_name: String,
+    /// Which jobs to take.
+    #[arg(long, value_enum, default_value_t = JobTypeArg::Room)]
+    pub job_type: JobTypeArg,
+    /// Jobs run at once, at most; more are declined (the server offers them
+    /// to another worker).
+    #[arg(long, default_value_t = 8)]
+    pub max_jobs: u32,
+    /// LiveKit server URL.
+    #[arg(long, env = "LIVEKIT_URL", default_value = DEFAULT_URL)]
+    pub url: String,
+    /// API key.
+    #[arg(long, env = "LIVEKIT_API_KEY", default_value = DEV_API_KEY)]
+    pub api_key: String,
+    /// API secret. Prefer the LIVEKIT_API_SECRET environment variable.
+    #[arg(long, env = "LIVEKIT_API_SECRET", hide_env_values = true, hide_default_value = true, default_value = DEV_API_SECRET)]
+    pub api_secret: String,
+    /// After the first SIGINT/SIGTERM, how long running jobs may take to end
+    /// on their own before they are shut down.
+    #[arg(long, value_parser = parse_duration, default_value = "60m")]
+    pub drain_timeout: Duration,
+    /// Give up (exit 69) after this many consecutive failed attempts to
+    /// reach the server. Default: retry forever (0, 2, 4 … 10 s apart).
+    #[arg(long)]
+    pub max_retries: Option<u32>,
+    #[command(flatten)]
+    pub job: JobFlags,
+    /// Log format on stderr (job processes use it too).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+// Hand-written so that a stray `{:?}` can never print the secret.
+impl std::fmt::Debug for WorkerArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerArgs")
+            .field("plugin", &self.plugin)
+            .field("agent_name", &self.agent_name)
+            .field("url", &self.url)
+            .field("api_key", &self.api_key)
+            .field("api_secret", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct RunAssignedArgs {
+    pub plugin: PathBuf,
+    #[command(flatten)]
+    pub job: JobFlags,
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 }
 
 #[derive(Subcommand, Debug)]
@@ -118,6 +198,20 @@ pub struct RunScriptArgs {
     /// Job id (default: generated).
     #[arg(long)]
     pub job_id: Option<String>,
+    #[command(flatten)]
+    pub job: JobFlags,
+    /// Run the plugin without joining a room (no server needed, no events).
+    #[arg(long)]
+    pub detached: bool,
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// The flags that shape one job, shared by `job run-script`, `worker` (which
+/// hands them to every job process) and the hidden `job run-assigned`.
+#[derive(Args, Clone, Debug)]
+pub struct JobFlags {
     /// Which remote tracks to subscribe to.
     #[arg(long, value_enum, default_value_t = AutoSubscribeArg::All)]
     pub auto_subscribe: AutoSubscribeArg,
@@ -143,12 +237,73 @@ pub struct RunScriptArgs {
     /// --hook-timeout if longer). Hooks not started by then are not started.
     #[arg(long, value_parser = parse_duration)]
     pub hook_budget: Option<Duration>,
-    /// Run the plugin without joining a room (no server needed, no events).
-    #[arg(long)]
-    pub detached: bool,
-    /// Log format on stderr.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
+}
+
+impl JobFlags {
+    /// The flags as arguments again, for a job process started by the
+    /// worker (durations in milliseconds: exact, and parsed back as given).
+    pub fn to_args(&self) -> Vec<std::ffi::OsString> {
+        let ms = |d: Duration| format!("{}ms", d.as_millis());
+        let mut args: Vec<String> = vec![
+            "--auto-subscribe".into(),
+            match self.auto_subscribe {
+                AutoSubscribeArg::All => "all",
+                AutoSubscribeArg::None => "none",
+                AutoSubscribeArg::Audio => "audio",
+                AutoSubscribeArg::Video => "video",
+            }
+            .into(),
+            "--shutdown-grace".into(),
+            ms(self.shutdown_grace),
+            "--liveness-timeout".into(),
+            ms(self.liveness_timeout),
+            "--reconnect-window".into(),
+            ms(self.reconnect_window),
+        ];
+        for (flag, value) in [
+            ("--max-duration", self.max_duration),
+            ("--hook-timeout", self.hook_timeout),
+            ("--hook-budget", self.hook_budget),
+        ] {
+            if let Some(d) = value {
+                args.push(flag.into());
+                args.push(ms(d));
+            }
+        }
+        args.into_iter().map(Into::into).collect()
+    }
+
+    /// Refuses liveness timeouts the session cannot honour (64).
+    fn check(&self) -> Result<(), String> {
+        if self.liveness_timeout < MIN_LIVENESS_TIMEOUT {
+            return Err("--liveness-timeout must be at least 1s".into());
+        }
+        if self.liveness_timeout > MAX_LIVENESS_TIMEOUT {
+            return Err("--liveness-timeout may be at most 15s: the server's ping timeout (15 s) ends a silent connection first; use 15s or less".into());
+        }
+        Ok(())
+    }
+
+    fn auto_subscribe(&self) -> AutoSubscribe {
+        match self.auto_subscribe {
+            AutoSubscribeArg::All => AutoSubscribe::All,
+            AutoSubscribeArg::None => AutoSubscribe::None,
+            AutoSubscribeArg::Audio => AutoSubscribe::Audio,
+            AutoSubscribeArg::Video => AutoSubscribe::Video,
+        }
+    }
+
+    fn run_options(&self, plugin: PathBuf) -> RunOptions {
+        RunOptions {
+            plugin_path: plugin,
+            cascade: CascadeTimeouts {
+                plugin_grace: self.shutdown_grace,
+                ..CascadeTimeouts::default()
+            },
+            max_duration: self.max_duration,
+            before_leave: None,
+        }
+    }
 }
 
 // Hand-written so that a stray `{:?}` can never print the secret or token.
@@ -460,6 +615,8 @@ fn dispatch() -> i32 {
     match cli.command {
         Command::Plugin(PluginCommand::Inspect { plugin }) => inspect(&plugin),
         Command::Job(JobCommand::RunScript(args)) => run_script(*args),
+        Command::Job(JobCommand::RunAssigned(args)) => run_assigned(*args),
+        Command::Worker(args) => worker(*args),
     }
 }
 
@@ -587,14 +744,8 @@ fn run_script(args: RunScriptArgs) -> i32 {
         crate::secrets::register(token);
     }
     init_logging(args.log_format);
-    if args.liveness_timeout < MIN_LIVENESS_TIMEOUT {
-        return fail(exit::USAGE, "--liveness-timeout must be at least 1s");
-    }
-    if args.liveness_timeout > MAX_LIVENESS_TIMEOUT {
-        return fail(
-            exit::USAGE,
-            "--liveness-timeout may be at most 15s: the server's ping timeout (15 s) ends a silent connection first; use 15s or less",
-        );
+    if let Err(e) = args.job.check() {
+        return fail(exit::USAGE, e);
     }
     let (room_name, identity) = match room_and_identity(&args) {
         Ok(v) => v,
@@ -612,7 +763,7 @@ fn run_script(args: RunScriptArgs) -> i32 {
         room_name,
         identity,
         metadata,
-        hook_timeouts: hook_timeouts(args.hook_timeout, args.hook_budget),
+        hook_timeouts: hook_timeouts(args.job.hook_timeout, args.job.hook_budget),
     }) {
         Ok(job) => job,
         Err(e) => return fail(exit::for_config_error(&e), e),
@@ -627,41 +778,47 @@ fn run_script(args: RunScriptArgs) -> i32 {
                 secret: args.api_secret,
             },
         };
-        let auto_subscribe = match args.auto_subscribe {
-            AutoSubscribeArg::All => AutoSubscribe::All,
-            AutoSubscribeArg::None => AutoSubscribe::None,
-            AutoSubscribeArg::Audio => AutoSubscribe::Audio,
-            AutoSubscribeArg::Video => AutoSubscribe::Video,
-        };
         Box::new(LiveKitConnector::new(LiveKitSettings {
             url: args.url,
             credentials,
-            auto_subscribe,
-            liveness_timeout: args.liveness_timeout,
-            reconnect_window: args.reconnect_window,
+            auto_subscribe: args.job.auto_subscribe(),
+            liveness_timeout: args.job.liveness_timeout,
+            reconnect_window: args.job.reconnect_window,
         }))
     };
-    let options = RunOptions {
-        plugin_path: args.plugin,
-        cascade: CascadeTimeouts {
-            plugin_grace: args.shutdown_grace,
-            ..CascadeTimeouts::default()
-        },
-        max_duration: args.max_duration,
-    };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
+    let options = args.job.run_options(args.plugin);
+    execute_job(job, connector.as_ref(), options, None)
+}
+
+/// A multi-threaded runtime with two workers (one job rarely needs more; the
+/// plugin's `run` has a thread of its own).
+fn runtime() -> Result<tokio::runtime::Runtime, i32> {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .thread_name("lk-go-rt")
         .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            return fail(
+        .map_err(|e| {
+            fail(
                 exit::INTERNAL,
                 format!("could not start the async runtime: {e}"),
             )
-        }
+        })
+}
+
+/// Runs one job to its exit code, as `job run-script` and every job process
+/// of `worker` do: signals, [`run_job`], one error line for a failure. With
+/// a worker `pipe`, the verdict goes to the worker before the job leaves
+/// the room, and the worker's requests and EOF shut the job down.
+fn execute_job(
+    job: Job,
+    connector: &dyn RoomConnector,
+    mut options: RunOptions,
+    pipe: Option<crate::worker::job_side::PipeStart>,
+) -> i32 {
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
     };
     let code = rt.block_on(async {
         if let Err(e) = install_signal_handlers(job.context.clone()) {
@@ -670,17 +827,226 @@ fn run_script(args: RunScriptArgs) -> i32 {
                 format!("could not install signal handlers: {e}"),
             );
         }
-        match run_job(job, connector.as_ref(), &options).await {
+        let reporter = match pipe {
+            Some(pipe) => {
+                match crate::worker::job_side::WorkerPipe::attach(pipe, job.context.clone()) {
+                    Ok(p) => Some(std::sync::Arc::new(p)),
+                    Err(e) => {
+                        return fail(
+                            exit::INTERNAL,
+                            format!("could not use the worker pipe: {e}"),
+                        )
+                    }
+                }
+            }
+            None => None,
+        };
+        if let Some(r) = &reporter {
+            options.before_leave = Some(r.clone());
+        }
+        match run_job(job, connector, &options).await {
             Ok(outcome) => match outcome.failure() {
                 Some(what) => fail(outcome.exit_code, what),
                 None => outcome.exit_code,
             },
-            Err(e) => fail(e.exit_code(), e),
+            Err(e) => {
+                if let Some(r) = &reporter {
+                    // It never joined: the worker reports the failure.
+                    r.report_failure_before_join(&e.to_string()).await;
+                }
+                fail(e.exit_code(), e)
+            }
         }
     });
     // Plugin or hook threads that overran must not keep the process alive.
     rt.shutdown_timeout(Duration::from_millis(100));
     code
+}
+
+/// `job run-assigned`: a job process started by `lk-go worker`. Reads its
+/// assignment from the worker pipe (fd [`crate::worker::ipc::CHILD_FD`]).
+fn run_assigned(args: RunAssignedArgs) -> i32 {
+    init_logging(args.log_format);
+    if let Err(e) = args.job.check() {
+        return fail(exit::USAGE, e);
+    }
+    let (pipe, assignment) = match crate::worker::job_side::read_assignment() {
+        Ok(v) => v,
+        Err(e) => return fail(exit::USAGE, e),
+    };
+    let crate::worker::ipc::ToJob::Assignment {
+        url,
+        token,
+        job_id,
+        room,
+        identity,
+        metadata,
+    } = assignment
+    else {
+        return fail(
+            exit::USAGE,
+            "the worker pipe did not start with an assignment",
+        );
+    };
+    crate::secrets::register(&token);
+    let job = match Job::new(JobConfig {
+        id: Some(job_id),
+        room_name: room,
+        identity: Some(identity),
+        metadata,
+        hook_timeouts: hook_timeouts(args.job.hook_timeout, args.job.hook_budget),
+    }) {
+        Ok(job) => job,
+        Err(e) => return fail(exit::for_config_error(&e), e),
+    };
+    let connector = LiveKitConnector::new(LiveKitSettings {
+        url,
+        credentials: Credentials::Token(token),
+        auto_subscribe: args.job.auto_subscribe(),
+        liveness_timeout: args.job.liveness_timeout,
+        reconnect_window: args.job.reconnect_window,
+    });
+    let options = args.job.run_options(args.plugin);
+    execute_job(job, &connector, options, Some(pipe))
+}
+
+/// `worker`: validates the plugin, then runs [`crate::worker::run_worker`].
+fn worker(args: WorkerArgs) -> i32 {
+    crate::secrets::register(&args.api_secret);
+    init_logging(args.log_format);
+    if let Err(e) = args.job.check() {
+        return fail(exit::USAGE, e);
+    }
+    if args.max_jobs == 0 {
+        return fail(exit::USAGE, "--max-jobs must be at least 1");
+    }
+    if let Err(e) = crate::room::signal::validate_url(&args.url) {
+        return fail(exit::for_connect_error(&e), e);
+    }
+    if let Err(e) = validate_agent_name(&args.agent_name) {
+        return fail(exit::USAGE, e);
+    }
+    // The same loader and codes as `job run-script`: a broken plugin is
+    // refused before the worker registers, not discovered job by job.
+    let plugin = match crate::plugin::load(&args.plugin) {
+        Ok(p) => p,
+        Err(e) => return fail(exit::for_load_error(&e), e),
+    };
+    tracing::info!(plugin = %plugin.describe(), "plugin validated");
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => {
+            return fail(
+                exit::INTERNAL,
+                format!("could not find the lk-go executable to start jobs with: {e}"),
+            )
+        }
+    };
+    let plugin_path = std::fs::canonicalize(&args.plugin).unwrap_or(args.plugin.clone());
+    let mut child_args = vec![plugin_path.into_os_string()];
+    child_args.extend(args.job.to_args());
+    child_args.push("--log-format".into());
+    child_args.push(match args.log_format {
+        LogFormat::Text => "text".into(),
+        LogFormat::Json => "json".into(),
+    });
+    let hooks = hook_timeouts(args.job.hook_timeout, args.job.hook_budget);
+    let cascade = CascadeTimeouts::default();
+    // The job's whole cascade, plus the verdict waits and a margin.
+    let kill_after = args.job.shutdown_grace
+        + hooks.budget
+        + cascade.room_leave
+        + cascade.tracks_close
+        + crate::runner::VERDICT_RUN_WAIT
+        + crate::runner::VERDICT_REPORT_DEADLINE
+        + Duration::from_secs(5);
+    let options = crate::worker::WorkerOptions {
+        endpoint: crate::worker::agent_ws::AgentEndpoint {
+            url: args.url,
+            api_key: args.api_key,
+            api_secret: args.api_secret,
+            max_retries: args.max_retries,
+        },
+        registration: crate::worker::agent_ws::Registration {
+            agent_name: args.agent_name,
+            job_type: match args.job_type {
+                JobTypeArg::Room => livekit_protocol::JobType::JtRoom,
+                JobTypeArg::Publisher => livekit_protocol::JobType::JtPublisher,
+                JobTypeArg::Participant => livekit_protocol::JobType::JtParticipant,
+            },
+            version: format!("lk-go {}", env!("CARGO_PKG_VERSION")),
+        },
+        max_jobs: args.max_jobs,
+        drain_timeout: args.drain_timeout,
+        child: crate::worker::child::ChildSpec {
+            exe,
+            args: child_args,
+            json_logs: args.log_format == LogFormat::Json,
+        },
+        kill_after,
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let code = rt.block_on(async {
+        let signals = match forward_signals() {
+            Ok(rx) => rx,
+            Err(e) => {
+                return fail(
+                    exit::INTERNAL,
+                    format!("could not install signal handlers: {e}"),
+                )
+            }
+        };
+        crate::worker::run_worker(options, signals).await
+    });
+    rt.shutdown_timeout(Duration::from_millis(100));
+    code
+}
+
+/// LiveKit's rule for names that become part of a dispatch topic (agent
+/// name, deployment): at most 64 bytes, no `_`, no whitespace
+/// (livekit/protocol `agent/environment.go`, as livekit-server v1.13.5
+/// checks a worker's registration).
+pub fn validate_agent_name(name: &str) -> Result<(), String> {
+    if name.len() > 64 {
+        return Err(format!(
+            "--agent-name is {} bytes; LiveKit allows at most 64",
+            name.len()
+        ));
+    }
+    if name.contains('_') || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "--agent-name {name:?} contains '_', whitespace or a control character, which LiveKit refuses; use e.g. dashes"
+        ));
+    }
+    Ok(())
+}
+
+/// Every SIGINT/SIGTERM/SIGHUP, forwarded to the worker (which drains on
+/// the first and stops on the second).
+fn forward_signals() -> std::io::Result<tokio::sync::mpsc::UnboundedReceiver<crate::worker::Signal>>
+{
+    use crate::worker::Signal;
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let s = tokio::select! {
+                _ = int.recv() => Signal::Interrupt,
+                _ = term.recv() => Signal::Terminate,
+                _ = hup.recv() => Signal::Hangup,
+            };
+            if tx.send(s).is_err() {
+                break;
+            }
+        }
+    });
+    Ok(rx)
 }
 
 /// First SIGINT/SIGTERM/SIGHUP: shut the job down (cascade). Second: exit
@@ -863,12 +1229,12 @@ mod tests {
         if std::env::var_os("LIVEKIT_URL").is_none() {
             assert_eq!(args.url, DEFAULT_URL);
         }
-        assert_eq!(args.shutdown_grace, Duration::from_secs(10));
+        assert_eq!(args.job.shutdown_grace, Duration::from_secs(10));
         assert_eq!(
-            args.reconnect_window,
+            args.job.reconnect_window,
             crate::room::signal::DEFAULT_RECONNECT_WINDOW,
             "the flag's default is the documented constant"
         );
-        assert_eq!(args.auto_subscribe, AutoSubscribeArg::All);
+        assert_eq!(args.job.auto_subscribe, AutoSubscribeArg::All);
     }
 }

@@ -11,6 +11,7 @@
 //! - [`plugin`]: loading/validating plugins and the host side of the C ABI.
 //! - [`runner`]: one job from start to exit code, including the cascade.
 //! - [`exit`]: the exit code table.
+//! - [`worker`]: `lk-go worker`: agent dispatch, one process per job.
 //! - [`cli`]: argument parsing and process-wide concerns (signals, logging).
 //! - [`logsink`]: stderr, non-blocking and lossy; [`secrets`]: what it
 //!   must never print.
@@ -26,6 +27,7 @@ pub mod room;
 pub mod runner;
 pub mod secrets;
 mod sync;
+pub mod worker;
 
 pub use job::{Job, JobConfig, JobContext, ShutdownInfo, ShutdownReason, ASSIGNMENT_TIMEOUT};
 pub use runner::{run_job, JobOutcome, RunError, RunOptions};

@@ -20,6 +20,7 @@ use crate::room::{ConnectError, JoinRequest, Room, RoomConnector};
 use lk_plugin_api::abi::LK_RUN_PANICKED;
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Deadlines of the cascade and the job.
@@ -51,6 +52,77 @@ pub struct RunOptions {
     pub cascade: CascadeTimeouts,
     /// Shut down with `deadline_exceeded` after this long.
     pub max_duration: Option<Duration>,
+    /// Told the job's [`Verdict`] once shutdown has begun and before the
+    /// job leaves the room (the worker reports it to the server then);
+    /// `None` for a job run by hand.
+    pub before_leave: Option<Arc<dyn BeforeLeave>>,
+}
+
+/// A job's outcome as LiveKit's agent dispatch records it
+/// (`UpdateJobStatus`: `JS_SUCCESS`, or `JS_FAILED` with an error).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    pub success: bool,
+    /// One line saying what failed; empty on success.
+    pub error: String,
+}
+
+/// Receives the job's verdict before the job leaves the room.
+///
+/// Why before: livekit-server v1.13.5 records a job whose agent participant
+/// leaves the room before the worker reported a final status as `JS_FAILED`
+/// ("agent worker left the room"), whatever the worker says afterwards.
+#[async_trait::async_trait]
+pub trait BeforeLeave: Send + Sync + std::fmt::Debug {
+    /// Called once per job, on the job's runtime; the cascade waits for it
+    /// at most [`VERDICT_REPORT_DEADLINE`].
+    async fn report(&self, verdict: Verdict);
+}
+
+/// With a [`BeforeLeave`] reporter, how long the runner waits for `run` to
+/// return once shutdown began before it decides the verdict without the
+/// plugin's code. A plugin that calls `shutdown` and then returns its code
+/// is judged by that code; one still running after this long is a failure.
+pub const VERDICT_RUN_WAIT: Duration = Duration::from_secs(2);
+/// Longest the cascade waits for the verdict to be reported.
+pub const VERDICT_REPORT_DEADLINE: Duration = Duration::from_secs(2);
+
+/// The verdict for a job that shut down for `info` and whose `run`
+/// returned `plugin_code` (`None`: not yet). Success exactly when the job's
+/// exit code would be 0 (hooks aside: they run after the job left the
+/// room); a panic is never a success.
+pub fn verdict_for(info: &ShutdownInfo, plugin_code: Option<i32>) -> Verdict {
+    let code = exit::for_job(info.reason, plugin_code);
+    if code == exit::OK {
+        return Verdict {
+            success: true,
+            error: String::new(),
+        };
+    }
+    let reason = info.reason;
+    let detail = &info.detail;
+    let what = match plugin_code {
+        _ if code == exit::PLUGIN_PANICKED => "the plugin panicked".to_string(),
+        None => format!(
+            "the plugin's run had not returned {} s after shutdown began ({reason}: {detail})",
+            VERDICT_RUN_WAIT.as_secs()
+        ),
+        Some(c)
+            if matches!(
+                reason,
+                ShutdownReason::PluginReturned
+                    | ShutdownReason::RequestedByPlugin
+                    | ShutdownReason::RoomDisconnected
+            ) =>
+        {
+            format!("the plugin's run returned {c}")
+        }
+        Some(_) => format!("{reason}: {detail}"),
+    };
+    Verdict {
+        success: false,
+        error: format!("{what} (exit {code})"),
+    }
 }
 
 /// How long each cascade stage took.
@@ -330,6 +402,21 @@ pub async fn run_job(
     let info = ctx
         .shutdown_info()
         .ok_or_else(|| RunError::Internal("shutdown info missing after shutdown".into()))?;
+    if let Some(reporter) = &options.before_leave {
+        if plugin_code.is_none() {
+            if let Ok(code) = tokio::time::timeout(VERDICT_RUN_WAIT, &mut code_rx).await {
+                plugin_code = Some(code.unwrap_or(LK_RUN_PANICKED));
+            }
+        }
+        let verdict = verdict_for(&info, plugin_code);
+        tracing::info!(success = verdict.success, error = %verdict.error, "job verdict");
+        stage(
+            "report_status",
+            VERDICT_REPORT_DEADLINE,
+            reporter.report(verdict),
+        )
+        .await;
+    }
     let cascade_started = Instant::now();
     tracing::info!(reason = %info.reason, detail = %info.detail, "shutdown cascade: room -> tracks -> hooks -> plugin");
 
@@ -410,6 +497,43 @@ pub async fn run_job(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn verdicts_never_call_a_crash_or_an_outage_a_success() {
+        let info = |reason, detail: &str| ShutdownInfo::new(reason, detail);
+        let ok = verdict_for(
+            &info(ShutdownReason::PluginReturned, "run returned 0"),
+            Some(0),
+        );
+        assert!(ok.success && ok.error.is_empty());
+        let v = verdict_for(
+            &info(ShutdownReason::PluginReturned, "run returned 3"),
+            Some(3),
+        );
+        assert_eq!(v.error, "the plugin's run returned 3 (exit 3)");
+        let v = verdict_for(
+            &info(ShutdownReason::PluginPanicked, "run reported a panic"),
+            Some(LK_RUN_PANICKED),
+        );
+        assert_eq!(v.error, "the plugin panicked (exit 70)");
+        // Shut down for another reason, then the plugin panicked.
+        let v = verdict_for(
+            &info(ShutdownReason::RequestedByPlugin, "done"),
+            Some(LK_RUN_PANICKED),
+        );
+        assert!(!v.success && v.error.starts_with("the plugin panicked"));
+        let v = verdict_for(&info(ShutdownReason::ServerUnreachable, "lost"), Some(0));
+        assert_eq!(v.error, "server_unreachable: lost (exit 69)");
+        let v = verdict_for(&info(ShutdownReason::RequestedByPlugin, "done"), None);
+        assert!(!v.success && v.error.contains("had not returned"), "{v:?}");
+        assert!(
+            verdict_for(
+                &info(ShutdownReason::RoomDisconnected, "terminated"),
+                Some(0)
+            )
+            .success
+        );
+    }
 
     /// Every way a session can end, classified: the room's natural end keeps
     /// the plugin's code; every other ending has a code distinct from 0.

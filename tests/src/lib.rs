@@ -440,6 +440,18 @@ pub fn valgrind_bin() -> PathBuf {
 /// `/twirp/livekit.RoomService/<method>` with a JSON body), authorised by a
 /// dev token with the `roomAdmin` grant for `room`. Returns (status, body).
 pub fn room_service(http_port: u16, room: &str, method: &str, body: &str) -> (u16, String) {
+    twirp_json(http_port, "RoomService", room, method, body)
+}
+
+/// A Twirp call with a JSON body to `livekit.<service>/<method>`, with the
+/// admin token of [`room_service`]. Returns (status, body).
+pub fn twirp_json(
+    http_port: u16,
+    service: &str,
+    room: &str,
+    method: &str,
+    body: &str,
+) -> (u16, String) {
     use livekit_api::access_token::{AccessToken, VideoGrants};
     let token = AccessToken::with_api_key("devkey", "secret")
         .with_identity("lk-go-tests-admin")
@@ -455,7 +467,7 @@ pub fn room_service(http_port: u16, room: &str, method: &str, body: &str) -> (u1
     let mut s = TcpStream::connect(("127.0.0.1", http_port)).expect("connect to the server");
     s.set_read_timeout(Some(Duration::from_secs(10))).ok();
     let request = format!(
-        "POST /twirp/livekit.RoomService/{method} HTTP/1.0\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "POST /twirp/livekit.{service}/{method} HTTP/1.0\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
     s.write_all(request.as_bytes()).expect("send the request");
@@ -665,5 +677,162 @@ impl RunningJob {
         let out = self.stdout.lock().unwrap().clone();
         let err = self.stderr.lock().unwrap().clone();
         (status.code(), out, err)
+    }
+}
+
+/// AgentDispatchService.CreateDispatch: dispatches `agent_name` to `room`
+/// (creating the room) with `metadata` as the job metadata. Returns the
+/// dispatch id.
+pub fn create_dispatch(http_port: u16, agent_name: &str, room: &str, metadata: &str) -> String {
+    let body = serde_json::json!({"agent_name": agent_name, "room": room, "metadata": metadata});
+    let (status, body) = twirp_json(
+        http_port,
+        "AgentDispatchService",
+        room,
+        "CreateDispatch",
+        &body.to_string(),
+    );
+    assert_eq!(status, 200, "CreateDispatch: {body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("CreateDispatch answers JSON");
+    v["id"].as_str().expect("a dispatch id").to_string()
+}
+
+/// AgentDispatchService.DeleteDispatch: the server terminates its jobs.
+pub fn delete_dispatch(http_port: u16, dispatch_id: &str, room: &str) {
+    let body = serde_json::json!({"dispatch_id": dispatch_id, "room": room});
+    let (status, body) = twirp_json(
+        http_port,
+        "AgentDispatchService",
+        room,
+        "DeleteDispatch",
+        &body.to_string(),
+    );
+    assert_eq!(status, 200, "DeleteDispatch: {body}");
+}
+
+/// RoomService.CreateRoom without an agents list: an automatic dispatch.
+pub fn create_room(http_port: u16, room: &str) {
+    let body = serde_json::json!({"name": room});
+    let (status, body) = room_service(http_port, room, "CreateRoom", &body.to_string());
+    assert_eq!(status, 200, "CreateRoom: {body}");
+}
+
+/// An `lk-go` process whose stderr is collected line by line as it comes,
+/// so a test can wait for a line (readiness) instead of sleeping.
+pub struct LkGoProcess {
+    pub child: Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    changed: std::sync::Arc<std::sync::Condvar>,
+}
+
+impl LkGoProcess {
+    /// Starts `lk-go <args>` with `envs`, stdout and stderr both collected.
+    pub fn start(args: &[&str], envs: &[(&str, &str)]) -> LkGoProcess {
+        use std::io::BufRead;
+        let mut cmd = Command::new(lk_go_bin());
+        cmd.args(args)
+            .env_remove("LIVEKIT_URL")
+            .env_remove("LIVEKIT_API_KEY")
+            .env_remove("LIVEKIT_API_SECRET")
+            .env_remove("LIVEKIT_AGENT_NAME")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start lk-go");
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let changed = std::sync::Arc::new(std::sync::Condvar::new());
+        let out: Box<dyn std::io::Read + Send> = Box::new(child.stdout.take().unwrap());
+        let err: Box<dyn std::io::Read + Send> = Box::new(child.stderr.take().unwrap());
+        for stream in [out, err] {
+            let lines = lines.clone();
+            let changed = changed.clone();
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    lines.lock().unwrap().push(line);
+                    changed.notify_all();
+                }
+            });
+        }
+        LkGoProcess {
+            child,
+            lines,
+            changed,
+        }
+    }
+
+    /// Every line so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// Waits up to `limit` until `count` lines match `pred`; returns them,
+    /// or panics with the log.
+    pub fn wait_lines(
+        &self,
+        what: &str,
+        count: usize,
+        limit: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> Vec<String> {
+        let deadline = std::time::Instant::now() + limit;
+        let mut guard = self.lines.lock().unwrap();
+        loop {
+            let matching: Vec<String> = guard.iter().filter(|l| pred(l)).cloned().collect();
+            if matching.len() >= count {
+                return matching;
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                let log = guard.join("\n");
+                panic!(
+                    "waited {limit:?} for {count} line(s) of {what}; got {}; log:\n{log}",
+                    matching.len()
+                );
+            }
+            guard = self.changed.wait_timeout(guard, deadline - now).unwrap().0;
+        }
+    }
+
+    /// Waits for one line containing `needle`.
+    pub fn wait_line(&self, needle: &str, limit: Duration) -> String {
+        self.wait_lines(needle, 1, limit, |l| l.contains(needle))
+            .remove(0)
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child.
+        unsafe {
+            libc::kill(self.child.id() as i32, sig);
+        }
+    }
+
+    /// Waits up to `limit` for the exit code (panics with the log if it
+    /// does not exit).
+    pub fn wait_exit(&mut self, limit: Duration) -> i32 {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait lk-go") {
+                return status.code().unwrap_or(-1);
+            }
+            if std::time::Instant::now() >= deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "lk-go did not exit within {limit:?}; log:\n{}",
+                    self.lines().join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for LkGoProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

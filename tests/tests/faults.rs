@@ -574,3 +574,52 @@ fn late_hook_runs_before_on_shutdown_returns_and_is_freed() {
         &["late free", "late hook ran before on_shutdown returned"],
     );
 }
+
+/// `lk-go worker` refuses what cannot work before it registers: a broken
+/// plugin (with the loader's own code), a name LiveKit refuses, no
+/// capacity; a server that never answers ends it with 69 after
+/// `--max-retries`. Each is one line on stderr. A job process started by
+/// hand says what to run instead.
+#[test]
+fn the_worker_refuses_broken_setups_with_one_line_and_a_documented_code() {
+    let broken = plugin("broken_missing_entry").display().to_string();
+    let noop = plugin("noop").display().to_string();
+    // A port nothing listens on.
+    let dead_url = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("ws://127.0.0.1:{}", l.local_addr().unwrap().port())
+    };
+    let cases: Vec<(Vec<&str>, i32, &str)> = vec![
+        (vec!["worker", &broken], 80, "lk_plugin_entry"),
+        (vec!["worker", "/nonexistent/libx.so"], 66, "not found"),
+        (
+            vec!["worker", &noop, "--agent-name", "my_agent"],
+            64,
+            "--agent-name",
+        ),
+        (vec!["worker", &noop, "--max-jobs", "0"], 64, "--max-jobs"),
+        (vec!["worker", &noop, "--url", "ftp://x"], 64, "scheme"),
+        (
+            vec!["worker", &noop, "--url", &dead_url, "--max-retries", "1"],
+            69,
+            "after 2 attempts",
+        ),
+        (
+            vec!["job", "run-assigned", &noop],
+            64,
+            "lk-go job run-script",
+        ),
+    ];
+    for (args, code, needle) in cases {
+        let out = run_lk_go(&args, &[], Duration::from_secs(30));
+        let err = stderr(&out);
+        let error_lines: Vec<&str> = err
+            .lines()
+            .filter(|l| l.starts_with("lk-go: error:"))
+            .collect();
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
+        assert_eq!(error_lines.len(), 1, "{args:?}: {err}");
+        assert!(error_lines[0].contains(needle), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}

@@ -146,6 +146,7 @@ async fn run_detached(plugin_file: &str, metadata: &str) -> lk_go::JobOutcome {
         plugin_path: plugin(plugin_file),
         cascade: CascadeTimeouts::default(),
         max_duration: None,
+        before_leave: None,
     };
     run_job(job, &DetachedConnector, &options)
         .await

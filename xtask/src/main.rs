@@ -91,7 +91,14 @@ fn build_plugins() -> Result<PathBuf> {
     step("build lk-go and the Rust plugins");
     run(cargo().args(["build", "-j2", "--workspace"]), "cargo build")?;
     let debug = target_dir().join("debug");
-    for lib in ["noop", "exit_code", "event_logger", "panic", "echo"] {
+    for lib in [
+        "noop",
+        "exit_code",
+        "event_logger",
+        "panic",
+        "echo",
+        "dispatch_probe",
+    ] {
         let name = format!("lib{lib}.so");
         std::fs::copy(debug.join(&name), out.join(&name))
             .with_context(|| format!("copy {name} (did the cargo build produce it?)"))?;
@@ -394,6 +401,8 @@ fn itest() -> Result<()> {
                 "itest",
                 "--test",
                 "media",
+                "--test",
+                "worker",
                 "--",
                 "--test-threads=2",
             ])

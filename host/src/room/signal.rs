@@ -164,7 +164,7 @@ pub fn token_claims(token: &str) -> Result<TokenClaims, ConnectError> {
 }
 
 /// Checks the URL ourselves so a typo gets a clear one-line error.
-fn validate_url(url: &str) -> Result<(), ConnectError> {
+pub(crate) fn validate_url(url: &str) -> Result<(), ConnectError> {
     let bad = |why: &str| ConnectError::InvalidUrl {
         url: url.to_string(),
         why: why.to_string(),
