@@ -897,7 +897,11 @@ fn run_assigned(args: RunAssignedArgs) -> i32 {
         hook_timeouts: hook_timeouts(args.job.hook_timeout, args.job.hook_budget),
     }) {
         Ok(job) => job,
-        Err(e) => return fail(exit::for_config_error(&e), e),
+        Err(e) => {
+            // The worker reports it as the job's failure.
+            pipe.send_failure_now(&e.to_string());
+            return fail(exit::for_config_error(&e), e);
+        }
     };
     let connector = LiveKitConnector::new(LiveKitSettings {
         url,

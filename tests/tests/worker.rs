@@ -412,3 +412,21 @@ fn wrong_credentials_end_the_worker_with_77_and_one_line() {
         "the secret was printed: {err}"
     );
 }
+
+#[test]
+fn json_logs_are_one_object_per_line_and_job_lines_carry_the_job_id() {
+    let server = LiveKitServer::start();
+    let worker = start_worker(&server, "probe", &["--log-format", "json"]);
+    create_dispatch(server.http_port, "probe", "json-room", "exit:0");
+    let job_id = job_id_of(&probe_started(&worker, "json-room"));
+    worker.wait_lines("the job's end", 1, LIMIT, |l| l.contains("job_ended") && l.contains(&job_id));
+    let mut from_job = 0;
+    for line in worker.lines() {
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        if line.contains("plugin_run_entered") || line.contains("\"probe\"") {
+            assert_eq!(v["job_id"], job_id.as_str(), "{line}");
+            from_job += 1;
+        }
+    }
+    assert!(from_job >= 2, "the job's run line and the probe's line: {from_job}");
+}

@@ -40,6 +40,10 @@ pub struct Settings {
     pub echo_only: bool,
     /// Concurrent echo job counts of the scale run (`--scale 1,10,50,100`).
     pub scale_counts: Vec<usize>,
+    /// Only the worker scenarios (W1-W5): `--worker-only`.
+    pub worker_only: bool,
+    /// Concurrent dispatched job counts of W5 (`--worker-scale 10,50`).
+    pub worker_scale_counts: Vec<usize>,
 }
 
 pub(crate) fn now_us() -> u64 {
@@ -54,6 +58,9 @@ pub(crate) struct Proc {
     child: Child,
     lines: mpsc::Receiver<(Instant, String)>,
     pub(crate) seen: Vec<String>,
+    /// Lines containing `count_marker` seen so far, matched or not.
+    pub(crate) counted: usize,
+    pub(crate) count_marker: Option<&'static str>,
 }
 
 impl Proc {
@@ -87,6 +94,8 @@ impl Proc {
             child,
             lines: rx,
             seen: Vec::new(),
+            counted: 0,
+            count_marker: None,
         })
     }
 
@@ -97,6 +106,9 @@ impl Proc {
             let left = deadline.checked_duration_since(Instant::now())?;
             match self.lines.recv_timeout(left) {
                 Ok((at, line)) => {
+                    if self.count_marker.is_some_and(|m| line.contains(m)) {
+                        self.counted += 1;
+                    }
                     if line.contains(needle) {
                         return Some((at, line));
                     }
@@ -180,6 +192,12 @@ pub(crate) fn reap_all() -> (usize, usize) {
             .unwrap_or(false);
         if alive {
             left += 1;
+            let survivors = Command::new("pgrep")
+                .args(["-a", "-g", &pgid.to_string()])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+                .unwrap_or_default();
+            eprintln!("bench: process group {pgid} outlived its leader: {survivors}");
             let _ = Command::new("kill")
                 .args(["-KILL", "--", &format!("-{pgid}")])
                 .stderr(Stdio::null())
@@ -617,7 +635,7 @@ fn report(r: &Results, s: &Settings, out_dir: &Path) -> Result<()> {
         let unit = r.units.get(scenario).copied().unwrap_or("");
         let lk = by.get("lk-go").map(|v| median(v));
         let mut js = serde_json::Map::new();
-        for contender in ["lk-go", "python-sdk", "python-agents"] {
+        for contender in ["lk-go", "python-sdk", "python-agents", "python-agents-warm"] {
             let missing = r
                 .missing
                 .get(scenario)
@@ -708,6 +726,7 @@ fn svg(r: &Results) -> String {
         ("lk-go", "#2b7bb9"),
         ("python-sdk", "#e08a1e"),
         ("python-agents", "#6a9f3a"),
+        ("python-agents-warm", "#9a5fb5"),
     ];
     let panel_h = 110.0;
     let width = 760.0;
@@ -763,7 +782,7 @@ pub fn run(tools: Tools, settings: Settings) -> Result<()> {
         server.url, settings.runs
     );
     let started = Instant::now();
-    if !settings.echo_only {
+    if !settings.echo_only && !settings.worker_only {
         eprint!("1/7 job start ");
         job_start(&tools, &server, &settings, &mut results)?;
         eprint!("2/7 publish -> track_subscribed ");
@@ -776,21 +795,39 @@ pub fn run(tools: Tools, settings: Settings) -> Result<()> {
         );
         steady_state(&tools, &server, &settings, &mut results, &rt)?;
     }
-    eprint!("6/7 echo latency ");
-    crate::echo_bench::echo_latency(&tools, &server, settings.runs.min(3), &mut results)?;
-    eprint!(
-        "7/7 echo CPU and RSS ({} s per run) ",
-        settings.steady_seconds
-    );
-    crate::echo_bench::echo_cpu(
-        &tools,
-        &server,
-        settings.runs.min(2),
-        settings.steady_seconds,
-        &mut results,
-    )?;
-    eprint!("scale: concurrent echo jobs");
-    let points = crate::echo_bench::scale(&tools, &server, &rt, &settings.scale_counts, 12)?;
+    let mut points = Vec::new();
+    if !settings.worker_only {
+        eprint!("6/7 echo latency ");
+        crate::echo_bench::echo_latency(&tools, &server, settings.runs.min(3), &mut results)?;
+        eprint!(
+            "7/7 echo CPU and RSS ({} s per run) ",
+            settings.steady_seconds
+        );
+        crate::echo_bench::echo_cpu(
+            &tools,
+            &server,
+            settings.runs.min(2),
+            settings.steady_seconds,
+            &mut results,
+        )?;
+        eprint!("scale: concurrent echo jobs");
+        points = crate::echo_bench::scale(&tools, &server, &rt, &settings.scale_counts, 12)?;
+    }
+    // Last: the jobs-per-machine run leaves up to 100 agent rooms behind
+    // (closed by the server after its empty_timeout), which would load the
+    // server under the scenarios above.
+    let mut worker_points = Vec::new();
+    if !settings.echo_only {
+        eprint!("worker: dispatch latency and memory ");
+        crate::worker_bench::latency_and_memory(&tools, &server, settings.runs, &mut results)?;
+        eprint!("worker: jobs per machine");
+        worker_points = crate::worker_bench::jobs_per_machine(
+            &tools,
+            &server,
+            &settings.worker_scale_counts,
+            Duration::from_secs(25),
+        )?;
+    }
     drop(server);
     let (spawned, left) = reap_all();
     eprintln!(
@@ -799,6 +836,17 @@ pub fn run(tools: Tools, settings: Settings) -> Result<()> {
     );
     let out_dir = target_dir().join("bench");
     report(&results, &settings, &out_dir)?;
+    if !worker_points.is_empty() {
+        let table = crate::worker_bench::jobs_table(&worker_points);
+        println!("\nW5 jobs per machine: N jobs dispatched at once, each into its own room; connected within 25 s\n{table}");
+        std::fs::write(
+            out_dir.join("worker_jobs.json"),
+            serde_json::to_string_pretty(&worker_points)?,
+        )?;
+    }
+    if points.is_empty() {
+        return Ok(());
+    }
     let table = crate::echo_bench::scale_table(&points);
     println!("\nscale: concurrent echo jobs, each fed 440 Hz by its own publisher (lk-go's client, in the bench process), 12 s window\n{table}");
     std::fs::write(

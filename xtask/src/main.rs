@@ -9,6 +9,7 @@
 
 mod bench;
 mod echo_bench;
+mod worker_bench;
 
 use anyhow::{bail, Context, Result};
 use lk_go_tests::{
@@ -28,8 +29,10 @@ commands:
   livekit         provision and run a local livekit-server (foreground; Ctrl-C stops it)
   demo            the echo plugin in a room with the Python SDK: tone, echo, latency, data
   bench [--runs N] [--steady-seconds S] [--echo-only] [--scale 1,10,50,100]
+        [--worker-only] [--worker-scale 10,50]
                   lk-go vs the LiveKit Python SDK and Python agents (default 20 runs, 30 s);
-                  echo latency, CPU and the 1/10/50/100-job scale run included";
+                  echo latency, CPU and the 1/10/50/100-job scale run included;
+                  the worker: dispatch latency, idle and per-job RSS, jobs per machine";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -338,6 +341,8 @@ fn bench_cmd(args: &[String]) -> Result<()> {
         memory_seconds: 10,
         echo_only: false,
         scale_counts: vec![1, 10, 50, 100],
+        worker_only: false,
+        worker_scale_counts: vec![10, 50],
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -349,6 +354,14 @@ fn bench_cmd(args: &[String]) -> Result<()> {
         match a.as_str() {
             "--runs" => settings.runs = value("--runs")?.max(1) as usize,
             "--echo-only" => settings.echo_only = true,
+            "--worker-only" => settings.worker_only = true,
+            "--worker-scale" => {
+                settings.worker_scale_counts = it
+                    .next()
+                    .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+                    .filter(|v: &Vec<usize>| !v.is_empty() && v.iter().all(|&n| n > 0))
+                    .context("--worker-scale needs counts like 10,50,100")?
+            }
             "--scale" => {
                 settings.scale_counts = it
                     .next()

@@ -321,6 +321,12 @@ pub(crate) struct RtcSession {
 fn setting_engine() -> webrtc::peer_connection::SettingEngine {
     SettingEngineBuilder::new()
         .with_include_loopback_candidate(true)
+        // Where lk-go answers (the subscriber connection), the server starts
+        // the DTLS handshake. As the DTLS client, webrtc-rs 0.21 queued its
+        // first ClientHello until the ICE agent's next 200 ms check tick
+        // (measured: ~160 ms of every job start, `cargo xtask bench`);
+        // answering a ClientHello is sent at once.
+        .with_answering_dtls_role(rtc::peer_connection::transport::RTCDtlsRole::Server)
         .build()
 }
 

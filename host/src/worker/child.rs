@@ -238,8 +238,8 @@ pub const MAX_OUTPUT_LINE: usize = 64 * 1024;
 
 /// Copies a job's output to the worker's stderr (through the log sink:
 /// never blocking the job, redacted), one line at a time, marked with the
-/// job id: `[AJ_…] line` in text mode; in JSON mode, JSON objects pass as
-/// they are (each carries the job's span) and other lines are wrapped as
+/// job id: `[AJ_…] line` in text mode; in JSON mode, a JSON object gets a
+/// `job_id` field and any other line is wrapped as
 /// `{"job_id", "stream", "line"}`. Invalid UTF-8 is replaced.
 async fn forward_output<R: AsyncRead + Unpin>(
     out: R,
@@ -280,13 +280,14 @@ async fn forward_output<R: AsyncRead + Unpin>(
         if !line.is_empty() {
             let text = String::from_utf8_lossy(&line);
             if json {
-                if text.trim_start().starts_with('{') {
-                    crate::logsink::line(&text);
-                } else {
-                    let wrapped =
-                        serde_json::json!({"job_id": job_id, "stream": stream, "line": text});
-                    crate::logsink::line(&wrapped.to_string());
-                }
+                let record = match serde_json::from_str::<serde_json::Value>(&text) {
+                    Ok(serde_json::Value::Object(mut fields)) => {
+                        fields.insert("job_id".into(), job_id.clone().into());
+                        serde_json::Value::Object(fields)
+                    }
+                    _ => serde_json::json!({"job_id": job_id, "stream": stream, "line": text}),
+                };
+                crate::logsink::line(&record.to_string());
             } else {
                 crate::logsink::line(&format!("[{job_id}] {text}"));
             }

@@ -74,6 +74,19 @@ pub fn read_assignment() -> Result<(PipeStart, ToJob), String> {
     Ok((PipeStart { stream, leftover }, assignment))
 }
 
+impl PipeStart {
+    /// Tells the worker the job failed before it could run (e.g. an
+    /// assignment the job refuses); blocking, for a process about to exit.
+    pub fn send_failure_now(&self, error: &str) {
+        use std::io::Write;
+        let line = ipc::encode(&FromJob::Verdict {
+            success: false,
+            error: crate::cli::one_printable_line(error),
+        });
+        let _ = (&self.stream).write_all(&line);
+    }
+}
+
 /// The job's side of the pipe once the job runs.
 #[derive(Debug)]
 pub struct WorkerPipe {
