@@ -95,21 +95,15 @@ pub struct WorkerArgs {
     /// to another worker).
     #[arg(long, default_value_t = 8)]
     pub max_jobs: u32,
-    /// LiveKit server URL.
-    #[arg(long, env = "LIVEKIT_URL", default_value = DEFAULT_URL)]
-    pub url: String,
-    /// API key.
-    #[arg(long, env = "LIVEKIT_API_KEY", default_value = DEV_API_KEY)]
-    pub api_key: String,
-    /// API secret. Prefer the LIVEKIT_API_SECRET environment variable.
-    #[arg(long, env = "LIVEKIT_API_SECRET", hide_env_values = true, hide_default_value = true, default_value = DEV_API_SECRET)]
-    pub api_secret: String,
+    #[command(flatten)]
+    pub server: ServerFlags,
     /// After the first SIGINT/SIGTERM, how long running jobs may take to end
     /// on their own before they are shut down.
     #[arg(long, value_parser = parse_duration, default_value = "60m")]
     pub drain_timeout: Duration,
-    /// Give up (exit 69) after this many consecutive failed attempts to
-    /// reach the server. Default: retry forever (0, 2, 4 … 10 s apart).
+    /// Give up (exit 69) when the first attempt to reach the server and this
+    /// many retries in a row have failed; running jobs are waited for as in
+    /// a drain. Default: retry forever (0, 2, 4 … 10 s apart).
     #[arg(long)]
     pub max_retries: Option<u32>,
     #[command(flatten)]
@@ -125,9 +119,7 @@ impl std::fmt::Debug for WorkerArgs {
         f.debug_struct("WorkerArgs")
             .field("plugin", &self.plugin)
             .field("agent_name", &self.agent_name)
-            .field("url", &self.url)
-            .field("api_key", &self.api_key)
-            .field("api_secret", &"<redacted>")
+            .field("server", &self.server)
             .finish_non_exhaustive()
     }
 }
@@ -172,15 +164,8 @@ pub struct RunScriptArgs {
     /// both are given they must agree.
     #[arg(long)]
     pub room: Option<String>,
-    /// LiveKit server URL.
-    #[arg(long, env = "LIVEKIT_URL", default_value = DEFAULT_URL)]
-    pub url: String,
-    /// API key (used with --api-secret to mint a token).
-    #[arg(long, env = "LIVEKIT_API_KEY", default_value = DEV_API_KEY)]
-    pub api_key: String,
-    /// API secret. Prefer the LIVEKIT_API_SECRET environment variable.
-    #[arg(long, env = "LIVEKIT_API_SECRET", hide_env_values = true, hide_default_value = true, default_value = DEV_API_SECRET)]
-    pub api_secret: String,
+    #[command(flatten)]
+    pub server: ServerFlags,
     /// A ready access token; overrides --api-key/--api-secret.
     #[arg(long, env = "LIVEKIT_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -206,6 +191,32 @@ pub struct RunScriptArgs {
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+/// Where the LiveKit server is and the credentials for it, shared by
+/// `job run-script` and `worker`. Defaults: a local `livekit-server --dev`.
+#[derive(Args, Clone)]
+pub struct ServerFlags {
+    /// LiveKit server URL.
+    #[arg(long, env = "LIVEKIT_URL", default_value = DEFAULT_URL)]
+    pub url: String,
+    /// API key (with --api-secret: the worker's and every job's credentials).
+    #[arg(long, env = "LIVEKIT_API_KEY", default_value = DEV_API_KEY)]
+    pub api_key: String,
+    /// API secret. Prefer the LIVEKIT_API_SECRET environment variable.
+    #[arg(long, env = "LIVEKIT_API_SECRET", hide_env_values = true, hide_default_value = true, default_value = DEV_API_SECRET)]
+    pub api_secret: String,
+}
+
+// Hand-written so that a stray `{:?}` can never print the secret.
+impl std::fmt::Debug for ServerFlags {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerFlags")
+            .field("url", &self.url)
+            .field("api_key", &self.api_key)
+            .field("api_secret", &"<redacted>")
+            .finish()
+    }
 }
 
 /// The flags that shape one job, shared by `job run-script`, `worker` (which
@@ -312,9 +323,7 @@ impl std::fmt::Debug for RunScriptArgs {
         f.debug_struct("RunScriptArgs")
             .field("plugin", &self.plugin)
             .field("room", &self.room)
-            .field("url", &self.url)
-            .field("api_key", &self.api_key)
-            .field("api_secret", &"<redacted>")
+            .field("server", &self.server)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .finish_non_exhaustive()
     }
@@ -739,7 +748,7 @@ fn room_and_identity(args: &RunScriptArgs) -> Result<(String, Option<String>), i
 
 fn run_script(args: RunScriptArgs) -> i32 {
     // Before anything can log: no line may carry these.
-    crate::secrets::register(&args.api_secret);
+    crate::secrets::register(&args.server.api_secret);
     if let Some(token) = &args.token {
         crate::secrets::register(token);
     }
@@ -774,12 +783,12 @@ fn run_script(args: RunScriptArgs) -> i32 {
         let credentials = match args.token {
             Some(token) => Credentials::Token(token),
             None => Credentials::KeySecret {
-                key: args.api_key,
-                secret: args.api_secret,
+                key: args.server.api_key,
+                secret: args.server.api_secret,
             },
         };
         Box::new(LiveKitConnector::new(LiveKitSettings {
-            url: args.url,
+            url: args.server.url,
             credentials,
             auto_subscribe: args.job.auto_subscribe(),
             liveness_timeout: args.job.liveness_timeout,
@@ -916,7 +925,7 @@ fn run_assigned(args: RunAssignedArgs) -> i32 {
 
 /// `worker`: validates the plugin, then runs [`crate::worker::run_worker`].
 fn worker(args: WorkerArgs) -> i32 {
-    crate::secrets::register(&args.api_secret);
+    crate::secrets::register(&args.server.api_secret);
     init_logging(args.log_format);
     if let Err(e) = args.job.check() {
         return fail(exit::USAGE, e);
@@ -924,7 +933,7 @@ fn worker(args: WorkerArgs) -> i32 {
     if args.max_jobs == 0 {
         return fail(exit::USAGE, "--max-jobs must be at least 1");
     }
-    if let Err(e) = crate::room::signal::validate_url(&args.url) {
+    if let Err(e) = crate::room::signal::validate_url(&args.server.url) {
         return fail(exit::for_connect_error(&e), e);
     }
     if let Err(e) = validate_agent_name(&args.agent_name) {
@@ -947,7 +956,7 @@ fn worker(args: WorkerArgs) -> i32 {
         }
     };
     let plugin_path = std::fs::canonicalize(&args.plugin).unwrap_or(args.plugin.clone());
-    let mut child_args = vec![plugin_path.into_os_string()];
+    let mut child_args = vec![plugin_path.clone().into_os_string()];
     child_args.extend(args.job.to_args());
     child_args.push("--log-format".into());
     child_args.push(match args.log_format {
@@ -965,10 +974,11 @@ fn worker(args: WorkerArgs) -> i32 {
         + crate::runner::VERDICT_REPORT_DEADLINE
         + Duration::from_secs(5);
     let options = crate::worker::WorkerOptions {
+        plugin: plugin_path.clone(),
         endpoint: crate::worker::agent_ws::AgentEndpoint {
-            url: args.url,
-            api_key: args.api_key,
-            api_secret: args.api_secret,
+            url: args.server.url,
+            api_key: args.server.api_key,
+            api_secret: args.server.api_secret,
             max_retries: args.max_retries,
         },
         registration: crate::worker::agent_ws::Registration {
@@ -1016,13 +1026,13 @@ fn worker(args: WorkerArgs) -> i32 {
 pub fn validate_agent_name(name: &str) -> Result<(), String> {
     if name.len() > 64 {
         return Err(format!(
-            "--agent-name is {} bytes; LiveKit allows at most 64",
+            "--agent-name (LIVEKIT_AGENT_NAME) is {} bytes; LiveKit allows at most 64",
             name.len()
         ));
     }
     if name.contains('_') || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(format!(
-            "--agent-name {name:?} contains '_', whitespace or a control character, which LiveKit refuses; use e.g. dashes"
+            "--agent-name (LIVEKIT_AGENT_NAME) {name:?} contains '_', whitespace or a control character, which LiveKit refuses; use e.g. dashes"
         ));
     }
     Ok(())
@@ -1211,7 +1221,7 @@ mod tests {
         let Command::Job(JobCommand::RunScript(args)) = cli.command else {
             panic!("wrong command")
         };
-        assert_eq!(args.api_secret, "hunter2-very-secret");
+        assert_eq!(args.server.api_secret, "hunter2-very-secret");
         assert!(!format!("{args:?}").contains("hunter2"));
     }
 
@@ -1231,7 +1241,7 @@ mod tests {
         };
         // Only meaningful when the environment does not override them.
         if std::env::var_os("LIVEKIT_URL").is_none() {
-            assert_eq!(args.url, DEFAULT_URL);
+            assert_eq!(args.server.url, DEFAULT_URL);
         }
         assert_eq!(args.job.shutdown_grace, Duration::from_secs(10));
         assert_eq!(

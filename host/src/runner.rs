@@ -103,10 +103,16 @@ pub fn verdict_for(info: &ShutdownInfo, plugin_code: Option<i32>) -> Verdict {
     let detail = &info.detail;
     let what = match plugin_code {
         _ if code == exit::PLUGIN_PANICKED => "the plugin panicked".to_string(),
-        None => format!(
-            "the plugin's run had not returned {} s after shutdown began ({reason}: {detail})",
-            VERDICT_RUN_WAIT.as_secs()
-        ),
+        // Its code is not known yet: no exit code can be named.
+        None => {
+            return Verdict {
+                success: false,
+                error: format!(
+                    "the plugin's run had not returned {} s after shutdown began ({reason}: {detail}); make run return promptly on shutdown (slow cleanup belongs in shutdown hooks)",
+                    VERDICT_RUN_WAIT.as_secs()
+                ),
+            }
+        }
         Some(c)
             if matches!(
                 reason,

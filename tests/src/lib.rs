@@ -836,3 +836,11 @@ impl Drop for LkGoProcess {
         let _ = self.child.wait();
     }
 }
+
+/// The `lk-go: error:` lines of a stderr (a failure prints exactly one).
+pub fn error_lines(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .filter(|l| l.starts_with("lk-go: error:"))
+        .collect()
+}

@@ -7,7 +7,7 @@
 //! provides both).
 
 use lk_go_tests::{
-    lk_go_bin, plugin, run_lk_go, target_dir, valgrind_bin, wait_output, RunningJob,
+    error_lines, lk_go_bin, plugin, run_lk_go, target_dir, valgrind_bin, wait_output, RunningJob,
 };
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
@@ -519,10 +519,7 @@ fn overrunning_hook_keeps_order_skips_what_does_not_fit_and_exits_79() {
     ));
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(79), "{err}");
-    let failures: Vec<&str> = err
-        .lines()
-        .filter(|l| l.starts_with("lk-go: error:"))
-        .collect();
+    let failures = error_lines(&err);
     assert_eq!(failures.len(), 1, "{err}");
     assert!(
         failures[0].contains("--hook-budget"),
@@ -602,7 +599,7 @@ fn the_worker_refuses_broken_setups_with_one_line_and_a_documented_code() {
         (
             vec!["worker", &noop, "--url", &dead_url, "--max-retries", "1"],
             69,
-            "after 2 attempts",
+            "in 2 attempts",
         ),
         (
             vec!["job", "run-assigned", &noop],
@@ -613,13 +610,10 @@ fn the_worker_refuses_broken_setups_with_one_line_and_a_documented_code() {
     for (args, code, needle) in cases {
         let out = run_lk_go(&args, &[], Duration::from_secs(30));
         let err = stderr(&out);
-        let error_lines: Vec<&str> = err
-            .lines()
-            .filter(|l| l.starts_with("lk-go: error:"))
-            .collect();
+        let errors = error_lines(&err);
         assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
-        assert_eq!(error_lines.len(), 1, "{args:?}: {err}");
-        assert!(error_lines[0].contains(needle), "{args:?}: {err}");
+        assert_eq!(errors.len(), 1, "{args:?}: {err}");
+        assert!(errors[0].contains(needle), "{args:?}: {err}");
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
 }

@@ -4,7 +4,7 @@
 //!
 //! Every test is bounded by a 30 s safety net.
 
-use lk_go_tests::{plugin, run_lk_go, wait_output, LiveKitServer};
+use lk_go_tests::{error_lines, plugin, run_lk_go, wait_output, LiveKitServer};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -345,10 +345,7 @@ fn wrong_api_secret_is_auth_refused_77_and_secret_not_printed() {
     let out = run_in(&server, "noop", "auth", &["--api-secret", secret]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(77), "{err}");
-    let lines: Vec<&str> = err
-        .lines()
-        .filter(|l| l.starts_with("lk-go: error:"))
-        .collect();
+    let lines = error_lines(&err);
     assert_eq!(lines.len(), 1, "{err}");
     assert!(!err.contains(secret), "the secret leaked: {err}");
     assert!(!err.contains("eyJ"), "a token leaked: {err}");
@@ -609,10 +606,7 @@ fn token_for_an_unknown_key_is_auth_refused_77() {
     let out = run_in(&server, "noop", "locked", &["--token", &token]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(77), "{err}");
-    let lines: Vec<&str> = err
-        .lines()
-        .filter(|l| l.starts_with("lk-go: error:"))
-        .collect();
+    let lines = error_lines(&err);
     assert_eq!(lines.len(), 1, "{err}");
     assert!(!err.contains(&token), "the token leaked: {err}");
 }

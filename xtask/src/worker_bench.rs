@@ -46,7 +46,14 @@ fn start_worker(tools: &Tools, server: &LiveKitServer, who: &str) -> Result<Proc
         c.arg("worker")
             .arg(tools.plugins.join("libdispatch_probe.so"))
             .args(["--agent-name", &name, "--url", &server.url])
-            .args(["--max-jobs", "1000", "--drain-timeout", "0s", "--log-format", "json"])
+            .args([
+                "--max-jobs",
+                "1000",
+                "--drain-timeout",
+                "0s",
+                "--log-format",
+                "json",
+            ])
             .env("LIVEKIT_API_KEY", "devkey")
             .env("LIVEKIT_API_SECRET", "secret");
         let mut p = Proc::spawn(&mut c)?;
@@ -56,7 +63,15 @@ fn start_worker(tools: &Tools, server: &LiveKitServer, who: &str) -> Result<Proc
     } else {
         let mut c = Command::new(&tools.python_agents);
         c.arg(workspace_root().join("xtask/bench/agent_worker.py"))
-            .args(["start", "--url", &server.url, "--api-key", "devkey", "--api-secret", "secret"])
+            .args([
+                "start",
+                "--url",
+                &server.url,
+                "--api-key",
+                "devkey",
+                "--api-secret",
+                "secret",
+            ])
             .args(["--drain-timeout", "1"])
             .env("LKBENCH_AGENT", &name)
             .env("LKBENCH_IDLE", if who == PY_WARM { "1" } else { "0" });
@@ -78,15 +93,25 @@ const PREWARMED: &str = "LKBENCH prewarmed";
 /// (those seen in passing included).
 fn wait_prewarmed(p: &mut Proc, count: usize) -> Result<()> {
     while p.counted < count {
-        p.wait_for(PREWARMED, Duration::from_secs(30)).with_context(|| {
-            format!("the warm worker's idle process #{count} never came up (saw {})", p.counted)
-        })?;
+        p.wait_for(PREWARMED, Duration::from_secs(30))
+            .with_context(|| {
+                format!(
+                    "the warm worker's idle process #{count} never came up (saw {})",
+                    p.counted
+                )
+            })?;
     }
     Ok(())
 }
 
 /// One dispatch into a fresh room; returns dispatch → connected in ms.
-fn dispatch_once(p: &mut Proc, server: &LiveKitServer, who: &str, room: &str, metadata: &str) -> Option<f64> {
+fn dispatch_once(
+    p: &mut Proc,
+    server: &LiveKitServer,
+    who: &str,
+    room: &str,
+    metadata: &str,
+) -> Option<f64> {
     let (marker, key) = connected_marker(who);
     let t0 = now_us();
     create_dispatch(server.http_port, &agent_name(who), room, metadata);
@@ -113,7 +138,12 @@ fn group_pss_mib(pgid: u32) -> f64 {
             continue;
         };
         // Fields after the command: state ppid pgrp …
-        if after.split_whitespace().nth(2).and_then(|g| g.parse::<u32>().ok()) == Some(pgid) {
+        if after
+            .split_whitespace()
+            .nth(2)
+            .and_then(|g| g.parse::<u32>().ok())
+            == Some(pgid)
+        {
             kib += pss_kib(&pid).unwrap_or(0);
         }
     }
@@ -144,7 +174,12 @@ fn job_pid(who: &str, line: &str, worker_lines: &[String]) -> Option<String> {
 }
 
 /// W1–W3: latency (first job and steady), idle RSS, per-job RSS.
-pub fn latency_and_memory(tools: &Tools, server: &LiveKitServer, runs: usize, r: &mut Results) -> Result<()> {
+pub fn latency_and_memory(
+    tools: &Tools,
+    server: &LiveKitServer,
+    runs: usize,
+    r: &mut Results,
+) -> Result<()> {
     const FIRST: &str = "W1 dispatch -> job connected, first job (ms)";
     const STEADY: &str = "W2 dispatch -> job connected (ms)";
     const IDLE: &str = "W3 idle worker PSS (MiB)";
@@ -184,7 +219,12 @@ pub fn latency_and_memory(tools: &Tools, server: &LiveKitServer, runs: usize, r:
     // RSS of one running job process, right after it connected.
     for (who, p) in workers.iter_mut() {
         let (marker, _) = connected_marker(who);
-        create_dispatch(server.http_port, &agent_name(who), &format!("wrss-{who}"), "hold");
+        create_dispatch(
+            server.http_port,
+            &agent_name(who),
+            &format!("wrss-{who}"),
+            "hold",
+        );
         let rss = p.wait_for(marker, READY).and_then(|(_, line)| {
             let pid = job_pid(who, &line, &p.seen)?;
             pss_kib(&pid).map(|k| k as f64 / 1024.0)
@@ -212,7 +252,12 @@ pub struct JobsPoint {
 /// connect within `window` (rooms with only an agent close after the
 /// server's empty_timeout, 30 s in xtask/livekit.yaml: the window stays
 /// under it).
-pub fn jobs_per_machine(tools: &Tools, server: &LiveKitServer, counts: &[usize], window: Duration) -> Result<Vec<JobsPoint>> {
+pub fn jobs_per_machine(
+    tools: &Tools,
+    server: &LiveKitServer,
+    counts: &[usize],
+    window: Duration,
+) -> Result<Vec<JobsPoint>> {
     let mut points = Vec::new();
     for &n in counts {
         for who in [LK_GO, PY_WARM] {
@@ -220,13 +265,20 @@ pub fn jobs_per_machine(tools: &Tools, server: &LiveKitServer, counts: &[usize],
             let (marker, _) = connected_marker(who);
             let started = Instant::now();
             for i in 0..n {
-                create_dispatch(server.http_port, &agent_name(who), &format!("wjobs-{who}-{n}-{i}"), "hold");
+                create_dispatch(
+                    server.http_port,
+                    &agent_name(who),
+                    &format!("wjobs-{who}-{n}-{i}"),
+                    "hold",
+                );
             }
             let deadline = started + window;
             let mut connected = 0;
             let mut all_connected_ms = None;
             while connected < n {
-                let Some(left) = deadline.checked_duration_since(Instant::now()) else { break };
+                let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                    break;
+                };
                 if p.wait_for(marker, left).is_none() {
                     break;
                 }
@@ -266,7 +318,11 @@ pub fn jobs_per_machine(tools: &Tools, server: &LiveKitServer, counts: &[usize],
 /// list: tokio's threads spawn them), which lead process groups of their own.
 fn children_pss_mib(pid: u32) -> f64 {
     let mut kib = 0;
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let children = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
         kib += children.split_whitespace().filter_map(pss_kib).sum::<u64>();
     }

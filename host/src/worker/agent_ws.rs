@@ -62,8 +62,8 @@ pub struct AgentEndpoint {
     pub url: String,
     pub api_key: String,
     pub api_secret: String,
-    /// Consecutive failed attempts after which the worker gives up;
-    /// `None`: never.
+    /// Retries after a failed attempt, in a row, before the worker gives up
+    /// (so `max_retries + 1` attempts in all); `None`: never.
     pub max_retries: Option<u32>,
 }
 
@@ -95,8 +95,28 @@ pub enum ConnEvent {
     Fatal { code: i32, error: String },
 }
 
-/// A message for the server. Dropped when not registered.
-pub type Outgoing = worker_message::Message;
+/// A message for the server. Dropped when not registered (and `processed`
+/// with it, so its waiter learns nothing was delivered).
+#[derive(Debug)]
+pub struct Outgoing {
+    pub msg: worker_message::Message,
+    /// Fired once the server has *processed* the message: the server handles
+    /// a worker's messages one at a time, in order, and answers a ping in
+    /// that same loop, so the pong to a ping sent right after the message
+    /// proves it (livekit-server v1.13.5 `agentservice.go`). Used for the
+    /// final job status, which must be recorded before the job's participant
+    /// leaves the room over its own connection.
+    pub processed: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Outgoing {
+    pub fn new(msg: worker_message::Message) -> Outgoing {
+        Outgoing {
+            msg,
+            processed: None,
+        }
+    }
+}
 
 /// Why one attempt failed.
 #[derive(Debug)]
@@ -305,8 +325,10 @@ pub async fn run_connection(
             let _ = events.send(ConnEvent::Fatal {
                 code: crate::exit::SERVER_UNAVAILABLE,
                 error: format!(
-                    "could not register with the LiveKit server at {} after {} attempts ({error}); is livekit-server running? (try `cargo xtask livekit`), or raise --max-retries",
-                    endpoint.url, failures
+                    "could not register with the LiveKit server at {} in {} attempt{} ({error}); is livekit-server running? (try `cargo xtask livekit`), or raise --max-retries",
+                    endpoint.url,
+                    failures,
+                    if failures == 1 { "" } else { "s" }
                 ),
             });
             return;
@@ -334,19 +356,45 @@ async fn session(
     let mut ping = tokio::time::interval(PING_INTERVAL);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_pong = Instant::now();
+    // Ping timestamps, strictly increasing so that a pong's `last_timestamp`
+    // says which pings the server has answered.
+    let mut last_ping_ts = 0i64;
+    let mut next_ts = move || {
+        last_ping_ts = unix_ms().max(last_ping_ts + 1);
+        last_ping_ts
+    };
+    // Waiters for "processed", each with the timestamp of the ping sent
+    // right after its message.
+    let mut waiting: std::collections::VecDeque<(i64, tokio::sync::oneshot::Sender<()>)> =
+        std::collections::VecDeque::new();
     loop {
         tokio::select! {
             msg = outgoing.recv() => match msg {
                 None => return None,
-                Some(msg) => {
+                Some(Outgoing { msg, processed }) => {
                     if let Err(e) = ws.send(encode(msg)).await {
                         return Some(format!("could not send to the server: {e}"));
+                    }
+                    if let Some(processed) = processed {
+                        let ts = next_ts();
+                        let ping = worker_message::Message::Ping(proto::WorkerPing { timestamp: ts });
+                        if let Err(e) = ws.send(encode(ping)).await {
+                            return Some(format!("could not send to the server: {e}"));
+                        }
+                        waiting.push_back((ts, processed));
                     }
                 }
             },
             received = next_server_message(ws) => match received {
                 Err(e) => return Some(e),
-                Ok(Some(server_message::Message::Pong(_))) => last_pong = Instant::now(),
+                Ok(Some(server_message::Message::Pong(pong))) => {
+                    last_pong = Instant::now();
+                    while waiting.front().is_some_and(|(ts, _)| *ts <= pong.last_timestamp) {
+                        if let Some((_, processed)) = waiting.pop_front() {
+                            let _ = processed.send(());
+                        }
+                    }
+                }
                 Ok(Some(msg)) => {
                     if events.send(ConnEvent::Message(Box::new(msg))).is_err() {
                         return None;
@@ -358,7 +406,7 @@ async fn session(
                 if last_pong.elapsed() > PONG_TIMEOUT {
                     return Some(format!("no pong from the server for {} s", PONG_TIMEOUT.as_secs()));
                 }
-                let ping = worker_message::Message::Ping(proto::WorkerPing { timestamp: unix_ms() });
+                let ping = worker_message::Message::Ping(proto::WorkerPing { timestamp: next_ts() });
                 if let Err(e) = ws.send(encode(ping)).await {
                     return Some(format!("could not send to the server: {e}"));
                 }

@@ -59,6 +59,17 @@ pub fn read_assignment() -> Result<(PipeStart, ToJob), String> {
             line.pop();
         }
         Ok(_) => return Err("the worker's assignment was cut short or too long".to_string()),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            return Err(format!(
+                "no assignment from the worker within {} s; {NOT_A_WORKER}",
+                ASSIGNMENT_READ_TIMEOUT.as_secs()
+            ))
+        }
         Err(e) => {
             return Err(format!(
                 "could not read the assignment from the worker: {e}"

@@ -49,6 +49,9 @@ pub const STATUS_INTERVAL: Duration = Duration::from_millis(2500);
 /// Everything the worker needs.
 #[derive(Clone, Debug)]
 pub struct WorkerOptions {
+    /// The plugin every job runs (validated before the worker starts; a job
+    /// is only accepted while the file is still there).
+    pub plugin: std::path::PathBuf,
     pub endpoint: AgentEndpoint,
     pub registration: Registration,
     /// Jobs run at once, at most (≥ 1).
@@ -69,6 +72,16 @@ pub enum Signal {
     Interrupt,
     Terminate,
     Hangup,
+}
+
+impl std::fmt::Display for Signal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Signal::Interrupt => "SIGINT",
+            Signal::Terminate => "SIGTERM",
+            Signal::Hangup => "SIGHUP",
+        })
+    }
 }
 
 impl Signal {
@@ -97,8 +110,14 @@ enum Stop {
     /// Drain: accept nothing, let jobs end (until `deadline`, then shut
     /// them down).
     Draining { deadline: Instant },
-    /// Fatal connection error: shut jobs down, then exit with `code`.
-    Failing { code: i32, error: String },
+    /// Fatal connection error: accept nothing; running jobs (which have
+    /// sessions and reconnect windows of their own) end on their own until
+    /// `deadline` (the drain timeout), then are shut down; exit with `code`.
+    Failing {
+        code: i32,
+        error: String,
+        deadline: Instant,
+    },
 }
 
 struct Worker {
@@ -120,13 +139,19 @@ impl Worker {
     }
 
     fn full(&self) -> bool {
-        self.stop.is_some() || self.used() >= self.options.max_jobs
+        self.stop.is_some() || self.used() >= self.options.max_jobs || !self.plugin_available()
     }
 
-    fn send(&self, msg: Outgoing) {
+    fn send(&self, msg: worker_message::Message) {
         if self.registered {
-            let _ = self.to_server.send(msg);
+            let _ = self.to_server.send(Outgoing::new(msg));
         }
+    }
+
+    /// The plugin file is still there to start jobs with (a deploy may
+    /// replace or remove it under a running worker).
+    fn plugin_available(&self) -> bool {
+        std::fs::File::open(&self.options.plugin).is_ok()
     }
 
     fn send_status(&self) {
@@ -181,6 +206,10 @@ impl Worker {
                 self.used(),
                 self.options.max_jobs
             )),
+            None if !self.plugin_available() => {
+                tracing::error!(plugin = %self.options.plugin.display(), "the plugin file is gone or unreadable; declining jobs until it is back");
+                Some("the plugin file is gone".to_string())
+            }
             None => None,
         };
         let available = decline.is_none();
@@ -301,19 +330,39 @@ impl Worker {
                 verdict,
                 ack,
             } => {
-                if let Some(job) = self.jobs.get_mut(&job_id) {
-                    if job.reported.is_none() {
+                // The first verdict is the job's final status; any other is
+                // only acknowledged.
+                let first = match self.jobs.get_mut(&job_id) {
+                    Some(job) if job.reported.is_none() => {
                         job.reported = Some(verdict.clone());
-                        let status = if verdict.success {
-                            proto::JobStatus::JsSuccess
-                        } else {
-                            proto::JobStatus::JsFailed
-                        };
-                        tracing::info!(job_id = %job_id, status = status.as_str_name(), error = %verdict.error, "job status sent");
-                        self.send_job_status(&job_id, status, &verdict.error);
+                        true
                     }
+                    _ => false,
+                };
+                if !first {
+                    let _ = ack.send(());
+                    return;
                 }
-                let _ = ack.send(());
+                if !self.registered {
+                    tracing::warn!(job_id = %job_id, success = verdict.success, error = %verdict.error, "not connected to the LiveKit server: this job's status cannot be delivered");
+                    let _ = ack.send(());
+                    return;
+                }
+                let status = job_status_of(&verdict);
+                tracing::info!(job_id = %job_id, status = status.as_str_name(), error = %verdict.error, "job status sent");
+                // The job may leave the room once the server has processed
+                // the status (the pong to the ping sent right after it), not
+                // merely once it is queued: the job leaves over its own
+                // connection, which the server handles in no fixed order
+                // with this one.
+                let _ = self.to_server.send(Outgoing {
+                    msg: worker_message::Message::UpdateJob(proto::UpdateJobStatus {
+                        job_id,
+                        status: status as i32,
+                        error: verdict.error,
+                    }),
+                    processed: Some(ack),
+                });
             }
             ChildEvent::Exited {
                 job_id,
@@ -338,6 +387,10 @@ impl Worker {
                     Some(v) if v.success && code != Some(0) => tracing::warn!(
                         job_id = %job_id, room = %job.room, ran_ms, event = "job_ended",
                         "the job process {how} after it was reported successful (its shutdown hooks or plugin failed after it left the room; see its log)"
+                    ),
+                    Some(v) if !v.success && code == Some(0) => tracing::warn!(
+                        job_id = %job_id, room = %job.room, ran_ms, event = "job_ended",
+                        "the job process {how} after it was reported failed ({}); its run returned only after the job left the room", v.error
                     ),
                     Some(_) => {
                         tracing::info!(job_id = %job_id, room = %job.room, ran_ms, event = "job_ended", "job process {how}")
@@ -381,7 +434,7 @@ impl Worker {
                 job.handle.kill();
             }
         }
-        if let Some(Stop::Draining { deadline }) = self.stop {
+        if let Some(Stop::Draining { deadline } | Stop::Failing { deadline, .. }) = self.stop {
             if deadline <= now && self.jobs.values().any(|j| j.kill_at.is_none()) {
                 tracing::warn!(
                     jobs = self.jobs.len(),
@@ -395,6 +448,14 @@ impl Worker {
 
     fn done(&self) -> bool {
         self.stop.is_some() && self.jobs.is_empty() && self.pending.is_empty()
+    }
+}
+
+fn job_status_of(verdict: &Verdict) -> proto::JobStatus {
+    if verdict.success {
+        proto::JobStatus::JsSuccess
+    } else {
+        proto::JobStatus::JsFailed
     }
 }
 
@@ -443,7 +504,7 @@ pub async fn run_worker(
     let code = loop {
         if worker.done() {
             break match &worker.stop {
-                Some(Stop::Failing { code, error }) => {
+                Some(Stop::Failing { code, error, .. }) => {
                     crate::logsink::line_always(&format!(
                         "lk-go: error: {}",
                         crate::cli::one_printable_line(error)
@@ -476,8 +537,10 @@ pub async fn run_worker(
                 Some(ConnEvent::Fatal { code, error }) => {
                     worker.registered = false;
                     worker.pending.clear();
-                    worker.shut_down_all("the worker is stopping (it lost its LiveKit server for good)");
-                    worker.stop = Some(Stop::Failing { code, error });
+                    if !worker.jobs.is_empty() {
+                        tracing::error!(jobs = worker.jobs.len(), "{error}; waiting up to --drain-timeout for the running jobs to end before exiting");
+                    }
+                    worker.stop = Some(Stop::Failing { code, error, deadline: Instant::now() + worker.options.drain_timeout });
                 }
                 None => {}
             },
@@ -486,7 +549,7 @@ pub async fn run_worker(
                 match first_signal {
                     None => {
                         first_signal = Some(signal);
-                        tracing::info!(jobs = worker.jobs.len(), drain_timeout_s = worker.options.drain_timeout.as_secs(), "{signal:?}: draining (declining new jobs, waiting for running jobs to end); send it again to stop now");
+                        tracing::info!(jobs = worker.jobs.len(), drain_timeout_s = worker.options.drain_timeout.as_secs(), "{signal}: draining (declining new jobs, waiting for running jobs to end); send it again to stop now");
                         if worker.stop.is_none() {
                             worker.stop = Some(Stop::Draining { deadline: Instant::now() + worker.options.drain_timeout });
                         }
@@ -494,7 +557,7 @@ pub async fn run_worker(
                     }
                     Some(_) => {
                         crate::logsink::line_always(&format!(
-                            "lk-go: {signal:?} during drain; asking {} jobs to shut down and exiting now",
+                            "lk-go: {signal} during drain; asking {} jobs to shut down and exiting now",
                             worker.jobs.len()
                         ));
                         worker.shut_down_all("the worker was told to stop now (second signal)");
@@ -522,6 +585,8 @@ mod tests {
 
     fn options(max_jobs: u32) -> WorkerOptions {
         WorkerOptions {
+            // Any file that exists: the worker only checks it is there.
+            plugin: std::env::current_exe().unwrap(),
             endpoint: AgentEndpoint {
                 url: "ws://127.0.0.1:1".into(),
                 api_key: "k".into(),
@@ -571,11 +636,20 @@ mod tests {
         }
     }
 
-    fn drain(rx: &mut mpsc::UnboundedReceiver<Outgoing>) -> Vec<Outgoing> {
-        std::iter::from_fn(|| rx.try_recv().ok()).collect()
+    fn drain(rx: &mut mpsc::UnboundedReceiver<Outgoing>) -> Vec<worker_message::Message> {
+        std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|o| {
+                // What waits for the server's processing is let go, as the
+                // pong would.
+                if let Some(p) = o.processed {
+                    let _ = p.send(());
+                }
+                o.msg
+            })
+            .collect()
     }
 
-    fn answers(msgs: &[Outgoing]) -> Vec<(String, bool)> {
+    fn answers(msgs: &[worker_message::Message]) -> Vec<(String, bool)> {
         msgs.iter()
             .filter_map(|m| match m {
                 worker_message::Message::Availability(a) => Some((a.job_id.clone(), a.available)),
@@ -584,7 +658,7 @@ mod tests {
             .collect()
     }
 
-    fn statuses(msgs: &[Outgoing]) -> Vec<(i32, f32)> {
+    fn statuses(msgs: &[worker_message::Message]) -> Vec<(i32, f32)> {
         msgs.iter()
             .filter_map(|m| match m {
                 worker_message::Message::UpdateWorker(u) => Some((u.status.unwrap(), u.load)),
@@ -593,7 +667,7 @@ mod tests {
             .collect()
     }
 
-    fn job_updates(msgs: &[Outgoing]) -> Vec<(String, i32, String)> {
+    fn job_updates(msgs: &[worker_message::Message]) -> Vec<(String, i32, String)> {
         msgs.iter()
             .filter_map(|m| match m {
                 worker_message::Message::UpdateJob(u) => {
@@ -714,7 +788,11 @@ mod tests {
             },
             ack,
         });
-        assert!(acked.blocking_recv().is_ok(), "the job is let go");
+        let sent = drain(&mut rx);
+        assert!(
+            acked.blocking_recv().is_ok(),
+            "the job is let go once the server processed its status"
+        );
         w.on_child_event(ChildEvent::Exited {
             job_id: "AJ_ok".into(),
             code: Some(0),
@@ -734,7 +812,10 @@ mod tests {
             code: Some(0),
             signal: None,
         });
-        let ups = job_updates(&drain(&mut rx));
+        let ups: Vec<_> = job_updates(&sent)
+            .into_iter()
+            .chain(job_updates(&drain(&mut rx)))
+            .collect();
         let ok = proto::JobStatus::JsSuccess as i32;
         let failed = proto::JobStatus::JsFailed as i32;
         assert_eq!(ups.len(), 3, "{ups:?}");
