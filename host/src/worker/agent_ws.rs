@@ -288,7 +288,11 @@ pub async fn run_connection(
     mut outgoing: mpsc::UnboundedReceiver<Outgoing>,
     events: mpsc::UnboundedSender<ConnEvent>,
 ) {
+    // Consecutive failures, a lost session included (for the backoff), and
+    // failed attempts to register since the last success (for
+    // `max_retries`: the first attempt plus that many retries).
     let mut failures: u32 = 0;
+    let mut failed_attempts: u32 = 0;
     loop {
         // Anything queued while disconnected belongs to the old
         // registration, and must not precede `register`.
@@ -304,9 +308,13 @@ pub async fn run_connection(
                 });
                 return;
             }
-            Err(AttemptError::Other(e)) => e,
+            Err(AttemptError::Other(e)) => {
+                failed_attempts += 1;
+                e
+            }
             Ok((mut ws, worker_id, server_version)) => {
                 failures = 0;
+                failed_attempts = 0;
                 let _ = events.send(ConnEvent::Ready {
                     worker_id,
                     server_version,
@@ -321,14 +329,17 @@ pub async fn run_connection(
             }
         };
         failures += 1;
-        if endpoint.max_retries.is_some_and(|max| failures > max) {
+        if endpoint
+            .max_retries
+            .is_some_and(|max| failed_attempts > max)
+        {
             let _ = events.send(ConnEvent::Fatal {
                 code: crate::exit::SERVER_UNAVAILABLE,
                 error: format!(
                     "could not register with the LiveKit server at {} in {} attempt{} ({error}); is livekit-server running? (try `cargo xtask livekit`), or raise --max-retries",
                     endpoint.url,
-                    failures,
-                    if failures == 1 { "" } else { "s" }
+                    failed_attempts,
+                    if failed_attempts == 1 { "" } else { "s" }
                 ),
             });
             return;

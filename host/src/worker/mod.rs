@@ -128,6 +128,8 @@ struct Worker {
     pending: HashMap<String, Instant>,
     jobs: HashMap<String, RunningJob>,
     stop: Option<Stop>,
+    /// The plugin file was found gone at the last check.
+    plugin_missing: bool,
     registered: bool,
     ever_registered: bool,
     jobs_started: u64,
@@ -139,7 +141,23 @@ impl Worker {
     }
 
     fn full(&self) -> bool {
-        self.stop.is_some() || self.used() >= self.options.max_jobs || !self.plugin_available()
+        self.stop.is_some() || self.used() >= self.options.max_jobs || self.plugin_missing
+    }
+
+    /// Notices (every tick) that the plugin file went away or came back,
+    /// says so once each time, and reports the new status at once.
+    fn check_plugin(&mut self) {
+        let missing = !self.plugin_available();
+        if missing == self.plugin_missing {
+            return;
+        }
+        self.plugin_missing = missing;
+        if missing {
+            tracing::error!(plugin = %self.options.plugin.display(), "the plugin file is gone or unreadable; reporting full and declining jobs until it is back");
+        } else {
+            tracing::info!(plugin = %self.options.plugin.display(), "the plugin file is back; taking jobs again");
+        }
+        self.send_status();
     }
 
     fn send(&self, msg: worker_message::Message) {
@@ -206,9 +224,8 @@ impl Worker {
                 self.used(),
                 self.options.max_jobs
             )),
-            None if !self.plugin_available() => {
-                tracing::error!(plugin = %self.options.plugin.display(), "the plugin file is gone or unreadable; declining jobs until it is back");
-                Some("the plugin file is gone".to_string())
+            None if self.plugin_missing || !self.plugin_available() => {
+                Some("the plugin file is gone or unreadable".to_string())
             }
             None => None,
         };
@@ -415,6 +432,7 @@ impl Worker {
     /// Periodic duties: assignments that never came, jobs past their kill
     /// deadline, the drain deadline.
     fn tick(&mut self) {
+        self.check_plugin();
         let now = Instant::now();
         let before = self.pending.len();
         self.pending.retain(|job_id, deadline| {
@@ -494,6 +512,7 @@ pub async fn run_worker(
         pending: HashMap::new(),
         jobs: HashMap::new(),
         stop: None,
+        plugin_missing: false,
         registered: false,
         ever_registered: false,
         jobs_started: 0,
@@ -557,7 +576,7 @@ pub async fn run_worker(
                     }
                     Some(_) => {
                         crate::logsink::line_always(&format!(
-                            "lk-go: {signal} during drain; asking {} jobs to shut down and exiting now",
+                            "lk-go: {signal} during drain; asking {} job(s) to shut down and exiting now (their status cannot reach the server any more)",
                             worker.jobs.len()
                         ));
                         worker.shut_down_all("the worker was told to stop now (second signal)");
@@ -619,6 +638,7 @@ mod tests {
             pending: HashMap::new(),
             jobs: HashMap::new(),
             stop: None,
+            plugin_missing: false,
             registered: true,
             ever_registered: true,
             jobs_started: 0,
@@ -824,6 +844,32 @@ mod tests {
         assert!(ups[1].2.contains("killed by signal 9"), "{ups:?}");
         assert_eq!((ups[2].0.as_str(), ups[2].1), ("AJ_silent", failed));
         assert!(w.jobs.is_empty());
+    }
+
+    #[test]
+    fn a_worker_whose_plugin_file_is_gone_reports_full_until_it_is_back() {
+        let path = std::env::temp_dir().join(format!("lk-go-plugin-{}.so", std::process::id()));
+        std::fs::write(&path, b"x").unwrap();
+        let (mut w, mut rx) = worker(4);
+        w.options.plugin = path.clone();
+        w.tick();
+        assert!(drain(&mut rx).is_empty(), "nothing changed, nothing sent");
+        std::fs::remove_file(&path).unwrap();
+        w.tick();
+        w.on_availability(request("AJ_1"));
+        let msgs = drain(&mut rx);
+        assert_eq!(statuses(&msgs)[0].0, proto::WorkerStatus::WsFull as i32);
+        assert_eq!(answers(&msgs), [("AJ_1".into(), false)]);
+        std::fs::write(&path, b"x").unwrap();
+        w.tick();
+        w.on_availability(request("AJ_2"));
+        let msgs = drain(&mut rx);
+        assert_eq!(
+            statuses(&msgs)[0].0,
+            proto::WorkerStatus::WsAvailable as i32
+        );
+        assert_eq!(answers(&msgs), [("AJ_2".into(), true)]);
+        let _ = std::fs::remove_file(&path);
     }
 
     #[test]
