@@ -193,6 +193,14 @@ pub struct RunScriptArgs {
     pub log_format: LogFormat,
 }
 
+/// The name clap parses back as `value` (a flag's value for a job process).
+fn value_name<T: ValueEnum>(value: T) -> String {
+    value
+        .to_possible_value()
+        .map(|v| v.get_name().to_string())
+        .unwrap_or_default()
+}
+
 /// Where the LiveKit server is and the credentials for it, shared by
 /// `job run-script` and `worker`. Defaults: a local `livekit-server --dev`.
 #[derive(Args, Clone)]
@@ -257,13 +265,7 @@ impl JobFlags {
         let ms = |d: Duration| format!("{}ms", d.as_millis());
         let mut args: Vec<String> = vec![
             "--auto-subscribe".into(),
-            match self.auto_subscribe {
-                AutoSubscribeArg::All => "all",
-                AutoSubscribeArg::None => "none",
-                AutoSubscribeArg::Audio => "audio",
-                AutoSubscribeArg::Video => "video",
-            }
-            .into(),
+            value_name(self.auto_subscribe),
             "--shutdown-grace".into(),
             ms(self.shutdown_grace),
             "--liveness-timeout".into(),
@@ -959,10 +961,7 @@ fn worker(args: WorkerArgs) -> i32 {
     let mut child_args = vec![plugin_path.clone().into_os_string()];
     child_args.extend(args.job.to_args());
     child_args.push("--log-format".into());
-    child_args.push(match args.log_format {
-        LogFormat::Text => "text".into(),
-        LogFormat::Json => "json".into(),
-    });
+    child_args.push(value_name(args.log_format).into());
     let hooks = hook_timeouts(args.job.hook_timeout, args.job.hook_budget);
     let cascade = CascadeTimeouts::default();
     // The job's whole cascade, plus the verdict waits and a margin.
@@ -1096,6 +1095,43 @@ fn install_signal_handlers(ctx: JobContext) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn job_flags_reach_a_job_process_as_given() {
+        let cli = Cli::try_parse_from([
+            "lk-go",
+            "worker",
+            "./x.so",
+            "--auto-subscribe",
+            "audio",
+            "--shutdown-grace",
+            "1.5",
+            "--hook-budget",
+            "250ms",
+            "--log-format",
+            "json",
+        ])
+        .unwrap();
+        let Command::Worker(args) = cli.command else {
+            panic!("wrong command")
+        };
+        let mut argv: Vec<std::ffi::OsString> = vec![
+            "lk-go".into(),
+            "job".into(),
+            "run-assigned".into(),
+            "./x.so".into(),
+        ];
+        argv.extend(args.job.to_args());
+        argv.push("--log-format".into());
+        argv.push(value_name(args.log_format).into());
+        let Command::Job(JobCommand::RunAssigned(child)) =
+            Cli::try_parse_from(argv).unwrap().command
+        else {
+            panic!("wrong command")
+        };
+        assert_eq!(format!("{:?}", child.job), format!("{:?}", args.job));
+        assert_eq!(child.log_format, LogFormat::Json);
+    }
 
     #[test]
     fn jwts_are_recognised() {

@@ -51,7 +51,6 @@ pub enum ChildEvent {
 /// The worker's handle on a running job process.
 #[derive(Debug)]
 pub struct ChildHandle {
-    pub job_id: String,
     pub pid: u32,
     to_job: mpsc::UnboundedSender<ToJob>,
 }
@@ -198,11 +197,7 @@ pub fn spawn(
             signal,
         });
     });
-    Ok(ChildHandle {
-        job_id: job_id.to_string(),
-        pid,
-        to_job,
-    })
+    Ok(ChildHandle { pid, to_job })
 }
 
 /// Reads one line into `line` (without its newline), at most
@@ -302,15 +297,8 @@ async fn forward_output<R: AsyncRead + Unpin>(
 impl ChildHandle {
     /// A handle with no process behind it (pid 0 is never signalled by the
     /// tests that use it): what the worker sends the job is received here.
-    pub(crate) fn fake(job_id: &str) -> (ChildHandle, mpsc::UnboundedReceiver<ToJob>) {
+    pub(crate) fn fake() -> (ChildHandle, mpsc::UnboundedReceiver<ToJob>) {
         let (to_job, rx) = mpsc::unbounded_channel();
-        (
-            ChildHandle {
-                job_id: job_id.to_string(),
-                pid: 0,
-                to_job,
-            },
-            rx,
-        )
+        (ChildHandle { pid: 0, to_job }, rx)
     }
 }

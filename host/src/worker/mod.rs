@@ -195,11 +195,7 @@ impl Worker {
     }
 
     fn send_job_status(&self, job_id: &str, status: proto::JobStatus, error: &str) {
-        self.send(worker_message::Message::UpdateJob(proto::UpdateJobStatus {
-            job_id: job_id.to_string(),
-            status: status as i32,
-            error: error.to_string(),
-        }));
+        self.send(job_status_message(job_id, status, error));
     }
 
     fn on_server_message(&mut self, msg: server_message::Message) {
@@ -224,7 +220,9 @@ impl Worker {
                 self.used(),
                 self.options.max_jobs
             )),
-            None if self.plugin_missing || !self.plugin_available() => {
+            // Checked now, not only at the last tick: a job accepted in
+            // between would fail with 66.
+            None if !self.plugin_available() => {
                 Some("the plugin file is gone or unreadable".to_string())
             }
             None => None,
@@ -373,11 +371,7 @@ impl Worker {
                 // connection, which the server handles in no fixed order
                 // with this one.
                 let _ = self.to_server.send(Outgoing {
-                    msg: worker_message::Message::UpdateJob(proto::UpdateJobStatus {
-                        job_id,
-                        status: status as i32,
-                        error: verdict.error,
-                    }),
+                    msg: job_status_message(&job_id, status, &verdict.error),
                     processed: Some(ack),
                 });
             }
@@ -467,6 +461,18 @@ impl Worker {
     fn done(&self) -> bool {
         self.stop.is_some() && self.jobs.is_empty() && self.pending.is_empty()
     }
+}
+
+fn job_status_message(
+    job_id: &str,
+    status: proto::JobStatus,
+    error: &str,
+) -> worker_message::Message {
+    worker_message::Message::UpdateJob(proto::UpdateJobStatus {
+        job_id: job_id.to_string(),
+        status: status as i32,
+        error: error.to_string(),
+    })
 }
 
 fn job_status_of(verdict: &Verdict) -> proto::JobStatus {
@@ -699,7 +705,7 @@ mod tests {
     }
 
     fn running(w: &mut Worker, job_id: &str) -> mpsc::UnboundedReceiver<ipc::ToJob> {
-        let (handle, rx) = ChildHandle::fake(job_id);
+        let (handle, rx) = ChildHandle::fake();
         w.jobs.insert(
             job_id.to_string(),
             RunningJob {
