@@ -51,7 +51,7 @@
  * the shutdown cascade) and ignores SIGPIPE: a write to a closed stdout or
  * stderr fails with EPIPE. A Go plugin must keep it so: in a c-shared
  * library the Go runtime kills the process on such a write unless SIGPIPE
- * is passed to signal.Notify (see plugins/go-noop).
+ * is passed to signal.Notify (the Go SDK, plugin-api/go, does).
  */
 #ifndef LK_PLUGIN_H
 #define LK_PLUGIN_H

@@ -271,6 +271,114 @@ fn go_plugin_writing_to_a_closed_stdout_does_not_kill_the_host() {
     );
 }
 
+/// Go SDK (plugin-api/go): a panic in `Run`, in a goroutine started with
+/// `JobContext.Go` or in a shutdown hook never crosses into the host. Each
+/// is one ERROR line naming where it happened; `Run` and `Go` panics end
+/// the job as panicked (70); a hook's panic ends that hook only, and the
+/// older hooks still run.
+#[test]
+fn go_sdk_panics_are_one_line_and_the_documented_code() {
+    let go_probe = plugin("go_probe");
+    for (metadata, code, needle) in [
+        (
+            "panic-run",
+            70,
+            "lkgo: run panicked: runtime error: index out of range",
+        ),
+        (
+            "panic-goroutine",
+            70,
+            "lkgo: goroutine panicked: go-probe: goroutine failure",
+        ),
+        (
+            "panic-hook",
+            0,
+            "lkgo: shutdown hook panicked: go-probe: hook failure",
+        ),
+    ] {
+        let out = run(&detached(
+            go_probe.to_str().unwrap(),
+            &["--metadata", metadata],
+        ));
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(code), "{metadata}: {err}");
+        let lines: Vec<&str> = err.lines().filter(|l| l.contains("panicked")).collect();
+        let errors: Vec<&&str> = lines.iter().filter(|l| l.contains("ERROR")).collect();
+        assert_eq!(errors.len(), 1, "{metadata}: {err}");
+        assert!(errors[0].contains(needle), "{metadata}: {err}");
+        assert!(errors[0].contains("(at main.go:"), "{metadata}: {err}");
+        assert!(
+            !err.contains("goroutine 1 [") && !err.contains("panic: "),
+            "{metadata}: a Go stack dump: {err}"
+        );
+    }
+    let out = run(&detached(
+        go_probe.to_str().unwrap(),
+        &["--metadata", "panic-hook"],
+    ));
+    assert!(
+        stderr(&out).contains("go-probe: older hook ran (plugin_returned)"),
+        "{}",
+        stderr(&out)
+    );
+    // Hooks run newest first, each once, with the reason.
+    let out = run(&detached(
+        go_probe.to_str().unwrap(),
+        &["--metadata", "hooks"],
+    ));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let at = positions(
+        &err,
+        &[
+            "go-probe: second hook: plugin_returned",
+            "go-probe: first hook: plugin_returned",
+        ],
+    );
+    assert!(at[0] < at[1], "{err}");
+    assert_eq!(err.matches("go-probe: first hook").count(), 1, "{err}");
+}
+
+/// The Go runtime inside a Go plugin leaves SIGINT, SIGTERM and SIGHUP to
+/// lk-go: each starts the cascade (the plugin's `Ctx` is cancelled, its
+/// hook sees the signal) and the job exits with lk-go's code for it.
+#[test]
+fn go_plugin_leaves_sigint_sigterm_and_sighup_to_the_host() {
+    let go_probe = plugin("go_probe");
+    for (sig, code, reason) in [
+        ("-INT", 130, "signal_sigint"),
+        ("-TERM", 143, "signal_sigterm"),
+        ("-HUP", 129, "signal_sighup"),
+    ] {
+        let job = start_ready(&detached(
+            go_probe.to_str().unwrap(),
+            &["--metadata", "wait"],
+        ));
+        job.wait_for_log("go-probe: waiting for Ctx", LIMIT);
+        job.signal(sig);
+        let (status, _, log) = job.finish(LIMIT);
+        assert_eq!(status, Some(code), "{sig}: {log}");
+        assert!(
+            log.contains(&format!("go-probe: hook saw {reason}")),
+            "{sig}: {log}"
+        );
+    }
+}
+
+/// A Go library that never calls `lkgo.Register` is refused at load time
+/// (84, invalid descriptor), and the SDK says what is missing.
+#[test]
+fn go_plugin_that_never_registers_is_refused_with_the_reason() {
+    let out = run(&detached(plugin("go_unregistered").to_str().unwrap(), &[]));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(84), "{err}");
+    assert!(
+        err.contains("lkgo: the plugin never called lkgo.Register; call it from an init function"),
+        "{err}"
+    );
+    assert_eq!(error_lines(&err).len(), 1, "{err}");
+}
+
 /// Colour escapes used to be written to files and pipes too.
 #[test]
 fn logs_carry_no_colour_when_stderr_is_not_a_terminal() {

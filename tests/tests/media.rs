@@ -212,6 +212,97 @@ fn data_ping_pong_to_the_sender_only() {
     );
 }
 
+/// The Go echo (plugins/go-echo, on the Go SDK in plugin-api/go) passes
+/// the same Python-SDK checks as the Rust and C ones: the tone comes back,
+/// and pings are answered to the sender only. It runs built with
+/// GOEXPERIMENT=cgocheck2 (`go_echo_cgocheck2`): a Go pointer the SDK left
+/// in C memory would be a fatal error, not a silent pass.
+#[test]
+fn go_echo_returns_the_tone_and_answers_pings() {
+    let server = LiveKitServer::start();
+    echo_round(&server, "go_echo_cgocheck2", 48_000);
+    let room = "godata";
+    let job = start_agent(&server, "go_echo_cgocheck2", room, "go-ponger", "");
+    let (code, v) = verdict(python(
+        "data_check.py",
+        &[
+            &server.url,
+            &dev_token(room, "pinger"),
+            "go-ponger",
+            "--observer-token",
+            &dev_token(room, "observer"),
+            "--count",
+            "20",
+        ],
+    ));
+    let log = stop(job);
+    assert_eq!(code, Some(0), "{v}\n{log}");
+    assert_eq!(v["received"], 20, "{v}");
+    assert_eq!(v["in_order"], true, "{v}");
+    assert_eq!(v["observer_received"], 0, "{v}");
+    assert!(
+        log.contains("go-echo: data done, 20 pings answered"),
+        "{log}"
+    );
+}
+
+/// SIGTERM while Go goroutines wait in `Events()`, an audio `Read`,
+/// `Data()` and `<-Ctx.Done()`: each returns within 100 ms of shutdown
+/// beginning (the time the host records in the shutdown info), and so
+/// does `Run`; the job exits 143, lk-go's code for SIGTERM once the
+/// plugin returned (75 had it not). The plugin's own code (7) is logged.
+#[test]
+fn sigterm_ends_blocked_go_goroutines_within_100_ms() {
+    let server = LiveKitServer::start();
+    let room = "goblock";
+    let job = start_agent(&server, "go_echo", room, "go-blocker", "mode=block exit=7");
+    let publisher = python(
+        "publish_sine.py",
+        &[&server.url, &dev_token(room, "talker"), "30"],
+    );
+    job.wait_for_log("go-echo: all goroutines are waiting", LIMIT);
+    job.signal("-TERM");
+    let (code, _, log) = job.finish(LIMIT);
+    let mut publisher = publisher;
+    let _ = publisher.kill();
+    let _ = wait_output(publisher, LIMIT);
+    assert_eq!(code, Some(143), "{log}");
+    let unix_ms = |needle: &str| -> i64 {
+        let line = log
+            .lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no line with {needle:?}: {log}"));
+        line.split("unix_ms ")
+            .nth(1)
+            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("unparsable: {line}"))
+    };
+    let began = unix_ms("go-echo: shutdown began at unix_ms");
+    assert!(
+        log.contains("shutdown began at unix_ms") && log.contains("(signal_sigterm)"),
+        "{log}"
+    );
+    for what in [
+        "events returned",
+        "read returned",
+        "data returned",
+        "ctx returned",
+        "run returns 7 at",
+    ] {
+        let after = unix_ms(&format!("go-echo: {what}")) - began;
+        eprintln!("{what}: {after} ms after shutdown began");
+        assert!(
+            (0..=100).contains(&after),
+            "{what} {after} ms after shutdown began: {log}"
+        );
+    }
+    assert!(
+        log.contains("read returned (lkgo: the job is shutting down)"),
+        "{log}"
+    );
+}
+
 /// The C echo answers pings too (its data thread is independent of audio).
 #[test]
 fn c_echo_answers_pings() {

@@ -73,6 +73,7 @@ fn inspect_accepts_every_example_plugin() {
         ("c_noop", "c-noop", now),
         ("c_echo", "c-echo", now),
         ("go_noop", "go-noop", now),
+        ("go_echo", "go-echo", now),
         ("abi_1_0", "abi-1.0", "1.0"),
         ("abi_1_1", "abi-1.1", "1.1"),
         ("abi_1_2", "abi-1.2", "1.2"),
@@ -426,4 +427,64 @@ fn nothing_listening_is_server_unavailable_within_10s() {
         .collect();
     assert_eq!(lines.len(), 1, "{err}");
     assert!(lines[0].contains("unreachable"), "{err}");
+}
+
+/// README's "Writing a plugin → Go" is the Go SDK: its example is a whole
+/// plugin in under 30 lines, and it builds as the README says (go.mod with
+/// a replace to `plugin-api/go`, `-buildmode=c-shared`) and runs its hook.
+#[test]
+fn readme_go_example_is_a_complete_plugin_under_30_lines() {
+    let root = lk_go_tests::workspace_root();
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("read README.md");
+    let section = &readme[readme
+        .find("\n### Go\n")
+        .expect("README has a ### Go section")..];
+    let code = section
+        .split("```go\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n```").next())
+        .expect("a ```go block in the Go section");
+    let lines = code.lines().count();
+    assert!(lines < 30, "the README's Go plugin has {lines} lines");
+    assert!(code.contains("lkgo.Register"), "{code}");
+
+    let dir = target_dir().join("readme-go-plugin");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("main.go"), format!("{code}\n")).unwrap();
+    std::fs::write(
+        dir.join("go.mod"),
+        format!(
+            "module example.com/readme-go\n\ngo 1.22\n\nrequire lkgo.example/lkgo v0.0.0\n\nreplace lkgo.example/lkgo => {}\n",
+            root.join("plugin-api").join("go").display()
+        ),
+    )
+    .unwrap();
+    let lib = dir.join("libreadme_go.so");
+    let build = Command::new("go")
+        .args(["build", "-buildmode=c-shared", "-o"])
+        .arg(&lib)
+        .arg(".")
+        .current_dir(&dir)
+        .env("CGO_ENABLED", "1")
+        .output()
+        .expect("run go (Go 1.22+ is a prerequisite of the test suite)");
+    assert!(build.status.success(), "go build: {}", stderr(&build));
+    let out = run_lk_go(
+        &[
+            "job",
+            "run-script",
+            lib.to_str().unwrap(),
+            "--room",
+            "r",
+            "--detached",
+            "--max-duration",
+            "1s",
+        ],
+        &[],
+        LIMIT,
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(124), "{err}");
+    assert!(err.contains("bye: deadline_exceeded"), "{err}");
 }

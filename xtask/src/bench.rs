@@ -635,7 +635,13 @@ fn report(r: &Results, s: &Settings, out_dir: &Path) -> Result<()> {
         let unit = r.units.get(scenario).copied().unwrap_or("");
         let lk = by.get("lk-go").map(|v| median(v));
         let mut js = serde_json::Map::new();
-        for contender in ["lk-go", "python-sdk", "python-agents", "python-agents-warm"] {
+        for contender in [
+            "lk-go",
+            crate::echo_bench::LK_GO_GO,
+            "python-sdk",
+            "python-agents",
+            "python-agents-warm",
+        ] {
             let missing = r
                 .missing
                 .get(scenario)
@@ -658,7 +664,8 @@ fn report(r: &Results, s: &Settings, out_dir: &Path) -> Result<()> {
             let med = median(v);
             let p95 = percentile(v, 95.0);
             let ratio = match (contender, lk) {
-                ("lk-go", _) => "".to_string(),
+                // Compared with the Rust plugin below the table instead.
+                ("lk-go", _) | (crate::echo_bench::LK_GO_GO, _) => "".to_string(),
                 (_, Some(l)) if med > 0.0 => format!("{:.3}", l / med),
                 _ => "n/a".into(),
             };
@@ -685,6 +692,8 @@ fn report(r: &Results, s: &Settings, out_dir: &Path) -> Result<()> {
         }
         json_scenarios.insert(scenario.to_string(), serde_json::Value::Object(js));
     }
+    let go_vs_rust = go_vs_rust(r);
+    table.push_str(&go_vs_rust);
     println!("\n{table}");
     let json = serde_json::json!({
         "machine": machine(),
@@ -719,11 +728,31 @@ fn unit_short(u: &str) -> &str {
     }
 }
 
+/// The Go echo plugin against the Rust one (same host, same run): the
+/// ratio of medians per scenario both ran, as lines under the table.
+fn go_vs_rust(r: &Results) -> String {
+    let mut out = String::new();
+    for (scenario, by) in &r.samples {
+        let (Some(rust), Some(go)) = (by.get("lk-go"), by.get(crate::echo_bench::LK_GO_GO)) else {
+            continue;
+        };
+        let (rust, go) = (median(rust), median(go));
+        if rust > 0.0 {
+            out.push_str(&format!(
+                "Go plugin / Rust plugin, {scenario}: {go:.3} / {rust:.3} = {:.2}x\n",
+                go / rust
+            ));
+        }
+    }
+    out
+}
+
 /// A bar chart: one panel per scenario, one bar per contender (median),
 /// each panel scaled to its own maximum.
 fn svg(r: &Results) -> String {
     let colors = [
         ("lk-go", "#2b7bb9"),
+        (crate::echo_bench::LK_GO_GO, "#1f9e89"),
         ("python-sdk", "#e08a1e"),
         ("python-agents", "#6a9f3a"),
         ("python-agents-warm", "#9a5fb5"),

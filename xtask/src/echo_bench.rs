@@ -5,7 +5,8 @@
 //! (1, 10, 50, 100 concurrent echo jobs: CPU, RSS per job, frames dropped,
 //! latency p95; Python SDK echo processes at the counts they survive),
 //! with its table and `target/bench/scale.svg`. lk-go's contender is
-//! `plugins/echo` (release build); the Python one is
+//! `plugins/echo` (release build), and in scenarios 6 and 7 also
+//! `plugins/go-echo` (the Go SDK: the price of cgo); the Python one is
 //! `tests/python/python_echo.py`, an echo written with the official SDK
 //! (`AudioStream` → `AudioSource`). Latency is measured by
 //! `tests/python/latency_probe.py` for both.
@@ -24,13 +25,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const LK_GO: &str = "lk-go";
+/// lk-go running `plugins/go-echo` (the Go SDK) instead of the Rust echo.
+pub(crate) const LK_GO_GO: &str = "lk-go (Go)";
 const PY: &str = "python-sdk";
 
-fn lk_go_echo(tools: &Tools, server: &LiveKitServer, room: &str) -> Result<Proc> {
+fn lk_go_echo(tools: &Tools, server: &LiveKitServer, room: &str, go: bool) -> Result<Proc> {
+    let plugin = if go {
+        tools.plugins.join("libgo_echo.so")
+    } else {
+        tools.echo.clone()
+    };
     let mut p = Proc::spawn(
         Command::new(&tools.lk_go)
             .args(["job", "run-script"])
-            .arg(&tools.echo)
+            .arg(&plugin)
             .args([
                 "--room",
                 room,
@@ -60,8 +68,8 @@ fn python_echo(tools: &Tools, server: &LiveKitServer, room: &str) -> Result<Proc
 }
 
 fn start_echo(tools: &Tools, server: &LiveKitServer, who: &str, room: &str) -> Result<Proc> {
-    if who == LK_GO {
-        lk_go_echo(tools, server, room)
+    if who == LK_GO || who == LK_GO_GO {
+        lk_go_echo(tools, server, room, who == LK_GO_GO)
     } else {
         python_echo(tools, server, room)
     }
@@ -96,7 +104,8 @@ fn probe(tools: &Tools, server: &LiveKitServer, room: &str, bursts: u32) -> Opti
 }
 
 /// Scenario 6: the Python SDK sends tone bursts through an echo agent and
-/// times each one's return. lk-go echo and Python SDK echo alternate.
+/// times each one's return. lk-go's Rust echo, lk-go's Go echo and the
+/// Python SDK echo alternate.
 pub(crate) fn echo_latency(
     tools: &Tools,
     server: &LiveKitServer,
@@ -105,8 +114,8 @@ pub(crate) fn echo_latency(
 ) -> Result<()> {
     const SC: &str = "6 echo mouth-to-ear latency (ms)";
     for i in 0..runs {
-        for who in [LK_GO, PY] {
-            let room = format!("latency-{who}-{i}");
+        for who in [LK_GO, LK_GO_GO, PY] {
+            let room = format!("latency-{}-{i}", who.replace([' ', '(', ')'], ""));
             let agent = start_echo(tools, server, who, &room)?;
             match probe(tools, server, &room, 5) {
                 Some(v) => v.into_iter().for_each(|x| r.add(SC, "ms", who, Some(x))),
@@ -121,7 +130,8 @@ pub(crate) fn echo_latency(
 }
 
 /// Scenario 7: one echo job echoing a Python SDK publisher's 440 Hz: CPU
-/// over `seconds` and peak RSS.
+/// over `seconds` and peak RSS; the Rust and the Go echo plugin in lk-go,
+/// and the Python SDK echo.
 pub(crate) fn echo_cpu(
     tools: &Tools,
     server: &LiveKitServer,
@@ -133,8 +143,8 @@ pub(crate) fn echo_cpu(
     let cpu_sc: &'static str = Box::leak(cpu_sc.into_boxed_str());
     const MEM: &str = "8 peak RSS per echo job (MiB)";
     for i in 0..runs {
-        for who in [LK_GO, PY] {
-            let room = format!("cpu-{who}-{i}");
+        for who in [LK_GO, LK_GO_GO, PY] {
+            let room = format!("cpu-{}-{i}", who.replace([' ', '(', ')'], ""));
             let mut agent = start_echo(tools, server, who, &room)?;
             let mut speaker = Proc::spawn(
                 Command::new(&tools.python_sdk)

@@ -4,8 +4,8 @@
 //! Owns: building the C and Go plugins and test fixtures into
 //! `target/plugins/`, provisioning livekit-server (env, PATH, cache, or
 //! `go install` at the pinned version), and the composite commands:
-//! `test` (the README's test command and CI's), `itest`, `loom`, `livekit`,
-//! `demo`. Every missing prerequisite is a one-line error, never a skip.
+//! `test` (the README's test command and CI's), `go-check` (the Go SDK's
+//! vet, staticcheck and race tests), `itest`, `loom`, `livekit`, `demo`. Every missing prerequisite is a one-line error, never a skip.
 
 mod bench;
 mod echo_bench;
@@ -22,8 +22,9 @@ use std::time::Instant;
 const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
-  test            everything CI runs: build, plugins, unit + integration tests, loom, itest
+  test            everything CI runs: build, plugins, Go SDK checks, unit + integration tests, loom, itest
   build-plugins   build the Rust, C and Go plugins and test fixtures into target/plugins/
+  go-check        the Go SDK and Go plugins: gofmt, go vet, staticcheck, go test -race
   itest           provision livekit-server and run the tests against it
   loom            run the loom models of the JobContext state machine
   livekit         provision and run a local livekit-server (foreground; Ctrl-C stops it)
@@ -41,6 +42,7 @@ fn main() {
         Some("build-plugins") => build_plugins().map(|_| ()),
         Some("itest") => build_plugins().and_then(|_| itest()),
         Some("loom") => loom(),
+        Some("go-check") => go_sdk_checks(),
         Some("livekit") => livekit(),
         Some("demo") => build_plugins().and_then(|_| demo()),
         Some("bench") => build_plugins().and_then(|_| bench_cmd(&args[1..])),
@@ -198,22 +200,130 @@ fn build_plugins() -> Result<PathBuf> {
         )?;
     }
 
-    step("build the Go plugin (go build -buildmode=c-shared)");
-    if !have_go() {
-        bail!("`go` not found; install Go 1.21+ (the Go plugin and livekit-server need it)");
-    }
-    run(
-        Command::new("go")
-            .args(["build", "-buildmode=c-shared", "-o"])
-            .arg(out.join("libgo_noop.so"))
+    step("build the Go plugins on the Go SDK (go build -buildmode=c-shared)");
+    require_go()?;
+    for (dir, lib, tags, experiment) in GO_BUILDS {
+        let so = out.join(format!("lib{lib}.so"));
+        let mut go = Command::new("go");
+        go.args(["build", "-buildmode=c-shared", "-tags", tags, "-o"])
+            .arg(&so)
             .arg(".")
-            .current_dir(root.join("plugins/go-noop"))
-            .env("CGO_ENABLED", "1"),
-        "go build of plugins/go-noop",
-    )?;
-    let _ = std::fs::remove_file(out.join("libgo_noop.h"));
+            .current_dir(root.join(dir))
+            .env("CGO_ENABLED", "1");
+        if !experiment.is_empty() {
+            go.env("GOEXPERIMENT", experiment);
+        }
+        run(
+            &mut go,
+            &format!("go build of {dir} (tags {tags:?}, GOEXPERIMENT {experiment:?})"),
+        )?;
+        // cgo writes the exports' C header beside the library; nobody needs it.
+        let _ = std::fs::remove_file(so.with_extension("h"));
+    }
     eprintln!("plugins in {}", out.display());
     Ok(out)
+}
+
+/// The Go plugins and fixtures: directory, library name in target/plugins/,
+/// build tags, GOEXPERIMENT. `go_echo_cgocheck2` is the Go echo with the
+/// runtime's full cgo pointer checks (GOEXPERIMENT=cgocheck2: every write
+/// of a Go pointer into C memory is a fatal error); the interop test runs
+/// it, so a pointer the SDK leaves with C cannot pass.
+const GO_BUILDS: [(&str, &str, &str, &str); 5] = [
+    ("plugins/go-noop", "go_noop", "", ""),
+    ("plugins/go-echo", "go_echo", "", ""),
+    ("plugins/go-echo", "go_echo_cgocheck2", "", "cgocheck2"),
+    ("tests/fixtures/go-probe", "go_probe", "", ""),
+    (
+        "tests/fixtures/go-probe",
+        "go_unregistered",
+        "noregister",
+        "",
+    ),
+];
+
+/// staticcheck, pinned: the newest release the Go module proxy served here
+/// that builds with Go 1.26 (honnef.co/go/tools v0.8.2).
+const STATICCHECK: &str = "honnef.co/go/tools/cmd/staticcheck@v0.8.2";
+
+fn require_go() -> Result<()> {
+    if !have_go() {
+        bail!("`go` not found; install Go 1.22+ with cgo (the Go SDK, the Go plugins and livekit-server need it)");
+    }
+    Ok(())
+}
+
+/// The Go SDK's own checks: gofmt, `go vet` and staticcheck on the SDK and the Go
+/// plugins, then `go test -race` on the SDK (its Go logic against a fake
+/// host). staticcheck is installed once into target/go-tools.
+fn go_sdk_checks() -> Result<()> {
+    require_go()?;
+    let root = workspace_root();
+    let sdk = root.join("plugin-api").join("go");
+    let mut dirs = vec![sdk.clone()];
+    for (dir, _, _, _) in GO_BUILDS {
+        if !dirs.contains(&root.join(dir)) {
+            dirs.push(root.join(dir));
+        }
+    }
+    step("Go SDK: gofmt, go vet and staticcheck (SDK and Go plugins)");
+    let tools = target_dir().join("go-tools");
+    let staticcheck = tools.join("staticcheck");
+    let version = STATICCHECK.rsplit('@').next().unwrap_or_default();
+    let installed = Command::new(&staticcheck)
+        .arg("-version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains(&version[1..]))
+        .unwrap_or(false);
+    if !installed {
+        step(&format!(
+            "install {STATICCHECK} into target/go-tools (first time: about a minute)"
+        ));
+        run(
+            Command::new("go")
+                .args(["install", STATICCHECK])
+                .env("GOBIN", &tools),
+            &format!("go install {STATICCHECK} (needs the Go module proxy)"),
+        )?;
+    }
+    for dir in &dirs {
+        let name = dir.strip_prefix(&root).unwrap_or(dir).display().to_string();
+        let unformatted = Command::new("gofmt")
+            .arg("-l")
+            .arg(".")
+            .current_dir(dir)
+            .output()
+            .with_context(|| format!("could not start gofmt in {name}"))?;
+        let files = String::from_utf8_lossy(&unformatted.stdout);
+        if !unformatted.status.success() || !files.trim().is_empty() {
+            bail!(
+                "gofmt: {name} is not formatted ({}); run `gofmt -w .` there",
+                files.split_whitespace().collect::<Vec<_>>().join(", ")
+            );
+        }
+        run(
+            Command::new("go")
+                .args(["vet", "./..."])
+                .current_dir(dir)
+                .env("CGO_ENABLED", "1"),
+            &format!("go vet in {name}"),
+        )?;
+        run(
+            Command::new(&staticcheck)
+                .arg("./...")
+                .current_dir(dir)
+                .env("CGO_ENABLED", "1"),
+            &format!("staticcheck in {name}"),
+        )?;
+    }
+    step("Go SDK: go test -race (JobContext, hooks, pumps, media and data against a fake host)");
+    run(
+        Command::new("go")
+            .args(["test", "-race", "-count=1", "./..."])
+            .current_dir(&sdk)
+            .env("CGO_ENABLED", "1"),
+        "go test -race in plugin-api/go",
+    )
 }
 
 fn have_go() -> bool {
@@ -491,6 +601,7 @@ fn provision_valgrind() -> Result<PathBuf> {
 fn test_all() -> Result<()> {
     let started = Instant::now();
     build_plugins()?;
+    go_sdk_checks()?;
     let valgrind = provision_valgrind()?;
     step("unit and integration tests (no server)");
     run(

@@ -1,0 +1,3 @@
+module lkgo.example/lkgo
+
+go 1.22

@@ -1,0 +1,7 @@
+module lkgo.example/plugins/go-echo
+
+go 1.22
+
+require lkgo.example/lkgo v0.0.0
+
+replace lkgo.example/lkgo => ../../plugin-api/go
