@@ -146,7 +146,8 @@ import (
 	"unsafe"
 )
 
-// Results and constants, from lk_plugin.h (one source of truth: the header).
+// Internal results and constants, from lk_plugin.h (one source of truth:
+// the header).
 const (
 	abiMajor = C.LK_ABI_MAJOR
 	abiMinor = C.LK_ABI_MINOR
@@ -174,11 +175,30 @@ const (
 	flagConcealed = uint32(C.LK_AUDIO_FRAME_CONCEALED)
 	flagSilence   = uint32(C.LK_AUDIO_FRAME_SILENCE)
 	dataReliable  = uint32(C.LK_DATA_RELIABLE)
+)
 
-	// MaxReliableData is the largest data packet payload, in bytes
-	// (LK_MAX_RELIABLE_DATA: LiveKit's documented limit for reliable
-	// packets). PublishData refuses more with ErrTooLarge.
-	MaxReliableData = int(C.LK_MAX_RELIABLE_DATA)
+// The exported constants are literals, so godoc shows their values; these
+// fail to compile when one differs from lk_plugin.h (a constant index out
+// of range is a compile error).
+var (
+	_ = [1]struct{}{}[MaxReliableData-int(C.LK_MAX_RELIABLE_DATA)]
+	_ = [1]struct{}{}[int(LevelError)-int(C.LK_LOG_ERROR)]
+	_ = [1]struct{}{}[int(LevelWarn)-int(C.LK_LOG_WARN)]
+	_ = [1]struct{}{}[int(LevelInfo)-int(C.LK_LOG_INFO)]
+	_ = [1]struct{}{}[int(LevelDebug)-int(C.LK_LOG_DEBUG)]
+	_ = [1]struct{}{}[int(LevelTrace)-int(C.LK_LOG_TRACE)]
+	_ = [1]struct{}{}[int(ShutdownRequestedByPlugin)-int(C.LK_SHUTDOWN_REQUESTED_BY_PLUGIN)]
+	_ = [1]struct{}{}[int(ShutdownPluginReturned)-int(C.LK_SHUTDOWN_PLUGIN_RETURNED)]
+	_ = [1]struct{}{}[int(ShutdownPluginPanicked)-int(C.LK_SHUTDOWN_PLUGIN_PANICKED)]
+	_ = [1]struct{}{}[int(ShutdownRoomDisconnected)-int(C.LK_SHUTDOWN_ROOM_DISCONNECTED)]
+	_ = [1]struct{}{}[int(ShutdownServerUnreachable)-int(C.LK_SHUTDOWN_SERVER_UNREACHABLE)]
+	_ = [1]struct{}{}[int(ShutdownSignalSIGINT)-int(C.LK_SHUTDOWN_SIGNAL_SIGINT)]
+	_ = [1]struct{}{}[int(ShutdownSignalSIGTERM)-int(C.LK_SHUTDOWN_SIGNAL_SIGTERM)]
+	_ = [1]struct{}{}[int(ShutdownDeadlineExceeded)-int(C.LK_SHUTDOWN_DEADLINE_EXCEEDED)]
+	_ = [1]struct{}{}[int(ShutdownSignalSIGHUP)-int(C.LK_SHUTDOWN_SIGNAL_SIGHUP)]
+	_ = [1]struct{}{}[int(ShutdownDuplicateIdentity)-int(C.LK_SHUTDOWN_DUPLICATE_IDENTITY)]
+	_ = [1]struct{}{}[int(ShutdownMediaFailed)-int(C.LK_SHUTDOWN_MEDIA_FAILED)]
+	_ = [1]struct{}{}[int(ShutdownServerError)-int(C.LK_SHUTDOWN_SERVER_ERROR)]
 )
 
 // Event kinds, from lk_plugin.h.
@@ -192,10 +212,6 @@ const (
 	kindDisconnected       = uint32(C.LK_EVENT_DISCONNECTED)
 	kindReconnecting       = uint32(C.LK_EVENT_RECONNECTING)
 	kindReconnected        = uint32(C.LK_EVENT_RECONNECTED)
-	logError               = int32(C.LK_LOG_ERROR)
-	logWarn                = int32(C.LK_LOG_WARN)
-	logInfo                = int32(C.LK_LOG_INFO)
-	logDebug               = int32(C.LK_LOG_DEBUG)
 	trackKindAudio         = uint32(C.LK_TRACK_KIND_AUDIO)
 	trackKindVideo         = uint32(C.LK_TRACK_KIND_VIDEO)
 	trackSourceCamera      = uint32(C.LK_TRACK_SOURCE_CAMERA)
@@ -407,7 +423,7 @@ func shutdownInfoFromC(info *C.lk_shutdown_info) ShutdownInfo {
 		return ShutdownInfo{}
 	}
 	return ShutdownInfo{
-		Code:   uint32(info.reason),
+		Code:   ShutdownCode(info.reason),
 		Reason: goStr(info.reason_str),
 		Detail: goStr(info.detail),
 		UnixMs: int64(info.unix_ms),

@@ -16,14 +16,20 @@ type DataOptions struct {
 	// Reliable: ordered and retransmitted. Otherwise lossy (keep lossy
 	// payloads under ~1300 bytes, one MTU).
 	Reliable bool
-	// DestinationIdentities are the participants to send to; empty means
-	// everyone in the room.
+	// DestinationIdentities are the participants to send to (at most
+	// 1024, each 1 to 256 bytes); empty means everyone in the room.
 	DestinationIdentities []string
 	// Timeout is how long PublishData waits for the packet to be handed
 	// to its data channel (the first send negotiates the publisher
 	// connection); 0 means 5 s.
 	Timeout time.Duration
 }
+
+// MaxReliableData is the largest data packet payload, in bytes: 15 KiB,
+// LiveKit's documented limit for reliable packets (LK_MAX_RELIABLE_DATA).
+// PublishData refuses more with ErrTooLarge, lossy packets too (keep
+// those under ~1300 bytes).
+const MaxReliableData = 15 * 1024
 
 const defaultControlTimeout = 5 * time.Second
 
@@ -50,6 +56,11 @@ func millis(d, fallback time.Duration) uint32 {
 func (jc *JobContext) PublishData(payload []byte, opts DataOptions) error {
 	if !jc.h.hasMedia() {
 		return ErrHostTooOld
+	}
+	for _, id := range opts.DestinationIdentities {
+		if id == "" {
+			return jc.invalid("PublishData", "an empty destination identity (leave DestinationIdentities empty to send to everyone)")
+		}
 	}
 	var flags uint32
 	if opts.Reliable {
@@ -86,8 +97,9 @@ func (DataMissed) isDataEvent() {}
 // DataMissed values for packets the host had to drop. One goroutine
 // (started by the first call; later calls return the same channel) moves
 // them from the host. The channel is closed once shutdown began and every
-// queued packet was delivered, or once Run returned. Without a host that
-// has data (ErrHostTooOld) it is closed at once.
+// queued packet was delivered, or once Run returned. A job without a
+// server session (lk-go --detached) receives nothing until shutdown.
+// Without a host that has data (ErrHostTooOld) it is closed at once.
 func (jc *JobContext) Data() <-chan DataEvent {
 	jc.dataOnce.Do(func() {
 		jc.data = make(chan DataEvent, dataBuffer)

@@ -57,8 +57,10 @@
 //
 // Everything the host hands out (event strings, PCM, payloads) is copied
 // into Go memory; the host keeps no Go pointer after a call returns (cgo's
-// pointer rules hold; GODEBUG=cgocheck=1 is clean). Every method may be
-// called from any goroutine.
+// pointer rules hold; lk-go's tests run a plugin built with
+// GOEXPERIMENT=cgocheck2). Every method may be called from any goroutine.
+// Run and hooks are called on host threads and run on goroutines of
+// their own, so a runtime.Goexit in them ends only that function.
 //
 // # Panics, signals, output
 //
@@ -69,6 +71,11 @@
 // cannot be recovered by anyone and ends the whole process, lk-go
 // included: use JobContext.Go. The package keeps the Go runtime from
 // killing lk-go when a write to a closed stdout fails (it gets EPIPE),
-// and leaves SIGINT, SIGTERM and SIGHUP to lk-go: never call
-// signal.Notify, signal.Ignore or os.Exit in a plugin.
+// and leaves SIGINT, SIGTERM and SIGHUP to lk-go. Never call signal.Notify
+// for them (lk-go would stop seeing them), signal.Ignore, os.Exit or
+// log.Fatal (the process is lk-go's), nor use a library that does.
+//
+// A -race c-shared build cannot be loaded into lk-go (ThreadSanitizer
+// cannot map its shadow memory in a non-Go process): race-test a plugin's
+// logic with go test -race.
 package lkgo

@@ -255,6 +255,15 @@ func (jc *JobContext) pumpEvents() {
 				return
 			default:
 			}
+			// A quiet room: report a gap now rather than before the
+			// next event.
+			if missed > 0 {
+				select {
+				case out <- EventsMissed{Count: missed}:
+					missed = 0
+				default:
+				}
+			}
 		case nextShuttingDown:
 			jc.sawShutdown()
 			jc.flushMissed(out, missed)

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"unicode"
+	"unicode/utf8"
 )
 
 // host is everything the package needs from lk-go, one method per
@@ -63,10 +65,12 @@ var registration struct {
 
 // Register makes p the plugin this library provides. Call it exactly once,
 // from an init function of package main: a c-shared library's main never
-// runs. A missing or second call, an empty Name or a nil Run makes lk-go
-// refuse the library at load time, with this package's reason on stderr
-// (lk-go exit code 80: invalid plugin). Register never panics: a panic in
-// init would kill the host while it loads the plugin.
+// runs. A missing or second call, a nil Run, or a Name or Version that is
+// empty (Version may be: it becomes "0.0.0"), over 256 bytes or holds a
+// control character makes lk-go refuse the library at load time (exit
+// 84, invalid descriptor), with this package's reason on stderr. Register
+// never panics: a panic in init would kill the host while it loads the
+// plugin.
 func Register(p Plugin) {
 	registration.mu.Lock()
 	defer registration.mu.Unlock()
@@ -75,6 +79,8 @@ func Register(p Plugin) {
 		registration.err = errors.New("Register was called more than once; call it once, from one init function")
 	case p.Name == "" || p.Run == nil:
 		registration.err = errors.New("Register needs a Plugin with a Name and a Run function")
+	case !descriptorString(p.Name) || !descriptorString(p.Version):
+		registration.err = fmt.Errorf("Register: Name %q / Version %q: each must be at most 256 bytes of UTF-8 without control characters", p.Name, p.Version)
 	default:
 		if p.Version == "" {
 			p.Version = "0.0.0"
@@ -82,6 +88,19 @@ func Register(p Plugin) {
 		registration.plugin = &p
 		setDescriptor(p.Name, p.Version)
 	}
+}
+
+// descriptorString is lk-go's rule for a descriptor's name and version.
+func descriptorString(s string) bool {
+	if len(s) > 256 || !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			return false
+		}
+	}
+	return true
 }
 
 func registrationError() error {
@@ -118,10 +137,29 @@ type Job struct {
 	Identity string
 }
 
+// ShutdownCode is why a job shut down (LK_SHUTDOWN_* in lk_plugin.h).
+type ShutdownCode uint32
+
+// Shutdown codes; ShutdownInfo.Reason carries the same as a string.
+const (
+	ShutdownRequestedByPlugin ShutdownCode = 1  // "requested_by_plugin": Shutdown was called
+	ShutdownPluginReturned    ShutdownCode = 2  // "plugin_returned": Run returned
+	ShutdownPluginPanicked    ShutdownCode = 3  // "plugin_panicked"
+	ShutdownRoomDisconnected  ShutdownCode = 4  // "room_disconnected": the room ended or the server removed the job
+	ShutdownServerUnreachable ShutdownCode = 5  // "server_unreachable"
+	ShutdownSignalSIGINT      ShutdownCode = 6  // "signal_sigint"
+	ShutdownSignalSIGTERM     ShutdownCode = 7  // "signal_sigterm" (also a worker stopping)
+	ShutdownDeadlineExceeded  ShutdownCode = 8  // "deadline_exceeded": --max-duration
+	ShutdownSignalSIGHUP      ShutdownCode = 9  // "signal_sighup"
+	ShutdownDuplicateIdentity ShutdownCode = 10 // "duplicate_identity": another participant joined as this identity
+	ShutdownMediaFailed       ShutdownCode = 11 // "media_failed"
+	ShutdownServerError       ShutdownCode = 12 // "server_error"
+)
+
 // ShutdownInfo says why and when the job shut down.
 type ShutdownInfo struct {
-	// Code is the LK_SHUTDOWN_* value from lk_plugin.h.
-	Code uint32
+	// Code is the reason as a number.
+	Code ShutdownCode
 	// Reason is the same value as a stable snake_case string, e.g.
 	// "signal_sigterm", "room_disconnected", "requested_by_plugin".
 	Reason string
@@ -131,10 +169,6 @@ type ShutdownInfo struct {
 	UnixMs int64
 }
 
-// ErrJobShutdown is the cause (context.Cause) of a JobContext's Ctx once
-// shutdown began. The reason arrives in OnShutdown hooks.
-var ErrJobShutdown = errors.New("lkgo: the job is shutting down")
-
 // JobContext is the plugin's handle on its job. All methods may be called
 // from any goroutine, at any time, also after Run returned (they then
 // answer as after shutdown).
@@ -142,7 +176,7 @@ type JobContext struct {
 	// Job is what the job was given.
 	Job Job
 	// Ctx is cancelled when shutdown begins, or when Run returns. Its
-	// cause is ErrJobShutdown. Pass it to anything that should stop with
+	// cause is ErrShuttingDown. Pass it to anything that should stop with
 	// the job. (The event pump learns of shutdown from the host at once;
 	// lk_plugin.h bounds it at ~100 ms.)
 	Ctx context.Context
@@ -171,28 +205,60 @@ func runJob(h host, run func(*JobContext) int) (code int32) {
 	jc := newJobContext(h)
 	defer func() {
 		close(jc.done)
-		jc.cancel(ErrJobShutdown)
+		jc.cancel(ErrShuttingDown)
 	}()
 	if run == nil {
 		h.log(logError, "lkgo: no run function registered")
 		return 1
 	}
-	defer func() {
-		if r := recover(); r != nil {
-			// The host records plugin_panicked when run returns this.
-			jc.reportPanic("run", r, false)
-			code = runPanicked
-		}
-	}()
-	c := run(jc)
+	var c int
+	if failure, site := call(func() { c = run(jc) }); failure != nil {
+		// The host records plugin_panicked when run returns this.
+		jc.reportPanic("run", failure, site, false)
+		return runPanicked
+	}
 	if jc.panicked.Load() {
 		return runPanicked
 	}
 	return int32(c)
 }
 
+// errGoexit is what call reports when f called runtime.Goexit.
+var errGoexit = errors.New("runtime.Goexit was called (it ends a goroutine, not a job: return instead)")
+
+// call runs f on a goroutine of its own and waits for it. Run and hooks
+// are called on host threads, where a runtime.Goexit would be fatal to
+// the whole process and a panic must not unwind into C; on a goroutine
+// both just end f. It returns what f panicked with (errGoexit for a
+// Goexit) and where, or nil when f returned.
+func call(f func()) (failure any, site string) {
+	type outcome struct {
+		failure any
+		site    string
+	}
+	done := make(chan outcome, 1)
+	go func() {
+		returned := false
+		defer func() {
+			if returned {
+				done <- outcome{}
+				return
+			}
+			if r := recover(); r != nil {
+				done <- outcome{r, panicSite()}
+				return
+			}
+			done <- outcome{errGoexit, ""}
+		}()
+		f()
+		returned = true
+	}()
+	o := <-done
+	return o.failure, o.site
+}
+
 // sawShutdown is called by every SDK call that got LK_SHUTTING_DOWN.
-func (jc *JobContext) sawShutdown() { jc.cancel(ErrJobShutdown) }
+func (jc *JobContext) sawShutdown() { jc.cancel(ErrShuttingDown) }
 
 // Shutdown asks the host to end the job; idempotent, any goroutine. The
 // first reason wins (free text, may be empty; the host keeps 1024 bytes).
@@ -219,13 +285,16 @@ func (jc *JobContext) IsShuttingDown() bool {
 // newest hook first, one at a time, within lk-go's hook budget
 // (--hook-budget; a hook the budget leaves no time for is not run). If
 // shutdown already began, hook runs at once, before OnShutdown returns.
-// A panic in hook is recovered and logged as one ERROR line.
+// A panic (or runtime.Goexit) in hook ends that hook only: it is logged
+// as one ERROR line and the exit code does not change (lk_plugin.h gives a
+// hook no result to report; the Rust SDK's hooks behave the same).
 func (jc *JobContext) OnShutdown(hook func(info ShutdownInfo)) {
 	var once sync.Once
 	jc.h.onShutdown(func(info ShutdownInfo) {
 		once.Do(func() {
-			defer jc.recoverHook()
-			hook(info)
+			if failure, site := call(func() { hook(info) }); failure != nil {
+				jc.h.log(logError, fmt.Sprintf("lkgo: shutdown hook panicked: %v%s", failure, site))
+			}
 		})
 	})
 }
@@ -234,12 +303,13 @@ func (jc *JobContext) OnShutdown(hook func(info ShutdownInfo)) {
 // host process: the panic is logged (one ERROR line), the job shuts down
 // and Run's result becomes LK_RUN_PANICKED (exit 70). Use it for every
 // goroutine of a plugin: a panic on a plain goroutine ends the whole
-// process, lk-go included, with no cascade.
+// process, lk-go included, with no cascade. A panic after Run returned is
+// logged, but Run's result has already gone to lk-go and stays.
 func (jc *JobContext) Go(f func()) {
 	go func() {
 		defer func() {
 			if r := recover(); r != nil {
-				jc.reportPanic("goroutine", r, true)
+				jc.reportPanic("goroutine", r, panicSite(), true)
 			}
 		}()
 		f()
@@ -247,19 +317,13 @@ func (jc *JobContext) Go(f func()) {
 }
 
 // reportPanic logs one line, makes Run's result LK_RUN_PANICKED and, for
-// a panic outside Run, shuts the job down.
-func (jc *JobContext) reportPanic(where string, r any, shutdown bool) {
+// a panic outside Run, shuts the job down. site is panicSite's answer.
+func (jc *JobContext) reportPanic(where string, r any, site string, shutdown bool) {
 	jc.panicked.Store(true)
-	msg := fmt.Sprintf("lkgo: %s panicked: %v%s", where, r, panicSite())
+	msg := fmt.Sprintf("lkgo: %s panicked: %v%s", where, r, site)
 	jc.h.log(logError, msg)
 	if shutdown {
 		jc.Shutdown(msg)
-	}
-}
-
-func (jc *JobContext) recoverHook() {
-	if r := recover(); r != nil {
-		jc.h.log(logError, fmt.Sprintf("lkgo: shutdown hook panicked: %v%s", r, panicSite()))
 	}
 }
 
@@ -267,7 +331,7 @@ func (jc *JobContext) recoverHook() {
 // killing the host; the job then ends as panicked.
 func (jc *JobContext) recoverSDK(what string) {
 	if r := recover(); r != nil {
-		jc.reportPanic("lkgo "+what, r, true)
+		jc.reportPanic("lkgo "+what, r, panicSite(), true)
 	}
 }
 
@@ -296,20 +360,29 @@ func panicSite() string {
 	}
 }
 
-// Level is a log level of lk-go's log.
+// Level is a level of lk-go's log (LK_LOG_* in lk_plugin.h).
 type Level int32
 
-// Log levels, as in lk_plugin.h.
+// Log levels; lk-go shows INFO and above unless LK_GO_LOG says otherwise.
 const (
-	LevelError Level = Level(logError)
-	LevelWarn  Level = Level(logWarn)
-	LevelInfo  Level = Level(logInfo)
-	LevelDebug Level = Level(logDebug)
+	LevelError Level = 1
+	LevelWarn  Level = 2
+	LevelInfo  Level = 3
+	LevelDebug Level = 4
+	LevelTrace Level = 5
 )
 
-// Log writes msg to lk-go's log at level, as one line (target "plugin").
-// Prefer it to printing: lk-go's log carries the job and respects
-// --log-format json.
+const (
+	logError = int32(LevelError)
+	logWarn  = int32(LevelWarn)
+	logInfo  = int32(LevelInfo)
+	logDebug = int32(LevelDebug)
+)
+
+// Log writes msg to lk-go's log at level, as one line (target "plugin";
+// line breaks and control characters become spaces, 64 KiB at most). A
+// level outside LevelError..LevelTrace is logged at TRACE. Prefer it to
+// printing: lk-go's log carries the job and respects --log-format json.
 func (jc *JobContext) Log(level Level, msg string) { jc.h.log(int32(level), msg) }
 
 // Infof logs at LevelInfo, formatting as fmt.Sprintf.

@@ -7,6 +7,7 @@ package lkgo
 import (
 	"context"
 	"errors"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -52,7 +53,7 @@ func TestCtxIsCancelledWhenTheHostBeginsShutdown(t *testing.T) {
 	if c := result(t, res); c != 3 {
 		t.Fatalf("run returned %d", c)
 	}
-	if !errors.Is(context.Cause(jc.Ctx), ErrJobShutdown) {
+	if !errors.Is(context.Cause(jc.Ctx), ErrShuttingDown) {
 		t.Fatalf("cause %v", context.Cause(jc.Ctx))
 	}
 	if !jc.IsShuttingDown() {
@@ -449,5 +450,145 @@ func TestPackLaysStringsBackToBack(t *testing.T) {
 	}
 	if _, lens := pack(nil); len(lens) != 1 {
 		t.Fatal("pack of nothing must still give a valid &lens[0]")
+	}
+}
+
+func TestGoexitInRunOrAHookEndsOnlyThatFunction(t *testing.T) {
+	f := newFakeHost()
+	var later atomic.Int32
+	res := startJob(f, func(jc *JobContext) int {
+		jc.OnShutdown(func(ShutdownInfo) { later.Add(1) })
+		jc.OnShutdown(func(ShutdownInfo) { runtime.Goexit() })
+		runtime.Goexit()
+		return 0
+	})
+	if c := result(t, res); c != runPanicked {
+		t.Fatalf("run returned %d", c)
+	}
+	f.cascade()
+	if later.Load() != 1 {
+		t.Fatal("the hook after a Goexit hook did not run")
+	}
+	if n := len(f.logged("run panicked: runtime.Goexit was called")); n != 1 {
+		t.Fatalf("%q", f.logs)
+	}
+	if n := len(f.logged("shutdown hook panicked: runtime.Goexit was called")); n != 1 {
+		t.Fatalf("%q", f.logs)
+	}
+}
+
+func TestFramesClosesOnCloseWithNobodyDrainingAndErrIsRaceFree(t *testing.T) {
+	f := newFakeHost()
+	result(t, startJob(f, func(jc *JobContext) int {
+		s, err := jc.OpenAudioStream("TR_mic", Mono(48000))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ch := s.Frames()
+		stop := make(chan struct{})
+		go func() { // Err from another goroutine while the pump runs
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+					_ = s.Err()
+				}
+			}
+		}()
+		time.Sleep(20 * time.Millisecond) // let the pump fill the channel
+		s.Close()
+		n := 0
+		for range ch {
+			n++
+		}
+		close(stop)
+		if err := s.Err(); !errors.Is(err, ErrClosed) && !errors.Is(err, ErrEnded) {
+			t.Errorf("Err %v", err)
+		}
+		return 0
+	}))
+}
+
+func TestAGapIsReportedWhileTheRoomIsQuiet(t *testing.T) {
+	f := newFakeHost()
+	for i := 0; i < eventBuffer+10; i++ {
+		f.push(rawEvent{kind: kindParticipantJoined})
+	}
+	result(t, startJob(f, func(jc *JobContext) int {
+		// Readiness: the pump has taken every event from the host, so the
+		// last 10 did not fit.
+		for deadline := time.Now().Add(limit); ; time.Sleep(time.Millisecond) {
+			f.mu.Lock()
+			left := len(f.events)
+			f.mu.Unlock()
+			if left == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the pump never drained the host")
+			}
+		}
+		for i := 0; i < eventBuffer; i++ {
+			<-jc.Events()
+		}
+		select {
+		case ev := <-jc.Events():
+			if m, ok := ev.(EventsMissed); !ok || m.Count != 10 {
+				t.Errorf("got %#v, want EventsMissed{10}", ev)
+			}
+		case <-time.After(limit):
+			t.Error("the gap was not reported before shutdown")
+		}
+		return 0
+	}))
+}
+
+func TestTheSDKRefusesWhatItCannotPassOnAndSaysWhy(t *testing.T) {
+	f := newFakeHost()
+	result(t, startJob(f, func(jc *JobContext) int {
+		huge := AudioFormat{SampleRate: 1<<32 + 48000, NumChannels: 1}
+		if _, err := jc.OpenAudioStream("TR_mic", huge); !errors.Is(err, ErrInvalid) {
+			t.Errorf("open with a wrapping rate: %v", err)
+		}
+		if _, err := jc.PublishAudio("out", huge); !errors.Is(err, ErrInvalid) {
+			t.Errorf("publish with a wrapping rate: %v", err)
+		}
+		if _, err := jc.OpenAudioStream("TR_mic", AudioFormat{SampleRate: 48000, NumChannels: 1,
+			FrameDuration: -10 * time.Millisecond}); !errors.Is(err, ErrInvalid) {
+			t.Errorf("negative frame duration: %v", err)
+		}
+		err := jc.PublishData([]byte("x"), DataOptions{DestinationIdentities: []string{"a", ""}})
+		if !errors.Is(err, ErrInvalid) {
+			t.Errorf("empty identity: %v", err)
+		}
+		src, _ := jc.PublishAudio("out", Mono(48000))
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		if err := src.Capture(ctx, make([]int16, 480)); !errors.Is(err, context.Canceled) {
+			t.Errorf("capture with a cancelled ctx: %v", err)
+		}
+		if len(f.sources[0].captured) != 0 {
+			t.Error("a cancelled ctx still queued audio")
+		}
+		return 0
+	}))
+	if n := len(f.logged("lkgo: OpenAudioStream: sample rate 4295015296 Hz")); n != 1 {
+		t.Fatalf("%q", f.logs)
+	}
+	if n := len(f.logged("lkgo: PublishData: an empty destination identity")); n != 1 {
+		t.Fatalf("%q", f.logs)
+	}
+}
+
+func TestDescriptorStringsFollowLkGosRule(t *testing.T) {
+	for s, ok := range map[string]bool{
+		"go-echo": true, "0.1.0": true, "é": true,
+		strings.Repeat("a", 256): true, strings.Repeat("a", 257): false,
+		"a\nb": false, "a\x00b": false, "\xff": false,
+	} {
+		if descriptorString(s) != ok {
+			t.Errorf("descriptorString(%q) = %v", s, !ok)
+		}
 	}
 }

@@ -92,17 +92,41 @@ type AudioFormat struct {
 // Mono is sampleRate Hz, one channel, 10 ms frames, default queues.
 func Mono(sampleRate int) AudioFormat { return AudioFormat{SampleRate: sampleRate, NumChannels: 1} }
 
-// samplesPerFrame is samples per frame over all channels, or 0 when the
-// format is not one the host accepts.
+// maxSampleRate bounds what the SDK passes on (the host accepts a fixed
+// list up to 48 kHz); it keeps an int from wrapping in the C uint32_t.
+const maxSampleRate = 384_000
+
+// check says why f cannot be passed to the host, or "" when it can (the
+// host then checks the rate list and the multiples of 10 ms).
+func (f AudioFormat) check() string {
+	switch {
+	case f.SampleRate < 1 || f.SampleRate > maxSampleRate:
+		return fmt.Sprintf("sample rate %d Hz (8000, 12000, 16000, 24000, 48000, 11025, 22050, 32000 or 44100)", f.SampleRate)
+	case f.NumChannels < 1 || f.NumChannels > 2:
+		return fmt.Sprintf("%d channels (1 or 2)", f.NumChannels)
+	case f.FrameDuration < 0 || f.FrameDuration > 100*time.Millisecond:
+		return fmt.Sprintf("frame duration %v (10 to 100 ms)", f.FrameDuration)
+	case f.QueueDuration < 0 || f.QueueDuration > 10*time.Second:
+		return fmt.Sprintf("queue duration %v (0 to 10 s)", f.QueueDuration)
+	}
+	return ""
+}
+
+// samplesPerFrame is samples per frame over all channels of a format that
+// passed check.
 func (f AudioFormat) samplesPerFrame() int {
 	ms := int(f.FrameDuration / time.Millisecond)
 	if ms == 0 {
 		ms = 10
 	}
-	if f.SampleRate <= 0 || f.NumChannels < 1 || f.NumChannels > 2 || ms > 100 {
-		return 0
-	}
 	return f.SampleRate * ms / 1000 * f.NumChannels
+}
+
+// invalid logs why the SDK itself refused a call (the host logs its own
+// refusals) and returns ErrInvalid.
+func (jc *JobContext) invalid(call, why string) error {
+	jc.h.log(logWarn, "lkgo: "+call+": "+why+"; returning ErrInvalid")
+	return ErrInvalid
 }
 
 // AudioFrame is one frame of a stream, in Go memory.
@@ -147,9 +171,11 @@ type AudioStream struct {
 	capacity int
 
 	closeOnce  sync.Once
+	closed     chan struct{} // closed by Close: releases the Frames pump
 	framesOnce sync.Once
 	frames     chan AudioFrame
-	err        error // why Frames closed; written before close(frames)
+	errMu      sync.Mutex
+	err        error // why Frames closed
 }
 
 // OpenAudioStream opens a reader on the subscribed audio track trackSID
@@ -161,24 +187,28 @@ func (jc *JobContext) OpenAudioStream(trackSID string, f AudioFormat) (*AudioStr
 	if !jc.h.hasMedia() {
 		return nil, ErrHostTooOld
 	}
-	capacity := f.samplesPerFrame()
-	if capacity == 0 {
-		return nil, ErrInvalid
+	if why := f.check(); why != "" {
+		return nil, jc.invalid("OpenAudioStream", why)
 	}
 	handle, rc := jc.h.audioStreamOpen(trackSID, f)
 	if err := jc.check(rc); err != nil {
 		return nil, err
 	}
-	return &AudioStream{jc: jc, handle: handle, format: f, capacity: capacity}, nil
+	return &AudioStream{jc: jc, handle: handle, format: f, capacity: f.samplesPerFrame(),
+		closed: make(chan struct{})}, nil
 }
 
 // Format is the stream's format.
 func (s *AudioStream) Format() AudioFormat { return s.format }
 
-// Read waits for the next frame until ctx is done. Errors: ErrEnded (the
-// track went away and every frame was read), ErrShuttingDown, ErrClosed,
-// or ctx's error.
+// Read waits for the next frame until ctx is done (ctx is looked at every
+// 100 ms while nothing arrives). Each frame is a new slice. Errors:
+// ErrEnded (the track went away and every frame was read),
+// ErrShuttingDown, ErrClosed, or ctx's error.
 func (s *AudioStream) Read(ctx context.Context) (AudioFrame, error) {
+	if err := ctx.Err(); err != nil {
+		return AudioFrame{}, err
+	}
 	pcm := make([]int16, s.capacity)
 	for {
 		info, rc := s.jc.h.audioStreamRead(s.handle, pcm, sliceMs)
@@ -227,26 +257,43 @@ func (s *AudioStream) pump() {
 	for {
 		f, err := s.Read(context.Background())
 		if err != nil {
-			s.err = err
+			s.setErr(err)
 			return
 		}
 		select {
 		case s.frames <- f:
+		case <-s.closed:
+			s.setErr(ErrClosed)
+			return
 		case <-s.jc.done:
-			s.err = ErrShuttingDown
+			s.setErr(ErrShuttingDown)
 			return
 		}
 	}
 }
 
+func (s *AudioStream) setErr(err error) {
+	s.errMu.Lock()
+	s.err = err
+	s.errMu.Unlock()
+}
+
 // Err is why the Frames channel closed (ErrEnded, ErrClosed,
-// ErrShuttingDown); nil while it is open. Call it after the channel closed.
-func (s *AudioStream) Err() error { return s.err }
+// ErrShuttingDown); nil while it is open. Safe from any goroutine.
+func (s *AudioStream) Err() error {
+	s.errMu.Lock()
+	defer s.errMu.Unlock()
+	return s.err
+}
 
 // Close closes the reader; idempotent, any goroutine. A Read waiting on
-// another goroutine returns ErrClosed.
+// another goroutine returns ErrClosed, and the Frames channel closes even
+// if nobody drains it.
 func (s *AudioStream) Close() {
-	s.closeOnce.Do(func() { s.jc.h.audioStreamClose(s.handle) })
+	s.closeOnce.Do(func() {
+		close(s.closed)
+		s.jc.h.audioStreamClose(s.handle)
+	})
 }
 
 // AudioSource is a published microphone track fed from PCM. Capture from
@@ -268,6 +315,9 @@ func (jc *JobContext) PublishAudio(name string, f AudioFormat) (*AudioSource, er
 	if !jc.h.hasMedia() {
 		return nil, ErrHostTooOld
 	}
+	if why := f.check(); why != "" {
+		return nil, jc.invalid("PublishAudio", why)
+	}
 	handle, sid, rc := jc.h.audioSourcePublish(name, f)
 	if err := jc.check(rc); err != nil {
 		return nil, err
@@ -283,16 +333,20 @@ func (s *AudioSource) Format() AudioFormat { return s.format }
 
 // Capture queues pcm (interleaved, a whole number of samples per channel,
 // at most 10 s) to be sent, copying it. It waits while more than the
-// source's QueueDuration is queued, until ctx is done (the send clock
-// drains 20 ms every 20 ms, which paces a faster producer). Errors:
-// ErrShuttingDown, ErrClosed (closed, or closed by the host after a
-// rejoin: publish again), ErrInvalid, or ctx's error (nothing was queued).
+// source's QueueDuration is queued, until ctx is done (looked at every
+// 100 ms; the send clock drains 20 ms every 20 ms, which paces a faster
+// producer). Errors: ErrShuttingDown, ErrClosed (closed, or closed by the
+// host after a rejoin: publish again), ErrInvalid, or ctx's error
+// (nothing was queued).
 func (s *AudioSource) Capture(ctx context.Context, pcm []int16) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	if len(pcm) == 0 {
 		return nil
 	}
 	if len(pcm)%s.format.NumChannels != 0 {
-		return ErrInvalid
+		return s.jc.invalid("Capture", fmt.Sprintf("%d samples is not a whole number of frames of %d channels", len(pcm), s.format.NumChannels))
 	}
 	spc := len(pcm) / s.format.NumChannels
 	for {

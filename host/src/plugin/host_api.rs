@@ -161,8 +161,19 @@ unsafe extern "C" fn api_participant_identity(job: *const LkJob) -> LkStr {
 unsafe extern "C" fn api_shutdown(job: *const LkJob, reason: *const c_char, len: usize) {
     if let Some(h) = handle(job) {
         let (detail, _) = plugin_text(reason, len, MAX_REASON_LEN);
-        h.ctx.shutdown(ShutdownReason::RequestedByPlugin, detail);
+        // The reason is logged, sent to the server as the job's error and
+        // printed in the final error line: one line, like a log message.
+        h.ctx
+            .shutdown(ShutdownReason::RequestedByPlugin, one_line(&detail));
     }
+}
+
+/// A plugin's text as one log line: a newline or escape sequence must not
+/// start a line of its own (e.g. a fake `lk-go: error:`); tabs stay.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() && c != '\t' { ' ' } else { c })
+        .collect()
 }
 
 unsafe extern "C" fn api_is_shutting_down(job: *const LkJob) -> i32 {
@@ -453,12 +464,7 @@ unsafe extern "C" fn api_event_release(_job: *const LkJob, event: *mut LkEvent) 
 unsafe extern "C" fn api_log(job: *const LkJob, level: i32, msg: *const c_char, len: usize) {
     let plugin = handle(job).map_or("?", |h| h.plugin_name.as_str());
     let (msg, cut) = plugin_text(msg, len, MAX_LOG_LEN);
-    // One message, one log line: a plugin's newline or escape sequence
-    // must not start a line of its own (e.g. a fake `lk-go: error:`).
-    let mut msg: String = msg
-        .chars()
-        .map(|c| if c.is_control() && c != '\t' { ' ' } else { c })
-        .collect();
+    let mut msg = one_line(&msg);
     if cut > 0 {
         use std::fmt::Write;
         let _ = write!(msg, " [cut: message longer than {MAX_LOG_LEN} bytes]");
@@ -533,6 +539,19 @@ mod tests {
             },
         });
         assert_eq!(long.join().unwrap(), LK_NEXT_EVENT);
+    }
+
+    /// A plugin's shutdown reason with a newline used to reach the log,
+    /// the server's job status and the final error line as two lines.
+    #[test]
+    fn a_shutdown_reason_is_kept_on_one_line() {
+        let hub = EventHub::new(16);
+        let h = leaked_handle(&hub);
+        let reason = "bye\nlk-go: error: fake\x1b[31m\tend";
+        // SAFETY: a valid handle and a buffer of that length.
+        unsafe { api_shutdown(h.as_abi(), reason.as_ptr() as *const c_char, reason.len()) };
+        let info = h.ctx.shutdown_info().expect("shutdown began");
+        assert_eq!(info.detail, "bye lk-go: error: fake [31m\tend");
     }
 
     /// Shutdown wakes every waiter within its poll, whoever holds the lock.
