@@ -5,8 +5,8 @@
 //! (1, 10, 50, 100 concurrent echo jobs: CPU, RSS per job, frames dropped,
 //! latency p95; Python SDK echo processes at the counts they survive),
 //! with its table and `target/bench/scale.svg`. lk-go's contender is
-//! `plugins/echo` (release build), and in scenarios 6 and 7 also
-//! `plugins/go-echo` (the Go SDK: the price of cgo); the Python one is
+//! `plugins/echo` (release build), and beside it `plugins/go-echo` (the
+//! Go SDK: the price of cgo, contender `lk-go (Go)`); the Python one is
 //! `tests/python/python_echo.py`, an echo written with the official SDK
 //! (`AudioStream` → `AudioSource`). Latency is measured by
 //! `tests/python/latency_probe.py` for both.
@@ -286,7 +286,8 @@ fn scale_point(
     n: usize,
     window: u64,
 ) -> Result<ScalePoint> {
-    let rooms: Vec<String> = (0..n).map(|k| format!("scale-{who}-{n}-{k}")).collect();
+    let tag = who.replace([' ', '(', ')'], "");
+    let rooms: Vec<String> = (0..n).map(|k| format!("scale-{tag}-{n}-{k}")).collect();
     // The people come first, as in production (agents are dispatched to
     // rooms with users): livekit-server closes a room in which no
     // non-agent participant arrives within empty_timeout (30 s here), and
@@ -352,7 +353,7 @@ fn scale_point(
     });
     // Each lk-go echo logs the frames its ring dropped when its mic ends;
     // a job that does not say makes the count unknown, not zero.
-    let dropped = if who == LK_GO {
+    let dropped = if who == LK_GO || who == LK_GO_GO {
         let reports: Vec<Option<u64>> = agents
             .iter_mut()
             .map(|a| {
@@ -397,7 +398,7 @@ pub(crate) fn scale(
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1) as f64;
-    for who in [LK_GO, PY] {
+    for who in [LK_GO, LK_GO_GO, PY] {
         for &n in counts {
             eprint!("\n  {who} x{n}: ");
             let p = match scale_point(tools, server, rt, who, n, window) {
@@ -483,7 +484,7 @@ pub(crate) fn scale_table(points: &[ScalePoint]) -> String {
             opt(p.latency_p95_ms),
         ));
     }
-    for who in [LK_GO, PY] {
+    for who in [LK_GO, LK_GO_GO, PY] {
         match knee(points, who) {
             Some(n) => t.push_str(&format!(
                 "knee ({who}): {n} jobs (p95 latency over 2x one job's, drops, or failed starts)\n"
@@ -505,7 +506,7 @@ pub(crate) fn scale_svg(points: &[ScalePoint]) -> String {
     let mut out = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"10\" y=\"22\" font-size=\"15\" font-weight=\"bold\">Concurrent echo jobs on one machine: lk-go vs the LiveKit Python SDK</text>\n"
     );
-    let colors = [(LK_GO, "#2b7bb9"), (PY, "#e08a1e")];
+    let colors = [(LK_GO, "#2b7bb9"), (LK_GO_GO, "#1f9e89"), (PY, "#e08a1e")];
     type Metric = fn(&ScalePoint) -> Option<f64>;
     let panels: [(&str, Metric); 3] = [
         ("CPU per job (% of one core)", |p| Some(p.cpu_per_job_pct)),
