@@ -199,25 +199,29 @@ var (
 	_ = [1]struct{}{}[int(ShutdownDuplicateIdentity)-int(C.LK_SHUTDOWN_DUPLICATE_IDENTITY)]
 	_ = [1]struct{}{}[int(ShutdownMediaFailed)-int(C.LK_SHUTDOWN_MEDIA_FAILED)]
 	_ = [1]struct{}{}[int(ShutdownServerError)-int(C.LK_SHUTDOWN_SERVER_ERROR)]
+	_ = [1]struct{}{}[int(TrackKindUnknown)-int(C.LK_TRACK_KIND_UNKNOWN)]
+	_ = [1]struct{}{}[int(TrackKindAudio)-int(C.LK_TRACK_KIND_AUDIO)]
+	_ = [1]struct{}{}[int(TrackKindVideo)-int(C.LK_TRACK_KIND_VIDEO)]
+	_ = [1]struct{}{}[int(TrackSourceUnknown)-int(C.LK_TRACK_SOURCE_UNKNOWN)]
+	_ = [1]struct{}{}[int(TrackSourceCamera)-int(C.LK_TRACK_SOURCE_CAMERA)]
+	_ = [1]struct{}{}[int(TrackSourceMicrophone)-int(C.LK_TRACK_SOURCE_MICROPHONE)]
+	_ = [1]struct{}{}[int(TrackSourceScreenShare)-int(C.LK_TRACK_SOURCE_SCREEN_SHARE)]
+	_ = [1]struct{}{}[int(TrackSourceScreenShareAudio)-int(C.LK_TRACK_SOURCE_SCREEN_SHARE_AUDIO)]
 )
 
 // Event kinds, from lk_plugin.h.
 const (
-	kindParticipantJoined  = uint32(C.LK_EVENT_PARTICIPANT_JOINED)
-	kindParticipantLeft    = uint32(C.LK_EVENT_PARTICIPANT_LEFT)
-	kindTrackPublished     = uint32(C.LK_EVENT_TRACK_PUBLISHED)
-	kindTrackUnpublished   = uint32(C.LK_EVENT_TRACK_UNPUBLISHED)
-	kindTrackSubscribed    = uint32(C.LK_EVENT_TRACK_SUBSCRIBED)
-	kindTrackUnsubscribed  = uint32(C.LK_EVENT_TRACK_UNSUBSCRIBED)
-	kindDisconnected       = uint32(C.LK_EVENT_DISCONNECTED)
-	kindReconnecting       = uint32(C.LK_EVENT_RECONNECTING)
-	kindReconnected        = uint32(C.LK_EVENT_RECONNECTED)
-	trackKindAudio         = uint32(C.LK_TRACK_KIND_AUDIO)
-	trackKindVideo         = uint32(C.LK_TRACK_KIND_VIDEO)
-	trackSourceCamera      = uint32(C.LK_TRACK_SOURCE_CAMERA)
-	trackSourceMicrophone  = uint32(C.LK_TRACK_SOURCE_MICROPHONE)
-	trackSourceScreenShare = uint32(C.LK_TRACK_SOURCE_SCREEN_SHARE)
-	trackSourceScreenAudio = uint32(C.LK_TRACK_SOURCE_SCREEN_SHARE_AUDIO)
+	kindParticipantJoined = uint32(C.LK_EVENT_PARTICIPANT_JOINED)
+	kindParticipantLeft   = uint32(C.LK_EVENT_PARTICIPANT_LEFT)
+	kindTrackPublished    = uint32(C.LK_EVENT_TRACK_PUBLISHED)
+	kindTrackUnpublished  = uint32(C.LK_EVENT_TRACK_UNPUBLISHED)
+	kindTrackSubscribed   = uint32(C.LK_EVENT_TRACK_SUBSCRIBED)
+	kindTrackUnsubscribed = uint32(C.LK_EVENT_TRACK_UNSUBSCRIBED)
+	kindDisconnected      = uint32(C.LK_EVENT_DISCONNECTED)
+	kindReconnecting      = uint32(C.LK_EVENT_RECONNECTING)
+	kindReconnected       = uint32(C.LK_EVENT_RECONNECTED)
+	trackKindAudio        = uint32(TrackKindAudio)
+	trackSourceMicrophone = uint32(TrackSourceMicrophone)
 )
 
 // cHost is the host behind one job: the table and the job handle the host

@@ -20,8 +20,8 @@ type TrackKind uint32
 // Track kinds, as in lk_plugin.h.
 const (
 	TrackKindUnknown TrackKind = 0
-	TrackKindAudio   TrackKind = TrackKind(trackKindAudio)
-	TrackKindVideo   TrackKind = TrackKind(trackKindVideo)
+	TrackKindAudio   TrackKind = 1
+	TrackKindVideo   TrackKind = 2
 )
 
 func (k TrackKind) String() string {
@@ -40,10 +40,10 @@ type TrackSource uint32
 // Track sources, as in lk_plugin.h.
 const (
 	TrackSourceUnknown          TrackSource = 0
-	TrackSourceCamera           TrackSource = TrackSource(trackSourceCamera)
-	TrackSourceMicrophone       TrackSource = TrackSource(trackSourceMicrophone)
-	TrackSourceScreenShare      TrackSource = TrackSource(trackSourceScreenShare)
-	TrackSourceScreenShareAudio TrackSource = TrackSource(trackSourceScreenAudio)
+	TrackSourceCamera           TrackSource = 1
+	TrackSourceMicrophone       TrackSource = 2
+	TrackSourceScreenShare      TrackSource = 3
+	TrackSourceScreenShareAudio TrackSource = 4
 )
 
 func (s TrackSource) String() string {

@@ -79,8 +79,10 @@ func Register(p Plugin) {
 		registration.err = errors.New("Register was called more than once; call it once, from one init function")
 	case p.Name == "" || p.Run == nil:
 		registration.err = errors.New("Register needs a Plugin with a Name and a Run function")
-	case !descriptorString(p.Name) || !descriptorString(p.Version):
-		registration.err = fmt.Errorf("Register: Name %q / Version %q: each must be at most 256 bytes of UTF-8 without control characters", p.Name, p.Version)
+	case !descriptorString(p.Name):
+		registration.err = fmt.Errorf("Register: the Name %.40q (%d bytes) must be at most 256 bytes of UTF-8 without control characters", p.Name, len(p.Name))
+	case !descriptorString(p.Version):
+		registration.err = fmt.Errorf("Register: the Version %.40q (%d bytes) must be at most 256 bytes of UTF-8 without control characters", p.Version, len(p.Version))
 	default:
 		if p.Version == "" {
 			p.Version = "0.0.0"
@@ -223,6 +225,22 @@ func runJob(h host, run func(*JobContext) int) (code int32) {
 	return int32(c)
 }
 
+// describe formats a panic value on a goroutine of its own: it may be
+// called on a host thread, where an Error or String method that calls
+// runtime.Goexit would be fatal to the process (fmt already turns a
+// panicking method into text).
+func describe(r any) string {
+	out := make(chan string, 1)
+	go func() {
+		defer close(out)
+		out <- fmt.Sprint(r)
+	}()
+	if msg, ok := <-out; ok {
+		return msg
+	}
+	return fmt.Sprintf("a %T whose Error or String method called runtime.Goexit", r)
+}
+
 // errGoexit is what call reports when f called runtime.Goexit.
 var errGoexit = errors.New("runtime.Goexit was called (it ends a goroutine, not a job: return instead)")
 
@@ -293,7 +311,7 @@ func (jc *JobContext) OnShutdown(hook func(info ShutdownInfo)) {
 	jc.h.onShutdown(func(info ShutdownInfo) {
 		once.Do(func() {
 			if failure, site := call(func() { hook(info) }); failure != nil {
-				jc.h.log(logError, fmt.Sprintf("lkgo: shutdown hook panicked: %v%s", failure, site))
+				jc.h.log(logError, "lkgo: shutdown hook panicked: "+describe(failure)+site)
 			}
 		})
 	})
@@ -320,7 +338,7 @@ func (jc *JobContext) Go(f func()) {
 // a panic outside Run, shuts the job down. site is panicSite's answer.
 func (jc *JobContext) reportPanic(where string, r any, site string, shutdown bool) {
 	jc.panicked.Store(true)
-	msg := fmt.Sprintf("lkgo: %s panicked: %v%s", where, r, site)
+	msg := "lkgo: " + where + " panicked: " + describe(r) + site
 	jc.h.log(logError, msg)
 	if shutdown {
 		jc.Shutdown(msg)

@@ -592,3 +592,37 @@ func TestDescriptorStringsFollowLkGosRule(t *testing.T) {
 		}
 	}
 }
+
+// goexitValue's String ends its goroutine: formatting it on a host thread
+// used to abort lk-go.
+type goexitValue struct{}
+
+func (goexitValue) String() string { runtime.Goexit(); return "" }
+
+func TestAPanicValueWhoseStringCallsGoexitIsStillReported(t *testing.T) {
+	f := newFakeHost()
+	res := startJob(f, func(jc *JobContext) int {
+		jc.OnShutdown(func(ShutdownInfo) { panic(goexitValue{}) })
+		panic(goexitValue{})
+	})
+	if c := result(t, res); c != runPanicked {
+		t.Fatalf("run returned %d", c)
+	}
+	f.cascade()
+	if n := len(f.logged("whose Error or String method called runtime.Goexit")); n != 2 {
+		t.Fatalf("%q", f.logs)
+	}
+}
+
+func TestAFrameDurationThatIsNotAMultipleOf10msIsRefused(t *testing.T) {
+	f := newFakeHost()
+	result(t, startJob(f, func(jc *JobContext) int {
+		for _, d := range []time.Duration{10*time.Millisecond + 1, 500 * time.Microsecond, 15 * time.Millisecond} {
+			_, err := jc.OpenAudioStream("TR_mic", AudioFormat{SampleRate: 48000, NumChannels: 1, FrameDuration: d})
+			if !errors.Is(err, ErrInvalid) {
+				t.Errorf("frame duration %v: %v", d, err)
+			}
+		}
+		return 0
+	}))
+}

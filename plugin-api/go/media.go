@@ -104,8 +104,9 @@ func (f AudioFormat) check() string {
 		return fmt.Sprintf("sample rate %d Hz (8000, 12000, 16000, 24000, 48000, 11025, 22050, 32000 or 44100)", f.SampleRate)
 	case f.NumChannels < 1 || f.NumChannels > 2:
 		return fmt.Sprintf("%d channels (1 or 2)", f.NumChannels)
-	case f.FrameDuration < 0 || f.FrameDuration > 100*time.Millisecond:
-		return fmt.Sprintf("frame duration %v (10 to 100 ms)", f.FrameDuration)
+	case f.FrameDuration < 0 || f.FrameDuration > 100*time.Millisecond ||
+		f.FrameDuration%(10*time.Millisecond) != 0:
+		return fmt.Sprintf("frame duration %v (10 to 100 ms, a multiple of 10 ms)", f.FrameDuration)
 	case f.QueueDuration < 0 || f.QueueDuration > 10*time.Second:
 		return fmt.Sprintf("queue duration %v (0 to 10 s)", f.QueueDuration)
 	}

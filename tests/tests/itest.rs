@@ -718,7 +718,7 @@ fn duplicate_identity_exits_78() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn room_closed_when_emptied_is_reported_as_room_closed() {
     let server = LiveKitServer::start();
-    let human = lk_go_tests::join_dev_room(&server.url, "emptied", "human")
+    let human = lk_go_tests::join_dev_room_as_user(&server.url, "emptied", "human")
         .await
         .expect("human joins");
     let mut job = LoggerJob::start(&server, "emptied", &[]);

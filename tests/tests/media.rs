@@ -297,8 +297,11 @@ fn sigterm_ends_blocked_go_goroutines_within_100_ms() {
             "{what} {after} ms after shutdown began: {log}"
         );
     }
+    // Read(jc.Ctx) ends with the host's answer, or with the cancelled Ctx
+    // when it was cancelled between two frames.
     assert!(
-        log.contains("read returned (lkgo: the job is shutting down)"),
+        log.contains("read returned (lkgo: the job is shutting down)")
+            || log.contains("read returned (context canceled)"),
         "{log}"
     );
 }
