@@ -182,25 +182,7 @@ fn clear_stops_the_tone_within_250_ms() {
 #[test]
 fn data_ping_pong_to_the_sender_only() {
     let server = LiveKitServer::start();
-    let room = "data";
-    let job = start_agent(&server, "echo", room, "ponger", "");
-    let (code, v) = verdict(python(
-        "data_check.py",
-        &[
-            &server.url,
-            &dev_token(room, "pinger"),
-            "ponger",
-            "--observer-token",
-            &dev_token(room, "observer"),
-            "--count",
-            "100",
-        ],
-    ));
-    let log = stop(job);
-    assert_eq!(code, Some(0), "{v}\n{log}");
-    assert_eq!(v["received"], 100, "{v}");
-    assert_eq!(v["in_order"], true, "{v}");
-    assert_eq!(v["observer_received"], 0, "{v}");
+    let (v, log) = ping_round(&server, "echo", "data", "ponger", 100);
     eprintln!("100 pings answered in {} ms", v["elapsed_ms"]);
     assert!(
         log.contains("echo: publish_data 15360 bytes: Ok(())"),
@@ -212,6 +194,38 @@ fn data_ping_pong_to_the_sender_only() {
     );
 }
 
+/// `count` pings from a Python participant to `agent` (running
+/// `plugin_file` in `room`), with a third participant listening: every
+/// ping is answered, in order, to the sender only. Returns the Python
+/// verdict and the agent's log.
+fn ping_round(
+    server: &LiveKitServer,
+    plugin_file: &str,
+    room: &str,
+    agent: &str,
+    count: u32,
+) -> (serde_json::Value, String) {
+    let job = start_agent(server, plugin_file, room, agent, "");
+    let (code, v) = verdict(python(
+        "data_check.py",
+        &[
+            &server.url,
+            &dev_token(room, "pinger"),
+            agent,
+            "--observer-token",
+            &dev_token(room, "observer"),
+            "--count",
+            &count.to_string(),
+        ],
+    ));
+    let log = stop(job);
+    assert_eq!(code, Some(0), "{plugin_file}: {v}\n{log}");
+    assert_eq!(v["received"], count, "{plugin_file}: {v}");
+    assert_eq!(v["in_order"], true, "{plugin_file}: {v}");
+    assert_eq!(v["observer_received"], 0, "{plugin_file}: {v}");
+    (v, log)
+}
+
 /// The Go echo (plugins/go-echo, on the Go SDK in plugin-api/go) passes
 /// the same Python-SDK checks as the Rust and C ones: the tone comes back,
 /// and pings are answered to the sender only. It runs built with
@@ -221,25 +235,7 @@ fn data_ping_pong_to_the_sender_only() {
 fn go_echo_returns_the_tone_and_answers_pings() {
     let server = LiveKitServer::start();
     echo_round(&server, "go_echo_cgocheck2", 48_000);
-    let room = "godata";
-    let job = start_agent(&server, "go_echo_cgocheck2", room, "go-ponger", "");
-    let (code, v) = verdict(python(
-        "data_check.py",
-        &[
-            &server.url,
-            &dev_token(room, "pinger"),
-            "go-ponger",
-            "--observer-token",
-            &dev_token(room, "observer"),
-            "--count",
-            "20",
-        ],
-    ));
-    let log = stop(job);
-    assert_eq!(code, Some(0), "{v}\n{log}");
-    assert_eq!(v["received"], 20, "{v}");
-    assert_eq!(v["in_order"], true, "{v}");
-    assert_eq!(v["observer_received"], 0, "{v}");
+    let (_, log) = ping_round(&server, "go_echo_cgocheck2", "godata", "go-ponger", 20);
     assert!(
         log.contains("go-echo: data done, 20 pings answered"),
         "{log}"
@@ -310,23 +306,7 @@ fn sigterm_ends_blocked_go_goroutines_within_100_ms() {
 #[test]
 fn c_echo_answers_pings() {
     let server = LiveKitServer::start();
-    let room = "cdata";
-    let job = start_agent(&server, "c_echo", room, "c-ponger", "");
-    let (code, v) = verdict(python(
-        "data_check.py",
-        &[
-            &server.url,
-            &dev_token(room, "pinger"),
-            "c-ponger",
-            "--observer-token",
-            &dev_token(room, "observer"),
-            "--count",
-            "20",
-        ],
-    ));
-    let log = stop(job);
-    assert_eq!(code, Some(0), "{v}\n{log}");
-    assert_eq!(v["received"], 20, "{v}");
+    ping_round(&server, "c_echo", "cdata", "c-ponger", 20);
 }
 
 /// The plugin sets lk.agent.state=listening; a Python participant already
