@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"runtime"
 	"strings"
 	"sync"
@@ -222,7 +223,9 @@ func runJob(h host, run func(*JobContext) int) (code int32) {
 	if jc.panicked.Load() {
 		return runPanicked
 	}
-	return int32(c)
+	// A Go int is 64 bits: 1<<32 must not wrap to 0 (a success). Clamped,
+	// it stays outside 0-255, which lk-go reports as such.
+	return int32(max(math.MinInt32, min(c, math.MaxInt32)))
 }
 
 // describe formats a panic value on a goroutine of its own: it may be

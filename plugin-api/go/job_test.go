@@ -7,6 +7,7 @@ package lkgo
 import (
 	"context"
 	"errors"
+	"math"
 	"runtime"
 	"strings"
 	"sync"
@@ -625,4 +626,12 @@ func TestAFrameDurationThatIsNotAMultipleOf10msIsRefused(t *testing.T) {
 		}
 		return 0
 	}))
+}
+
+func TestAnExitCodeBeyond32BitsIsNotASuccess(t *testing.T) {
+	for in, want := range map[int]int32{1 << 32: math.MaxInt32, -(1 << 33): math.MinInt32, 7: 7} {
+		if got := runJob(newFakeHost(), func(*JobContext) int { return in }); got != want {
+			t.Errorf("Run returned %d: the host got %d, want %d", in, got, want)
+		}
+	}
 }
