@@ -376,10 +376,7 @@ func (h cHost) audioSourceClose(s any) { C.lkgo_audio_source_close(h.api, s.(*C.
 
 func (h cHost) publishData(payload []byte, topic string, to []string, flags, timeoutMs uint32) int32 {
 	buf, lens := pack(to)
-	var data *C.uint8_t
-	if len(payload) > 0 {
-		data = (*C.uint8_t)(unsafe.Pointer(&payload[0]))
-	}
+	data := (*C.uint8_t)(unsafe.Pointer(bytesPtr(payload)))
 	return int32(C.lkgo_publish_data(h.api, h.job, data, C.size_t(len(payload)), topic,
 		bytesPtr(buf), &lens[0], C.size_t(len(to)), C.uint32_t(flags), C.uint32_t(timeoutMs)))
 }

@@ -114,7 +114,7 @@ func (jc *JobContext) Data() <-chan DataEvent {
 
 func (jc *JobContext) pumpData(out chan<- DataEvent) {
 	defer close(out)
-	defer jc.recoverSDK("data pump")
+	defer jc.recoverAs("lkgo data pump")
 	for {
 		p, rc, missed := jc.h.nextData(pumpWaitMs)
 		var ev DataEvent

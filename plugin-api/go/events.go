@@ -222,19 +222,28 @@ func (jc *JobContext) Events() <-chan Event { return jc.events }
 func (jc *JobContext) pumpEvents() {
 	out := jc.events
 	defer close(out)
-	defer jc.recoverSDK("event pump")
+	defer jc.recoverAs("lkgo event pump")
 	var missed uint64
-	// offer queues ev unless the channel is full; a pending EventsMissed
-	// goes first, so every gap is reported where it happened.
+	// reportGap queues the pending EventsMissed, if any, unless the
+	// channel is full; true when no gap is pending any more.
+	reportGap := func() bool {
+		if missed == 0 {
+			return true
+		}
+		select {
+		case out <- EventsMissed{Count: missed}:
+			missed = 0
+			return true
+		default:
+			return false
+		}
+	}
+	// offer queues ev unless the channel is full; a pending gap goes
+	// first, so every gap is reported where it happened.
 	offer := func(ev Event) {
-		if missed > 0 {
-			select {
-			case out <- EventsMissed{Count: missed}:
-				missed = 0
-			default:
-				missed++
-				return
-			}
+		if !reportGap() {
+			missed++
+			return
 		}
 		select {
 		case out <- ev:
@@ -257,13 +266,7 @@ func (jc *JobContext) pumpEvents() {
 			}
 			// A quiet room: report a gap now rather than before the
 			// next event.
-			if missed > 0 {
-				select {
-				case out <- EventsMissed{Count: missed}:
-					missed = 0
-				default:
-				}
-			}
+			reportGap()
 		case nextShuttingDown:
 			jc.sawShutdown()
 			jc.flushMissed(out, missed)

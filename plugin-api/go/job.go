@@ -328,11 +328,7 @@ func (jc *JobContext) OnShutdown(hook func(info ShutdownInfo)) {
 // logged, but Run's result has already gone to lk-go and stays.
 func (jc *JobContext) Go(f func()) {
 	go func() {
-		defer func() {
-			if r := recover(); r != nil {
-				jc.reportPanic("goroutine", r, panicSite(), true)
-			}
-		}()
+		defer jc.recoverAs("goroutine")
 		f()
 	}()
 }
@@ -348,11 +344,13 @@ func (jc *JobContext) reportPanic(where string, r any, site string, shutdown boo
 	}
 }
 
-// recoverSDK keeps a fault in one of this package's own goroutines from
-// killing the host; the job then ends as panicked.
-func (jc *JobContext) recoverSDK(what string) {
+// recoverAs, deferred at the top of a goroutine (the plugin's, started by
+// Go, or one of this package's own, named "lkgo …"), keeps its panic from
+// killing the host: the panic is reported as where's and the job ends as
+// panicked.
+func (jc *JobContext) recoverAs(where string) {
 	if r := recover(); r != nil {
-		jc.reportPanic("lkgo "+what, r, panicSite(), true)
+		jc.reportPanic(where, r, panicSite(), true)
 	}
 }
 

@@ -254,7 +254,7 @@ func (s *AudioStream) Frames() <-chan AudioFrame {
 
 func (s *AudioStream) pump() {
 	defer close(s.frames)
-	defer s.jc.recoverSDK("audio stream reader")
+	defer s.jc.recoverAs("lkgo audio stream reader")
 	for {
 		f, err := s.Read(context.Background())
 		if err != nil {

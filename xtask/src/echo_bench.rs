@@ -67,6 +67,11 @@ fn python_echo(tools: &Tools, server: &LiveKitServer, room: &str) -> Result<Proc
     Ok(p)
 }
 
+/// A contender's name as part of a room name ("lk-go (Go)" -> "lk-goGo").
+fn room_tag(who: &str) -> String {
+    who.replace([' ', '(', ')'], "")
+}
+
 fn start_echo(tools: &Tools, server: &LiveKitServer, who: &str, room: &str) -> Result<Proc> {
     if who == LK_GO || who == LK_GO_GO {
         lk_go_echo(tools, server, room, who == LK_GO_GO)
@@ -115,7 +120,7 @@ pub(crate) fn echo_latency(
     const SC: &str = "6 echo mouth-to-ear latency (ms)";
     for i in 0..runs {
         for who in [LK_GO, LK_GO_GO, PY] {
-            let room = format!("latency-{}-{i}", who.replace([' ', '(', ')'], ""));
+            let room = format!("latency-{}-{i}", room_tag(who));
             let agent = start_echo(tools, server, who, &room)?;
             match probe(tools, server, &room, 5) {
                 Some(v) => v.into_iter().for_each(|x| r.add(SC, "ms", who, Some(x))),
@@ -144,7 +149,7 @@ pub(crate) fn echo_cpu(
     const MEM: &str = "8 peak RSS per echo job (MiB)";
     for i in 0..runs {
         for who in [LK_GO, LK_GO_GO, PY] {
-            let room = format!("cpu-{}-{i}", who.replace([' ', '(', ')'], ""));
+            let room = format!("cpu-{}-{i}", room_tag(who));
             let mut agent = start_echo(tools, server, who, &room)?;
             let mut speaker = Proc::spawn(
                 Command::new(&tools.python_sdk)
@@ -286,7 +291,7 @@ fn scale_point(
     n: usize,
     window: u64,
 ) -> Result<ScalePoint> {
-    let tag = who.replace([' ', '(', ')'], "");
+    let tag = room_tag(who);
     let rooms: Vec<String> = (0..n).map(|k| format!("scale-{tag}-{n}-{k}")).collect();
     // The people come first, as in production (agents are dispatched to
     // rooms with users): livekit-server closes a room in which no

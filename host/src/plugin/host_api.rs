@@ -164,13 +164,13 @@ unsafe extern "C" fn api_shutdown(job: *const LkJob, reason: *const c_char, len:
         // The reason is logged, sent to the server as the job's error and
         // printed in the final error line: one line, like a log message.
         h.ctx
-            .shutdown(ShutdownReason::RequestedByPlugin, one_line(&detail));
+            .shutdown(ShutdownReason::RequestedByPlugin, as_log_line(&detail));
     }
 }
 
 /// A plugin's text as one log line: a newline or escape sequence must not
 /// start a line of its own (e.g. a fake `lk-go: error:`); tabs stay.
-fn one_line(text: &str) -> String {
+fn as_log_line(text: &str) -> String {
     text.chars()
         .map(|c| if c.is_control() && c != '\t' { ' ' } else { c })
         .collect()
@@ -464,7 +464,7 @@ unsafe extern "C" fn api_event_release(_job: *const LkJob, event: *mut LkEvent) 
 unsafe extern "C" fn api_log(job: *const LkJob, level: i32, msg: *const c_char, len: usize) {
     let plugin = handle(job).map_or("?", |h| h.plugin_name.as_str());
     let (msg, cut) = plugin_text(msg, len, MAX_LOG_LEN);
-    let mut msg = one_line(&msg);
+    let mut msg = as_log_line(&msg);
     if cut > 0 {
         use std::fmt::Write;
         let _ = write!(msg, " [cut: message longer than {MAX_LOG_LEN} bytes]");
