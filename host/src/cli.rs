@@ -245,6 +245,13 @@ pub struct JobFlags {
     /// ending the job with server_unreachable (69); 0 ends it at once.
     #[arg(long, value_parser = parse_duration, default_value = "20s")]
     pub reconnect_window: Duration,
+    /// Once the server connection is lost: how long every attempt may fail
+    /// without reaching the server (connection refused or reset, no answer)
+    /// before the job ends with server_unreachable (69). A server that
+    /// answers gets the whole --reconnect-window. Raise it (up to the
+    /// window) to ride out server restarts.
+    #[arg(long, value_parser = parse_duration, default_value = "1500ms")]
+    pub unreachable_timeout: Duration,
     /// Shut down with reason deadline_exceeded (exit 124) after this long.
     #[arg(long, value_parser = parse_duration)]
     pub max_duration: Option<Duration>,
@@ -272,6 +279,8 @@ impl JobFlags {
             ms(self.liveness_timeout),
             "--reconnect-window".into(),
             ms(self.reconnect_window),
+            "--unreachable-timeout".into(),
+            ms(self.unreachable_timeout),
         ];
         for (flag, value) in [
             ("--max-duration", self.max_duration),
@@ -795,6 +804,7 @@ fn run_script(args: RunScriptArgs) -> i32 {
             auto_subscribe: args.job.auto_subscribe(),
             liveness_timeout: args.job.liveness_timeout,
             reconnect_window: args.job.reconnect_window,
+            unreachable_timeout: args.job.unreachable_timeout,
         }))
     };
     let options = args.job.run_options(args.plugin);
@@ -920,6 +930,7 @@ fn run_assigned(args: RunAssignedArgs) -> i32 {
         auto_subscribe: args.job.auto_subscribe(),
         liveness_timeout: args.job.liveness_timeout,
         reconnect_window: args.job.reconnect_window,
+        unreachable_timeout: args.job.unreachable_timeout,
     });
     let options = args.job.run_options(args.plugin);
     execute_job(job, &connector, options, Some(pipe))
@@ -1283,6 +1294,11 @@ mod tests {
         assert_eq!(
             args.job.reconnect_window,
             crate::room::signal::DEFAULT_RECONNECT_WINDOW,
+            "the flag's default is the documented constant"
+        );
+        assert_eq!(
+            args.job.unreachable_timeout,
+            crate::room::signal::DEFAULT_UNREACHABLE_TIMEOUT,
             "the flag's default is the documented constant"
         );
         assert_eq!(args.job.auto_subscribe, AutoSubscribeArg::All);

@@ -179,7 +179,7 @@ impl JobOutcome {
         }
         let line = match reason {
             ShutdownReason::ServerUnreachable => format!(
-                "lost the LiveKit server mid-job ({detail}); check the server and the network to it, or raise --reconnect-window"
+                "lost the LiveKit server mid-job ({detail}); check the server and the network to it (to ride out a server restart, raise --unreachable-timeout and --reconnect-window)"
             ),
             ShutdownReason::MediaFailed => format!(
                 "the media connection failed mid-job ({detail}); check that this host reaches the server's ICE ports"

@@ -402,6 +402,7 @@ async fn join_with(
         auto_subscribe: AutoSubscribe::None,
         liveness_timeout: Duration::from_secs(15),
         reconnect_window: Duration::from_secs(0),
+        unreachable_timeout: Duration::from_secs(0),
     });
     let mut r = Room::new(room);
     r.connect(
