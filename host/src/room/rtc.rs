@@ -311,7 +311,9 @@ pub(crate) struct RtcSession {
     media: Arc<MediaHub>,
     reliable: OutChannel,
     lossy: OutChannel,
-    next_data_sequence: AtomicU32,
+    /// The next reliable packet's number, held while it is sent (see
+    /// [`RtcSession::send_data_packet`]).
+    reliable_sequence: tokio::sync::Mutex<u32>,
     next_request_id: AtomicU32,
     /// UpdateParticipantMetadata requests waiting for their RequestResponse.
     pending_requests: Mutex<HashMap<u32, oneshot::Sender<Result<(), String>>>>,
@@ -458,7 +460,7 @@ impl RtcSession {
             media,
             reliable,
             lossy,
-            next_data_sequence: AtomicU32::new(1),
+            reliable_sequence: tokio::sync::Mutex::new(1),
             next_request_id: AtomicU32::new(1),
             pending_requests: Mutex::new(HashMap::new()),
             identity: join
@@ -837,19 +839,51 @@ impl RtcSession {
         packet: OutgoingData,
         within: Duration,
     ) -> Result<(), DataError> {
-        use prost::Message as _;
         if packet.payload.len() > MAX_DATA_PAYLOAD {
             return Err(DataError::TooLarge(packet.payload.len()));
         }
+        #[allow(deprecated)]
+        let value = proto::data_packet::Value::User(proto::UserPacket {
+            payload: packet.payload,
+            topic: Some(packet.topic),
+            destination_identities: packet.destination_identities.clone(),
+            participant_identity: self.identity.clone(),
+            ..Default::default()
+        });
+        self.send_data_packet(
+            value,
+            packet.destination_identities,
+            packet.reliable,
+            within,
+        )
+        .await
+    }
+
+    /// Sends one DataPacket carrying `value` (a user packet, a data-stream
+    /// header/chunk/trailer, an RPC message, a transcription) to
+    /// `destination_identities` (empty: everyone). Reliable packets are
+    /// numbered and sent one at a time, so they reach the server in the
+    /// order of their numbers whatever number of threads send: livekit-server
+    /// drops a reliable packet whose sequence is not above the last one it
+    /// saw from this participant ("received out of order reliable data
+    /// packet"), and used to drop 6-11 % of 1000 packets sent from 4 threads.
+    pub(crate) async fn send_data_packet(
+        &self,
+        value: proto::data_packet::Value,
+        destination_identities: Vec<String>,
+        reliable: bool,
+        within: Duration,
+    ) -> Result<(), DataError> {
+        use prost::Message as _;
         if self.closed.load(Ordering::Acquire) {
             return Err(DataError::NotConnected);
         }
-        let channel = if packet.reliable {
+        let channel = if reliable {
             &self.reliable
         } else {
             &self.lossy
         };
-        let ready = async {
+        let sent = async {
             if !self.publisher.remote_set.load(Ordering::Acquire) {
                 // Serialised with other negotiations; a second sender finds
                 // the remote description set and skips this.
@@ -867,48 +901,49 @@ impl RtcSession {
             open.wait_for(|o| *o)
                 .await
                 .map_err(|_| DataError::NotConnected)?;
+            let kind = if reliable {
+                proto::data_packet::Kind::Reliable
+            } else {
+                proto::data_packet::Kind::Lossy
+            };
+            #[allow(deprecated)]
+            let mut wire = proto::DataPacket {
+                kind: kind as i32,
+                participant_identity: self.identity.clone(),
+                destination_identities,
+                value: Some(value),
+                ..Default::default()
+            };
+            // The number is taken and the packet handed to the channel under
+            // one lock: numbering order is sending order. The number is
+            // used up even if the send fails or is abandoned half-way (the
+            // packet may be queued already): a gap is harmless, a number
+            // sent twice would make the server drop the second packet.
+            let _in_order = if reliable {
+                let mut next = self.reliable_sequence.lock().await;
+                wire.sequence = *next;
+                *next = next.wrapping_add(1).max(1);
+                Some(next)
+            } else {
+                None
+            };
+            let encoded = wire.encode_to_vec();
+            // The payload limit leaves room for the envelope (topic,
+            // identities); a packet over one SCTP message (16 KiB, what
+            // webrtc-rs and browsers receive) would not arrive.
+            if encoded.len() > MAX_DATA_MESSAGE {
+                return Err(DataError::TooLarge(encoded.len()));
+            }
+            channel
+                .dc
+                .send(bytes::BytesMut::from(&encoded[..]))
+                .await
+                .map_err(|e| DataError::WebRtc(e.to_string()))?;
             Ok::<(), DataError>(())
         };
-        tokio::time::timeout(within, ready)
+        tokio::time::timeout(within, sent)
             .await
-            .map_err(|_| DataError::Timeout(within))??;
-        let kind = if packet.reliable {
-            proto::data_packet::Kind::Reliable
-        } else {
-            proto::data_packet::Kind::Lossy
-        };
-        #[allow(deprecated)]
-        let wire = proto::DataPacket {
-            kind: kind as i32,
-            participant_identity: self.identity.clone(),
-            destination_identities: packet.destination_identities.clone(),
-            sequence: if packet.reliable {
-                self.next_data_sequence.fetch_add(1, Ordering::Relaxed)
-            } else {
-                0
-            },
-            value: Some(proto::data_packet::Value::User(proto::UserPacket {
-                payload: packet.payload,
-                topic: Some(packet.topic),
-                destination_identities: packet.destination_identities,
-                participant_identity: self.identity.clone(),
-                ..Default::default()
-            })),
-            ..Default::default()
-        };
-        let encoded = wire.encode_to_vec();
-        // The payload limit leaves room for the envelope (topic,
-        // identities); a packet over one SCTP message (16 KiB, what
-        // webrtc-rs and browsers receive) would not arrive.
-        if encoded.len() > MAX_DATA_MESSAGE {
-            return Err(DataError::TooLarge(encoded.len()));
-        }
-        let bytes = bytes::BytesMut::from(&encoded[..]);
-        channel
-            .dc
-            .send(bytes)
-            .await
-            .map_err(|e| DataError::WebRtc(e.to_string()))
+            .map_err(|_| DataError::Timeout(within))?
     }
 
     /// Sends UpdateParticipantMetadata and waits for the server's

@@ -88,6 +88,9 @@ fn run(ctx: &JobContext) -> i32 {
 /// Answers a ping; on the first one also checks the size limit (15 KiB is
 /// sent, 16 KiB refused) and logs both results.
 fn pong(ctx: &JobContext, p: &lk_plugin_api::media::DataPacket, first: &mut bool) {
+    if p.topic == "lk.flood" {
+        return flood(ctx, p);
+    }
     if p.topic != "lk.ping" {
         return;
     }
@@ -106,6 +109,43 @@ fn pong(ctx: &JobContext, p: &lk_plugin_api::media::DataPacket, first: &mut bool
             ctx.info(&format!("echo: publish_data {len} bytes: {r:?}"));
         }
     }
+}
+
+/// A test of reliable data from many threads: a packet on topic
+/// `lk.flood` with payload "COUNT THREADS" is answered by COUNT reliable
+/// packets (`flood T I`) on the same topic to its sender, sent by THREADS
+/// threads at once; logs how many sends reported success.
+fn flood(ctx: &JobContext, p: &lk_plugin_api::media::DataPacket) {
+    let text = String::from_utf8_lossy(&p.payload);
+    let mut it = text
+        .split_whitespace()
+        .filter_map(|n| n.parse::<usize>().ok());
+    let (count, threads) = (it.next().unwrap_or(0), it.next().unwrap_or(1).max(1));
+    let sender = p.participant_identity.clone();
+    let c = *ctx;
+    std::thread::spawn(move || {
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                let sender = sender.clone();
+                std::thread::spawn(move || {
+                    let to = [sender.as_str()];
+                    let options = DataOptions::reliable("lk.flood").to(&to);
+                    (0..count / threads)
+                        .filter(|i| {
+                            c.publish_data(
+                                format!("flood {t} {i}").as_bytes(),
+                                &options,
+                                Duration::from_secs(5),
+                            )
+                            .is_ok()
+                        })
+                        .count()
+                })
+            })
+            .collect();
+        let ok: usize = workers.into_iter().map(|w| w.join().unwrap_or(0)).sum();
+        c.info(&format!("echo: flood sent {ok} of {count} packets ok"));
+    });
 }
 
 fn wait_for_microphone(
