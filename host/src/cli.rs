@@ -501,6 +501,7 @@ fn init_logging(format: LogFormat) {
         // a closed stderr; the sink never fails, and this stays quiet.
         .log_internal_errors(false)
         .with_writer(|| crate::logsink::SinkWriter);
+    crate::logsink::set_json(format == LogFormat::Json);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),

@@ -117,11 +117,47 @@ pub fn line(text: &str) {
     write(&bytes);
 }
 
+static JSON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// With `--log-format json` every line is a JSON object, the final lines of
+/// [`line_always`] too (set once by the CLI with the log format).
+pub fn set_json(json: bool) {
+    JSON.store(json, Ordering::Relaxed);
+}
+
+/// `text` as a JSON log object shaped like tracing-subscriber's JSON lines
+/// (`timestamp`, `level`, `fields.message`, `target`), so a consumer
+/// parsing the log reads the final line like any other. The message keeps
+/// its `lk-go: error:` prefix.
+fn as_json_line(text: &str) -> String {
+    let level = if text.starts_with("lk-go: error:") {
+        "ERROR"
+    } else {
+        "WARN"
+    };
+    let timestamp = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    serde_json::json!({
+        "timestamp": timestamp,
+        "level": level,
+        "fields": {"message": text},
+        "target": "lk_go",
+    })
+    .to_string()
+}
+
 /// Like [`line`], but queued even when the log is over budget: for the few
 /// lines that say how the job ended (`lk-go: error: …`). Still never
-/// blocks.
+/// blocks. With `--log-format json` ([`set_json`]) the line is a JSON
+/// object.
 pub fn line_always(text: &str) {
-    let line = format!("{}\n", crate::secrets::redact(text));
+    let text = crate::secrets::redact(text);
+    let line = if JSON.load(Ordering::Relaxed) {
+        format!("{}\n", as_json_line(&text))
+    } else {
+        format!("{text}\n")
+    };
     if !send(Msg::Line {
         bytes: line.into_bytes(),
         budgeted: false,

@@ -488,3 +488,45 @@ fn readme_go_example_is_a_complete_plugin_under_30_lines() {
     assert_eq!(out.status.code(), Some(124), "{err}");
     assert!(err.contains("bye: deadline_exceeded"), "{err}");
 }
+
+/// With `--log-format json` every stderr line is a JSON object, the final
+/// `lk-go: error:` line too (it used to be plain text: a JSON consumer got
+/// one unparsable line exactly when something failed).
+#[test]
+fn json_logs_end_with_a_json_error_line() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("ws://127.0.0.1:{port}");
+    let out = run_lk_go(
+        &[
+            "job",
+            "run-script",
+            plugin("noop").to_str().unwrap(),
+            "--room",
+            "r",
+            "--url",
+            &url,
+            "--log-format",
+            "json",
+        ],
+        &[],
+        LIMIT,
+    );
+    assert_eq!(out.status.code(), Some(69), "{}", stderr(&out));
+    let err = stderr(&out);
+    let mut errors = Vec::new();
+    for line in err.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        let message = v["fields"]["message"].as_str().unwrap_or_default();
+        if message.starts_with("lk-go: error:") {
+            assert_eq!(v["level"], "ERROR", "{line}");
+            errors.push(message.to_string());
+        }
+    }
+    assert_eq!(errors.len(), 1, "{err}");
+    assert!(errors[0].contains("unreachable"), "{err}");
+}

@@ -1,17 +1,28 @@
 //! The receive side's packet stage: from Opus RTP packets as they arrive
 //! (late, duplicated, reordered, lost, wrapping) to an in-order list of
-//! decode [`Step`]s whose durations add up to the media time.
+//! decode [`Step`]s whose durations add up to the wall-clock time the
+//! stream ran, so a reader gets frames at 1.00x real time through speech,
+//! losses, DTX and mute alike.
 //!
 //! Owns: [`Jitter`] — sequence and timestamp extension to 64 bits, a small
 //! reorder window (a packet is held at most [`REORDER_DEPTH`], or until
 //! [`REORDER_PACKETS`] newer ones wait behind it), gap detection by RTP
 //! timestamp (Opus's RTP clock is always 48 kHz, RFC 7587), and a
 //! clock-driven silence fill while nothing arrives (DTX, mute, a stalled
-//! network), so a reader keeps receiving frames in real time like the
-//! official SDKs' NetEq-driven streams do. Losses while audio flows are
-//! concealed sample for sample (frame count = media duration); after a
-//! pause the stream re-anchors on the next packet instead, so silence never
-//! turns into latency.
+//! network, a track subscribed while muted: the clock starts when the
+//! first reader does, [`Jitter::start_clock`]), so a reader keeps
+//! receiving frames in real time like the official SDKs' NetEq-driven
+//! streams do. Losses while audio flows are concealed sample for sample.
+//! The fill runs [`FILL_LAG`] behind the clock, so a packet arriving after
+//! a pause usually lands ahead of it: the rest of the pause is then owed
+//! and emitted as silence before the packet (a burst of at most FILL_LAG,
+//! which restores real time: skipping it instead made a DTX stream, a
+//! packet every 400 ms, run at 0.84x). A packet the fill already covered
+//! (it came later than FILL_LAG) is played, not dropped: the timestamp
+//! mapping moves by the overlap, and the frame count keeps following the
+//! wall clock. Only a jump of the sender's timestamps beyond
+//! [`MAX_CATCH_UP_48K`] (a new sender clock, not a pause the fill ran
+//! through) is skipped, and counted.
 //!
 //! Must not touch: decoding (the steps name what to decode; `decode` does
 //! it), time (every method takes `now`, so the tests drive a virtual clock).
@@ -36,9 +47,15 @@ pub(crate) const REORDER_PACKETS: usize = 3;
 /// filled with silence by the clock; the stream re-anchors on the packet.
 pub(crate) const MAX_CONCEALED_48K: u64 = 10 * SAMPLES_20MS_48K as u64;
 /// How far behind the wall clock the media may fall, with nothing held,
-/// before silence is filled in (20 ms at a time). Real packets arriving
-/// after a pause land ahead of the fill, so none is dropped as late.
+/// before silence is filled in (20 ms at a time). Losses shorter than this
+/// are concealed (PLC, FEC) when the next packet arrives; longer ones were
+/// filled with silence.
 pub(crate) const FILL_LAG: Duration = Duration::from_millis(120);
+/// The longest gap (48 kHz samples, 400 ms) emitted as silence when a
+/// packet resumes a pause: what the fill still owes (at most FILL_LAG plus
+/// a frame or two of arrival jitter). A longer jump is the sender's clock
+/// moving, not time passing here: it is skipped and counted.
+pub(crate) const MAX_CATCH_UP_48K: u64 = 20 * SAMPLES_20MS_48K as u64;
 
 /// What the decoder does next, in media order.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -128,8 +145,13 @@ pub struct JitterStats {
     pub reordered: u64,
     pub concealed_48k: u64,
     pub silence_48k: u64,
-    /// Media time skipped when speech resumed after a pause (re-anchoring).
+    /// Sender timestamps skipped: a jump larger than a pause could explain
+    /// (see [`MAX_CATCH_UP_48K`]).
     pub skipped_48k: u64,
+    /// Packets the silence fill had already covered (they came more than
+    /// FILL_LAG late) that were played anyway: media time the stream
+    /// shifted by to keep them.
+    pub overlapped_48k: u64,
 }
 
 /// Opus packet duration at 48 kHz (TOC byte and frame count, RFC 6716
@@ -166,11 +188,11 @@ impl Jitter {
         self.stats.packets += 1;
         let seq = self.seq.extend(seq as u64);
         let ts = self.ts.extend(ts as u64);
+        // Late and duplicate packets are told by their sequence number: a
+        // timestamp the silence fill already covered may still be new
+        // audio (see the module doc).
         let late_seq = self.released_seq.is_some_and(|r| seq <= r);
-        let covered = self
-            .next_ts
-            .is_some_and(|n| ts + opus_samples_48k(&payload) as u64 <= n);
-        if late_seq || covered || self.held.contains_key(&seq) {
+        if late_seq || self.held.contains_key(&seq) {
             self.stats.late_or_duplicate += 1;
             return self.poll(now);
         }
@@ -207,14 +229,15 @@ impl Jitter {
             self.release(seq, held, now, &mut steps);
         }
         if self.held.is_empty() {
-            if let (Some(due), Some(next_ts)) = (self.due, self.next_ts.as_mut()) {
-                let mut due = due;
+            if let Some(mut due) = self.due {
                 while now > due + FILL_LAG {
                     steps.push(Step::Silence {
                         samples_48k: SAMPLES_20MS_48K,
                     });
                     self.stats.silence_48k += SAMPLES_20MS_48K as u64;
-                    *next_ts += SAMPLES_20MS_48K as u64;
+                    if let Some(next_ts) = self.next_ts.as_mut() {
+                        *next_ts += SAMPLES_20MS_48K as u64;
+                    }
                     due += Duration::from_millis(20);
                     self.after_audio = false;
                 }
@@ -238,32 +261,58 @@ impl Jitter {
         }
     }
 
+    /// Starts the real-time clock before any packet arrived (a reader was
+    /// opened on a track that is muted or not sending yet): silence is
+    /// filled in from `now` on until the first packet. No-op once running.
+    pub(crate) fn start_clock(&mut self, now: Instant) {
+        if self.due.is_none() {
+            self.due = Some(now);
+        }
+    }
+
     fn release(&mut self, seq: u64, held: Held, now: Instant, steps: &mut Vec<Step>) {
         let samples = opus_samples_48k(&held.payload);
-        if let Some(next_ts) = self.next_ts {
-            if held.ts + samples as u64 <= next_ts {
-                // Filled with silence meanwhile: too late to play.
-                self.stats.late_or_duplicate += 1;
-                self.released_seq = Some(seq);
-                return;
+        let mut ts = held.ts;
+        if let (None, Some(due)) = (self.next_ts, self.due) {
+            // The first packet of a stream whose clock ran before it (see
+            // `start_clock`): the fill still owes the time since `due`.
+            let owed = (now.saturating_duration_since(due).as_micros() as u64 * 48 / 1000)
+                / SAMPLES_20MS_48K as u64
+                * SAMPLES_20MS_48K as u64;
+            if owed > 0 {
+                let owed = owed.min(MAX_CATCH_UP_48K);
+                steps.push(Step::Silence {
+                    samples_48k: owed as u32,
+                });
+                self.stats.silence_48k += owed;
             }
+        }
+        if let Some(next_ts) = self.next_ts {
             // Consecutive sequence numbers across a timestamp jump: the
             // sender paused (DTX, RFC 7587 §3.1.3), nothing was lost.
             let lost = self.released_seq.is_some_and(|r| seq > r + 1);
-            if held.ts > next_ts {
-                let gap = held.ts - next_ts;
+            if ts < next_ts {
+                // The silence fill already covered this packet's time (it
+                // came over FILL_LAG late, or the sender's clock stepped
+                // back): play it anyway, mapping its time to now.
+                self.stats.overlapped_48k += next_ts - ts;
+                ts = next_ts;
+            } else if ts > next_ts {
+                let gap = ts - next_ts;
                 if lost && self.after_audio && gap <= MAX_CONCEALED_48K {
                     steps.push(Step::Conceal {
                         samples_48k: gap as u32,
                         next: held.payload.clone(),
                     });
                     self.stats.concealed_48k += gap;
+                } else if gap <= MAX_CATCH_UP_48K {
+                    // A pause (DTX, mute, a loss after one) the fill ran
+                    // through FILL_LAG behind: the rest of it is owed.
+                    steps.push(Step::Silence {
+                        samples_48k: gap as u32,
+                    });
+                    self.stats.silence_48k += gap;
                 } else {
-                    // A pause (DTX), or a loss after one: the clock filled
-                    // what it had to in real time, FILL_LAG behind;
-                    // emitting the rest now would only queue that much
-                    // silence ahead of the speech (an echo would carry it
-                    // as latency for good). Re-anchor instead.
                     self.stats.skipped_48k += gap;
                 }
             }
@@ -274,7 +323,7 @@ impl Jitter {
         });
         self.after_audio = true;
         self.released_seq = Some(seq);
-        self.next_ts = Some(held.ts.max(self.next_ts.unwrap_or(0)) + samples as u64);
+        self.next_ts = Some(ts + samples as u64);
         let media = Duration::from_micros(samples as u64 * 1_000_000 / 48_000);
         // The media just released plays until `now + media` at the earliest;
         // a burst after a stall does not push `due` into the future.
@@ -380,8 +429,8 @@ mod tests {
     }
 
     /// DTX: the sender pauses with consecutive sequence numbers and a
-    /// timestamp jump. Nothing was lost, so nothing is concealed, and the
-    /// gap is not emitted as a burst ahead of the speech.
+    /// timestamp jump. Nothing was lost, so nothing is concealed; the pause
+    /// is silence, so the steps still add up to the time that passed.
     #[test]
     fn a_dtx_pause_is_not_a_loss() {
         let mut j = Jitter::new();
@@ -393,8 +442,91 @@ mod tests {
             !steps.iter().any(|s| matches!(s, Step::Conceal { .. })),
             "{steps:?}"
         );
-        assert_eq!(total(&steps), 2 * 960);
-        assert_eq!(j.stats.skipped_48k, 3 * 960);
+        assert_eq!(total(&steps), 5 * 960);
+        assert_eq!(j.stats.silence_48k, 3 * 960);
+        assert_eq!(j.stats.skipped_48k, 0);
+    }
+
+    /// The DTX publisher: 1 s of tone, then 4 s of digital silence
+    /// with DTX on (one packet every 400 ms), for 30 s, polled every 10 ms
+    /// as the track's follower does. Frames used to come at 0.84x real time
+    /// (every pause lost the FILL_LAG the clock still owed it); now the
+    /// steps add up to the time that passed, give or take the fill's lag.
+    #[test]
+    fn a_dtx_stream_runs_at_real_time() {
+        let mut j = Jitter::new();
+        let t0 = Instant::now();
+        let mut packets = Vec::new(); // (arrival ms, ts)
+        let mut ts = 0u64;
+        let mut at = 0u64;
+        while at < 30_000 {
+            let cycle = at % 5_000;
+            packets.push((at, ts));
+            let step = if cycle < 1_000 { 20 } else { 400 };
+            at += step;
+            ts += step * 48;
+        }
+        let mut steps = Vec::new();
+        let mut next = packets.iter().peekable();
+        let mut seq: u16 = 0;
+        for ms in (0..30_000u64).step_by(10) {
+            let now = t0 + Duration::from_millis(ms);
+            while let Some(&&(arrival, ts)) = next.peek() {
+                if arrival > ms {
+                    break;
+                }
+                steps.extend(j.push(seq, ts as u32, pkt(seq as u8), now));
+                seq = seq.wrapping_add(1);
+                next.next();
+            }
+            steps.extend(j.poll(now));
+        }
+        let emitted_ms = total(&steps) as f64 / 48.0;
+        let ratio = emitted_ms / 30_000.0;
+        eprintln!("MEASURED DTX stream: {emitted_ms:.0} ms of frames in 30 s ({ratio:.3}x)");
+        assert!(ratio >= 0.99 && ratio <= 1.001, "{ratio}");
+        assert!(!steps.iter().any(|s| matches!(s, Step::Conceal { .. })));
+        assert_eq!(j.stats.skipped_48k, 0);
+    }
+
+    /// A packet later than the fill (FILL_LAG) is played, not dropped: the
+    /// stream shifts by the overlap and keeps following the clock.
+    #[test]
+    fn a_packet_the_fill_overtook_is_played() {
+        let mut j = Jitter::new();
+        let t0 = Instant::now();
+        let mut steps = j.push(0, 0, pkt(0), t0);
+        for ms in (10..=400).step_by(10) {
+            steps.extend(j.poll(t0 + Duration::from_millis(ms)));
+        }
+        // Silence was filled up to 400 - 120 = 280 ms; the packet for
+        // media time 100 ms (seq 1: nothing lost) arrives only now.
+        let late = j.push(1, 100 * 48, pkt(1), t0 + Duration::from_millis(400));
+        assert!(
+            matches!(late.last(), Some(Step::Decode { .. })),
+            "played: {late:?}"
+        );
+        assert_eq!(j.stats.late_or_duplicate, 0);
+        assert!(j.stats.overlapped_48k > 0);
+    }
+
+    /// A reader opened on a muted track (nothing sent yet) gets silence in
+    /// real time from the start; the first packet then comes after the
+    /// silence the clock still owed, at once.
+    #[test]
+    fn the_clock_runs_before_the_first_packet() {
+        let mut j = Jitter::new();
+        let t0 = Instant::now();
+        j.start_clock(t0);
+        let mut steps = Vec::new();
+        for ms in (10..=1000).step_by(10) {
+            steps.extend(j.poll(t0 + Duration::from_millis(ms)));
+        }
+        assert!(steps.iter().all(|s| matches!(s, Step::Silence { .. })));
+        assert_eq!(total(&steps), 880 * 48, "filled up to 1000 - FILL_LAG ms");
+        steps.extend(j.push(7, 123_456, pkt(1), t0 + Duration::from_millis(1000)));
+        assert!(matches!(steps.last(), Some(Step::Decode { .. })));
+        assert_eq!(total(&steps), 1000 * 48 + 960, "real time, then the packet");
     }
 
     #[test]
@@ -423,14 +555,14 @@ mod tests {
         let silent = total(&steps) - 960;
         // Filled from 20 ms (its release + 20 ms) up to 1000 ms - FILL_LAG.
         assert_eq!(silent, 860 * 48);
-        // The next packet is media time 1000 ms (48000): it plays at once;
-        // the rest of the gap (FILL_LAG's worth) is skipped, not queued
-        // ahead of it, and never concealed.
+        // The next packet is media time 1000 ms (48000): it plays at once,
+        // after the rest of the pause the fill still owed (FILL_LAG's
+        // worth), never concealed: the total is the time that passed.
         steps.extend(j.push(1, 48_000, pkt(1), t0 + Duration::from_millis(1000)));
         assert!(matches!(steps.last(), Some(Step::Decode { .. })));
         assert!(!steps.iter().any(|s| matches!(s, Step::Conceal { .. })));
-        assert_eq!(j.stats.skipped_48k, 48_000 - 960 - 860 * 48);
-        assert_eq!(total(&steps), 960 + 860 * 48 + 960);
+        assert_eq!(j.stats.skipped_48k, 0);
+        assert_eq!(total(&steps), 48_000 + 960);
     }
 
     /// A missing packet with nothing behind it is given up on after

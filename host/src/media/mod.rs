@@ -166,8 +166,11 @@ impl TrackTap {
             return Err("the track was unsubscribed".into());
         }
         if st.readers.is_empty() {
-            // Nobody listened: start the packet stage afresh.
+            // Nobody listened: start the packet stage afresh, its clock
+            // from now, so a reader of a muted (or not yet sending) track
+            // gets silence in real time until audio comes.
             st.jitter = Jitter::new();
+            st.jitter.start_clock(Instant::now());
             st.decoders.clear();
         }
         let decoder = match st

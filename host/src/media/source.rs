@@ -22,6 +22,10 @@ pub enum CaptureEnd {
     Timeout,
     Closed,
     Stopped,
+    /// The queue was cleared (barge-in) while the capture waited for
+    /// room: its audio was handed in before the clear, so it is dropped
+    /// with the rest instead of playing after it.
+    Cleared,
 }
 
 struct QueueState {
@@ -71,6 +75,9 @@ impl SourceQueue {
         stop: &dyn Fn() -> bool,
     ) -> Result<(), CaptureEnd> {
         let mut st = self.lock();
+        // Read under the lock `clear` takes: a clear that returned before
+        // this call started is not this call's.
+        let clears_at_start = self.clears.load(std::sync::atomic::Ordering::Acquire);
         loop {
             // Shutdown wins over a close it caused (the cascade ends the
             // session, which closes its sources): the caller learns the
@@ -80,6 +87,9 @@ impl SourceQueue {
             }
             if st.closed {
                 return Err(CaptureEnd::Closed);
+            }
+            if self.clears.load(std::sync::atomic::Ordering::Acquire) != clears_at_start {
+                return Err(CaptureEnd::Cleared);
             }
             if st.samples.len() <= self.limit {
                 st.samples.extend(pcm.iter().copied());
@@ -273,6 +283,31 @@ mod tests {
         assert_eq!(q.clear(), 200);
         assert_eq!(q.queued_ms(), 0);
         q.capture(&chunk, Instant::now(), &never).unwrap();
+    }
+
+    /// Barge-in from another thread while a capture waits for room: the
+    /// blocked call used to wake up, find room and queue its whole 500 ms
+    /// chunk, which then played after the clear. It returns Cleared and
+    /// queues nothing; a capture after the clear queues as usual.
+    #[test]
+    fn a_capture_blocked_across_a_clear_queues_nothing() {
+        let q = std::sync::Arc::new(SourceQueue::new(48_000, 1, 200));
+        let far = Instant::now() + Duration::from_secs(5);
+        q.capture(&vec![1i16; 9600], far, &never).unwrap(); // 200 ms: full
+        q.capture(&vec![1i16; 480], far, &never).unwrap(); // over the limit now
+        let q2 = q.clone();
+        let blocked = std::thread::spawn(move || {
+            q2.capture(&vec![2i16; 24_000], far, &never) // 500 ms
+        });
+        // The blocked capture is waiting once it holds no lock and the
+        // queue is still full; give it time to get there.
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(!blocked.is_finished(), "capture should be waiting for room");
+        assert_eq!(q.clear(), 210);
+        assert_eq!(blocked.join().unwrap(), Err(CaptureEnd::Cleared));
+        assert_eq!(q.queued_ms(), 0, "nothing from before the clear is queued");
+        q.capture(&vec![3i16; 480], far, &never).unwrap();
+        assert_eq!(q.queued_ms(), 10);
     }
 
     #[test]

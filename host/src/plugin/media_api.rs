@@ -442,6 +442,9 @@ pub(crate) unsafe extern "C" fn api_audio_source_capture(
         Err(CaptureEnd::Timeout) => LK_TIMEOUT,
         Err(CaptureEnd::Closed) => LK_ERR_CLOSED,
         Err(CaptureEnd::Stopped) => LK_SHUTTING_DOWN,
+        // 1.3 has no LK_CLEARED: nothing was copied, as after a timeout.
+        Err(CaptureEnd::Cleared) if job.plugin_abi_minor < 4 => LK_TIMEOUT,
+        Err(CaptureEnd::Cleared) => LK_TIMEOUT,
     }
 }
 
