@@ -2,7 +2,7 @@
 
 usage: echo_check.py URL TOKEN AGENT_IDENTITY SECONDS
                      [--freq 440] [--amplitude 8000] [--rate 48000]
-                     [--expect-silence]
+                     [--expect-silence] [--measure-seconds 2]
 
 Publishes a microphone track for the whole run: an AudioSource(--rate, 1)
 fed 10 ms frames of a sine at --freq Hz, peak --amplitude, paced by
@@ -10,7 +10,8 @@ capture_frame. Subscribes to the audio track AGENT_IDENTITY publishes and
 reads it with AudioStream(sample_rate=48000, num_channels=1).
 
 Once the agent's track delivers its first non-silent frame (RMS > 100) it
-skips 0.5 s of warm-up, then measures 2 s of received audio: the frequency
+skips 0.5 s of warm-up, then measures 2 s (--measure-seconds) of
+received audio: the frequency
 by zero crossings (after removing DC) and the RMS level. Prints one JSON
 line {"freq_hz", "rms", "sent_rms", "level_db", "frames"} where
 level_db = 20*log10(rms/sent_rms) and frames is the number of received
@@ -80,7 +81,7 @@ async def publish_tone(room: rtc.Room, rate: int, freq: float, amplitude: int) -
         await source.capture_frame(rtc.AudioFrame(pcm.tobytes(), rate, 1, n))
 
 
-async def measure(track: rtc.Track, expect_silence: bool) -> dict:
+async def measure(track: rtc.Track, expect_silence: bool, seconds: float) -> dict:
     stream = rtc.AudioStream(track, sample_rate=RECV_RATE, num_channels=1)
     started = False
     skipped = 0
@@ -88,7 +89,7 @@ async def measure(track: rtc.Track, expect_silence: bool) -> dict:
     collected = 0
     frames = 0
     warmup = int(WARMUP_S * RECV_RATE)
-    wanted = int(MEASURE_S * RECV_RATE)
+    wanted = int(seconds * RECV_RATE)
     try:
         async for event in stream:
             x = frame_samples(event.frame)
@@ -138,7 +139,7 @@ async def main(args: argparse.Namespace) -> int:
         publisher = asyncio.ensure_future(publish_tone(room, args.rate, args.freq, args.amplitude))
         try:
             track = await asyncio.shield(agent_track)
-            return await measure(track, args.expect_silence)
+            return await measure(track, args.expect_silence, args.measure_seconds)
         finally:
             publisher.cancel()
 
@@ -173,6 +174,7 @@ if __name__ == "__main__":
     parser.add_argument("--amplitude", type=int, default=8000)
     parser.add_argument("--rate", type=int, default=48000)
     parser.add_argument("--expect-silence", action="store_true")
+    parser.add_argument("--measure-seconds", type=float, default=MEASURE_S)
     code = asyncio.run(main(parser.parse_args()))
     # See subscribe_count.py: skip the SDK's native teardown at exit.
     sys.stdout.flush()

@@ -419,3 +419,43 @@ fn reliable_data_from_four_threads_arrives_whole() {
     assert_eq!(code, Some(0), "{v}\n{log}");
     assert_eq!(v["unique"], 1000, "{v}");
 }
+
+/// A steady tone that is not 440 Hz comes back at its pitch through the
+/// Rust, C and Go echoes, measured over 6 s. The send clock used to pad a
+/// half-filled 20 ms tick with zeros (a 10 ms producer running a little
+/// behind it: the Go echo came back 0.8 % flat on a quiet machine) and to
+/// fall behind wall time after a late tick (the queue then filled, the
+/// echo's reader dropped frames unseen, and the pitch rose 2 % on a busy
+/// one). Ticks are now held, not padded, and a stalled clock catches up or
+/// drops (counted, "the audio send clock stalled").
+#[test]
+fn echoes_keep_the_pitch_of_a_steady_tone() {
+    let server = LiveKitServer::start();
+    for plugin_file in ["echo", "c_echo", "go_echo"] {
+        let room = format!("pitch-{plugin_file}");
+        let agent = format!("{plugin_file}-pitch");
+        let job = start_agent(&server, plugin_file, &room, &agent, "");
+        let (code, v) = verdict(python(
+            "echo_check.py",
+            &[
+                &server.url,
+                &dev_token(&room, "checker"),
+                &agent,
+                "30",
+                "--freq",
+                "523.25",
+                "--measure-seconds",
+                "6",
+            ],
+        ));
+        let log = stop(job);
+        assert_eq!(code, Some(0), "{v}\n{log}");
+        let f = num(&v, "freq_hz");
+        eprintln!("MEASURED {plugin_file} echo of 523.25 Hz: {f:.3} Hz");
+        assert!(
+            (f - 523.25).abs() <= 523.25 * 0.01,
+            "{plugin_file} heard {f} Hz: {v}\n{log}"
+        );
+        assert!(log.contains("local audio track stopped"), "{log}");
+    }
+}

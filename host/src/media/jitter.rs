@@ -484,7 +484,7 @@ mod tests {
         let emitted_ms = total(&steps) as f64 / 48.0;
         let ratio = emitted_ms / 30_000.0;
         eprintln!("MEASURED DTX stream: {emitted_ms:.0} ms of frames in 30 s ({ratio:.3}x)");
-        assert!(ratio >= 0.99 && ratio <= 1.001, "{ratio}");
+        assert!((0.99..=1.001).contains(&ratio), "{ratio}");
         assert!(!steps.iter().any(|s| matches!(s, Step::Conceal { .. })));
         assert_eq!(j.stats.skipped_48k, 0);
     }

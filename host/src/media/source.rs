@@ -8,7 +8,7 @@
 //! encode from are resampled to 48 kHz first).
 //!
 //! Must not touch: RTP, tracks, the peer connection: the room's feeder task
-//! calls [`OpusSender::next_packet`] once per tick and sends what it gets.
+//! calls [`OpusSender::next_tick`] once per tick and sends what it says.
 
 use super::decode::{is_opus_native, Resampler};
 use super::lane::STOP_POLL;
@@ -142,6 +142,24 @@ impl SourceQueue {
         self.lock().closed
     }
 
+    /// Samples (all channels) queued now.
+    fn len(&self) -> usize {
+        self.lock().samples.len()
+    }
+
+    /// Drops up to `n` samples (all channels) from the front; returns how
+    /// many.
+    fn discard(&self, n: usize) -> usize {
+        let mut st = self.lock();
+        let k = n.min(st.samples.len());
+        st.samples.drain(..k);
+        drop(st);
+        if k > 0 {
+            self.space.notify_all();
+        }
+        k
+    }
+
     /// Takes up to `n` samples (all channels) into `out`; returns how many.
     fn take(&self, n: usize, out: &mut Vec<i16>) -> usize {
         let mut st = self.lock();
@@ -153,6 +171,37 @@ impl SourceQueue {
         }
         k
     }
+}
+
+/// What one tick of the send clock sends.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Tick {
+    /// 20 ms of the queue, Opus-encoded.
+    Packet(Vec<u8>),
+    /// Nothing is queued: send 20 ms of silence.
+    Silence,
+    /// Less than 20 ms is queued right after audio: the producer is a little
+    /// late. Send nothing this tick (the stream shifts 20 ms later, once)
+    /// rather than pad the frame or insert silence mid-speech: each padding
+    /// or silence frame lengthened the audio (an echo fed 10 ms frames came
+    /// back 0.8 % flat).
+    Hold,
+}
+
+/// What a source's send clock did, for the end-of-track log (and the
+/// tests): every way audio can be delayed, padded or lost is counted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SendStats {
+    pub packets: u64,
+    pub silence: u64,
+    /// Ticks held (see [`Tick::Hold`]).
+    pub holds: u64,
+    /// Samples per channel of zero padding after a producer stopped
+    /// mid-frame.
+    pub padded: u64,
+    /// Queued audio dropped because the send clock stalled longer than it
+    /// may catch up (see `RtcSession`'s feeder), ms.
+    pub stall_dropped_ms: u64,
 }
 
 /// Turns the queue into 20 ms Opus packets; see the module doc.
@@ -168,6 +217,12 @@ pub(crate) struct OpusSender {
     per_tick: usize,
     /// Samples (all channels) per packet at the encoder's rate.
     per_packet: usize,
+    /// The last tick sent audio (an empty queue now is a late producer
+    /// until proven otherwise).
+    after_audio: bool,
+    /// The last tick was held: this one sends whatever is there.
+    held: bool,
+    pub(crate) stats: SendStats,
     pcm: Vec<i16>,
     encode_buf: Vec<i16>,
     packet: Vec<u8>,
@@ -202,50 +257,82 @@ impl OpusSender {
             resampler,
             per_tick: (rate as usize / 50) * channels as usize,
             per_packet: (enc_rate as usize / 50) * channels as usize,
+            after_audio: false,
+            held: false,
+            stats: SendStats::default(),
             pcm: Vec::new(),
             encode_buf: Vec::new(),
             packet: vec![0; 4000],
         })
     }
 
-    /// One send-clock tick: takes 20 ms from `queue` and returns the Opus
-    /// packet to send, or `None` when nothing was queued (the caller sends
-    /// silence). A partly filled last tick is padded with zeros.
-    pub(crate) fn next_packet(&mut self, queue: &SourceQueue) -> Option<Vec<u8>> {
+    /// One send-clock tick: what to send (see [`Tick`]).
+    pub(crate) fn next_tick(&mut self, queue: &SourceQueue) -> Tick {
         let clears = queue.clears.load(std::sync::atomic::Ordering::Acquire);
         if clears != self.clears_seen {
             // Barge-in: what the resampler still holds is cleared audio too.
             self.clears_seen = clears;
             self.encode_buf.clear();
+            self.after_audio = false;
             if self.resampler.is_some() {
                 self.resampler = Resampler::new(self.rate, self.enc_rate, self.channels).ok();
             }
         }
+        let queued = queue.len();
+        // Less than a frame, mid-speech or at its start: wait one tick for
+        // the rest rather than pad (or, mid-speech, insert silence).
+        if queued < self.per_tick && (queued > 0 || self.after_audio) && !self.held {
+            self.held = true;
+            self.stats.holds += 1;
+            return Tick::Hold;
+        }
+        self.held = false;
         self.pcm.clear();
         let got = queue.take(self.per_tick, &mut self.pcm);
         if got == 0 {
             // Played out: what the resampler still holds (< 20 ms) is the
             // tail of the last tick's zero padding.
             self.encode_buf.clear();
-            return None;
+            self.after_audio = false;
+            self.stats.silence += 1;
+            return Tick::Silence;
         }
-        self.pcm.resize(self.per_tick, 0);
+        if got < self.per_tick {
+            // The producer stopped mid-frame (a tick was held for it).
+            self.stats.padded += ((self.per_tick - got) / self.channels as usize) as u64;
+            self.pcm.resize(self.per_tick, 0);
+        }
         match &mut self.resampler {
             Some(r) => r.process(&self.pcm, &mut self.encode_buf),
             None => self.encode_buf.extend_from_slice(&self.pcm),
         }
         if self.encode_buf.len() < self.per_packet {
             // The resampler is still filling its first chunk.
-            return None;
+            self.stats.silence += 1;
+            return Tick::Silence;
         }
         let frame: Vec<i16> = self.encode_buf.drain(..self.per_packet).collect();
+        self.after_audio = true;
         match self.encoder.encode(&frame, &mut self.packet) {
-            Ok(n) => Some(self.packet[..n].to_vec()),
+            Ok(n) => {
+                self.stats.packets += 1;
+                Tick::Packet(self.packet[..n].to_vec())
+            }
             Err(e) => {
                 tracing::debug!(error = %e, "Opus encode failed; silence sent instead");
-                None
+                self.stats.silence += 1;
+                Tick::Silence
             }
         }
+    }
+
+    /// The send clock stalled for `ticks` ticks more than it may catch up:
+    /// their audio is dropped from the queue (the receiver hears a loss,
+    /// concealed, instead of a permanent delay) and counted.
+    pub(crate) fn skip(&mut self, queue: &SourceQueue, ticks: u64) {
+        let dropped = queue.discard(self.per_tick * ticks as usize);
+        self.stats.stall_dropped_ms +=
+            (dropped as u64 * 1000) / (self.rate as u64 * self.channels as u64);
     }
 }
 
@@ -310,6 +397,41 @@ mod tests {
         assert_eq!(q.queued_ms(), 10);
     }
 
+    /// A producer feeding 10 ms frames around the 20 ms send clock (one
+    /// before each tick, one after, and now and then both after): the
+    /// sender used to pad a half-filled tick with 10 ms of zeros, and send
+    /// silence when a frame was late, lengthening the audio. It holds one
+    /// tick instead: no sample is added, none is lost.
+    #[test]
+    fn a_late_producer_is_held_for_not_padded() {
+        let q = SourceQueue::new(48_000, 1, 1_000);
+        let mut s = OpusSender::new(48_000, 1).unwrap();
+        let far = Instant::now() + Duration::from_secs(5);
+        let frame = sine(48_000, 440.0, 8000.0, 480, 0); // 10 ms
+        for tick in 0..200 {
+            let late = tick % 7 == 3;
+            if !late {
+                q.capture(&frame, far, &never).unwrap();
+            }
+            let _ = s.next_tick(&q);
+            q.capture(&frame, far, &never).unwrap();
+            if late {
+                q.capture(&frame, far, &never).unwrap();
+            }
+        }
+        while s.next_tick(&q) != Tick::Silence {}
+        assert_eq!(s.stats.padded, 0, "{:?}", s.stats);
+        assert_eq!(
+            s.stats.packets, 200,
+            "4 s of audio, 20 ms each: {:?}",
+            s.stats
+        );
+        // One at the start (then a frame is always in hand), one at the end
+        // of the speech (the queue ran dry right after audio).
+        assert_eq!(s.stats.holds, 2, "{:?}", s.stats);
+        assert_eq!(q.queued_ms(), 0);
+    }
+
     #[test]
     fn close_wakes_a_blocked_capture() {
         let q = std::sync::Arc::new(SourceQueue::new(16_000, 1, 10));
@@ -339,7 +461,13 @@ mod tests {
             let mut d = PcmDecoder::new(48_000, 1).unwrap();
             let mut out = Vec::new();
             let mut packets = 0;
-            while let Some(p) = s.next_packet(&q) {
+            loop {
+                let p = match s.next_tick(&q) {
+                    Tick::Packet(p) => p,
+                    Tick::Hold => continue,
+                    Tick::Silence if packets < 5 => continue, // resampler warm-up
+                    Tick::Silence => break,
+                };
                 d.apply(
                     &Step::Decode {
                         payload: p.into(),
@@ -356,11 +484,7 @@ mod tests {
             let (f, rms) = freq_and_rms(&out[9600..out.len() - 9600], 48_000);
             assert!((f - 440.0).abs() <= 5.0, "{rate}: {f}");
             assert!(rms > 4000.0, "{rate}: {rms}");
-            assert_eq!(
-                s.next_packet(&q),
-                None,
-                "empty queue: the caller sends silence"
-            );
+            assert_eq!(s.next_tick(&q), Tick::Silence, "empty queue: silence");
         }
     }
 }

@@ -16,7 +16,7 @@
 use super::signal::SharedRoster;
 use super::{OutgoingData, RoomEmitter};
 use crate::events::{Event, TrackKind, TrackRef, TrackSource};
-use crate::media::source::{OpusSender, SourceQueue};
+use crate::media::source::{OpusSender, SendStats, SourceQueue, Tick};
 use crate::media::{DataIn, MediaHub};
 use livekit_protocol as proto;
 use rtc::media::Sample;
@@ -45,6 +45,9 @@ use webrtc::peer_connection::{
 /// mono; no encoder needed).
 const OPUS_SILENCE_FRAME: [u8; 3] = [0xF8, 0xFF, 0xFE];
 const FRAME: Duration = Duration::from_millis(20);
+/// Packets a late send clock sends at once to catch up (60 ms); a longer
+/// stall is dropped (see `publish_audio`'s feeder).
+const MAX_CATCH_UP_TICKS: u64 = 3;
 /// How long to wait for the server's answer or track confirmation.
 const NEGOTIATION_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long after the JoinResponse the subscriber connection (ICE + DTLS)
@@ -746,40 +749,81 @@ impl RtcSession {
 
         let stop = self.stop.child_token();
         let feeder_stop = stop.clone();
+        let track_sid = info.sid.clone();
         tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(FRAME);
-            // After a stall, catch up without a burst: the receiver's jitter
-            // handling prefers a gap to a pile of late packets.
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut frames: u64 = 0;
-            loop {
+            // The send clock keeps wall time: a tick that comes late (a busy
+            // machine) is made up for with up to MAX_CATCH_UP_TICKS packets
+            // at once; a longer stall drops that much queued audio (counted)
+            // and tells the receiver it was lost, instead of draining the
+            // queue slower than real time forever (the producer then blocks,
+            // its reader's ring drops frames unseen, and the pitch rises).
+            let mut due = tokio::time::Instant::now() + FRAME;
+            let mut skipped_ticks: u64 = 0;
+            let mut silent_stats = SendStats::default();
+            'clock: loop {
                 tokio::select! {
                     _ = feeder_stop.cancelled() => break,
-                    _ = ticker.tick() => {}
+                    _ = tokio::time::sleep_until(due) => {}
                 }
                 if source.as_ref().is_some_and(|q| q.is_closed()) {
                     break;
                 }
-                let data = match (&source, encoder.as_mut()) {
-                    (Some(q), Some(enc)) => enc.next_packet(q).map(bytes::Bytes::from),
-                    _ => None,
+                let late = tokio::time::Instant::now().saturating_duration_since(due);
+                let mut ticks = 1 + (late.as_micros() / FRAME.as_micros()) as u64;
+                due += FRAME * ticks as u32;
+                let mut lost: u16 = 0;
+                if ticks > MAX_CATCH_UP_TICKS {
+                    let skip = ticks - MAX_CATCH_UP_TICKS;
+                    if skipped_ticks == 0 {
+                        tracing::warn!(track_sid = %track_sid, late_ms = late.as_millis() as u64, dropped_ms = skip * 20, "the audio send clock stalled (is the machine overloaded?); dropping what it could not send in time (counted at the end of the track)");
+                    }
+                    if let (Some(q), Some(enc)) = (&source, encoder.as_mut()) {
+                        enc.skip(q, skip);
+                    }
+                    skipped_ticks += skip;
+                    lost = skip.min(u16::MAX as u64) as u16;
+                    ticks = MAX_CATCH_UP_TICKS;
                 }
-                .unwrap_or_else(|| bytes::Bytes::from_static(&OPUS_SILENCE_FRAME));
-                let sample = Sample {
-                    data,
-                    duration: FRAME,
-                    ..Sample::new(Instant::now())
-                };
-                if let Err(e) = track
-                    .sample_writer(ssrc, payload_type)
-                    .write_sample(&sample)
-                    .await
-                {
-                    tracing::debug!(error = %e, frames, "audio track writer stopped");
-                    break;
+                for _ in 0..ticks {
+                    let tick = match (&source, encoder.as_mut()) {
+                        (Some(q), Some(enc)) => enc.next_tick(q),
+                        _ => {
+                            silent_stats.silence += 1;
+                            Tick::Silence
+                        }
+                    };
+                    let data = match tick {
+                        Tick::Packet(p) => bytes::Bytes::from(p),
+                        Tick::Silence => bytes::Bytes::from_static(&OPUS_SILENCE_FRAME),
+                        Tick::Hold => continue,
+                    };
+                    let sample = Sample {
+                        data,
+                        duration: FRAME,
+                        prev_dropped_packets: std::mem::take(&mut lost),
+                        ..Sample::new(Instant::now())
+                    };
+                    if let Err(e) = track
+                        .sample_writer(ssrc, payload_type)
+                        .write_sample(&sample)
+                        .await
+                    {
+                        tracing::debug!(error = %e, "audio track writer stopped");
+                        break 'clock;
+                    }
                 }
-                frames += 1;
             }
+            let stats = encoder.as_ref().map_or(silent_stats, |e| e.stats);
+            tracing::info!(
+                track_sid = %track_sid,
+                packets = stats.packets,
+                silence = stats.silence,
+                holds = stats.holds,
+                padded_samples = stats.padded,
+                stalled_ticks = skipped_ticks,
+                stall_dropped_ms = stats.stall_dropped_ms,
+                "local audio track stopped"
+            );
             // The session ended under the source (a rejoin replaces it; the
             // cascade closes it): close the queue too, so the plugin's
             // capture says LK_ERR_CLOSED instead of timing out forever.
@@ -1375,6 +1419,7 @@ impl RtcSession {
             concealed_ms = stats.concealed_48k / 48,
             silence_ms = stats.silence_48k / 48,
             skipped_ms = stats.skipped_48k / 48,
+            overlapped_ms = stats.overlapped_48k / 48,
             "remote track ended"
         );
         if let Some(tap) = &tap {
