@@ -183,6 +183,18 @@ pub struct RunScriptArgs {
     /// Job id (default: generated).
     #[arg(long)]
     pub job_id: Option<String>,
+    /// Make it a participant job for this participant, as a dispatch of
+    /// type participant does: the plugin is told the identity, and the job
+    /// ends (participant_left) when that participant leaves the room,
+    /// unless the plugin opts out.
+    #[arg(long, value_name = "IDENTITY")]
+    pub participant_identity: Option<String>,
+    /// The agent name the plugin is told (as a dispatch would).
+    #[arg(long, value_name = "NAME", default_value = "")]
+    pub agent_name: String,
+    /// A dispatch attribute the plugin is told (repeatable).
+    #[arg(long = "attribute", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub attributes: Vec<(String, String)>,
     #[command(flatten)]
     pub job: JobFlags,
     /// Run the plugin without joining a room (no server needed, no events).
@@ -252,6 +264,13 @@ pub struct JobFlags {
     /// window) to ride out server restarts.
     #[arg(long, value_parser = parse_duration, default_value = "1500ms")]
     pub unreachable_timeout: Duration,
+    /// Largest incoming data stream kept, bytes (a bigger one is aborted).
+    #[arg(long, value_name = "BYTES", default_value_t = crate::datastream::DEFAULT_MAX_STREAM_BYTES)]
+    pub stream_max_bytes: u64,
+    /// Unread incoming data-stream content kept across all streams, bytes
+    /// (the stream that would go over it is aborted).
+    #[arg(long, value_name = "BYTES", default_value_t = crate::datastream::DEFAULT_MAX_BUFFERED)]
+    pub streams_max_bytes: usize,
     /// Shut down with reason deadline_exceeded (exit 124) after this long.
     #[arg(long, value_parser = parse_duration)]
     pub max_duration: Option<Duration>,
@@ -281,6 +300,10 @@ impl JobFlags {
             ms(self.reconnect_window),
             "--unreachable-timeout".into(),
             ms(self.unreachable_timeout),
+            "--stream-max-bytes".into(),
+            self.stream_max_bytes.to_string(),
+            "--streams-max-bytes".into(),
+            self.streams_max_bytes.to_string(),
         ];
         for (flag, value) in [
             ("--max-duration", self.max_duration),
@@ -324,6 +347,10 @@ impl JobFlags {
             },
             max_duration: self.max_duration,
             before_leave: None,
+            stream_limits: crate::datastream::StreamLimits {
+                max_stream_bytes: self.stream_max_bytes,
+                max_buffered: self.streams_max_bytes,
+            },
         }
     }
 }
@@ -337,6 +364,14 @@ impl std::fmt::Debug for RunScriptArgs {
             .field("server", &self.server)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .finish_non_exhaustive()
+    }
+}
+
+/// Parses `KEY=VALUE` (the value may be empty or contain `=`; the key not).
+pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
     }
 }
 
@@ -785,6 +820,15 @@ fn run_script(args: RunScriptArgs) -> i32 {
         identity,
         metadata,
         hook_timeouts: hook_timeouts(args.job.hook_timeout, args.job.hook_budget),
+        dispatch: crate::job::Dispatch {
+            participant_identity: args.participant_identity.clone().unwrap_or_default(),
+            agent_name: args.agent_name.clone(),
+            attributes: {
+                let mut a = args.attributes.clone();
+                a.sort();
+                a
+            },
+        },
     }) {
         Ok(job) => job,
         Err(e) => return fail(exit::for_config_error(&e), e),
@@ -903,6 +947,9 @@ fn run_assigned(args: RunAssignedArgs) -> i32 {
         room,
         identity,
         metadata,
+        participant_identity,
+        agent_name,
+        attributes,
     } = assignment
     else {
         return fail(
@@ -917,6 +964,11 @@ fn run_assigned(args: RunAssignedArgs) -> i32 {
         identity: Some(identity),
         metadata,
         hook_timeouts: hook_timeouts(args.job.hook_timeout, args.job.hook_budget),
+        dispatch: crate::job::Dispatch {
+            participant_identity,
+            agent_name,
+            attributes,
+        },
     }) {
         Ok(job) => job,
         Err(e) => {

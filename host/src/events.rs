@@ -193,6 +193,26 @@ pub enum Event {
         resumed: bool,
         detail: String,
     },
+    /// A remote publication was muted (`TrackInfo.muted` in a participant
+    /// update; livekit-server then forwards no media for it). A track
+    /// published muted is announced `track_published` then `track_muted`.
+    /// (ABI 1.4.)
+    TrackMuted {
+        participant: ParticipantRef,
+        track: TrackRef,
+    },
+    /// A muted remote publication was unmuted. (ABI 1.4.)
+    TrackUnmuted {
+        participant: ParticipantRef,
+        track: TrackRef,
+    },
+    /// A track this job published has its first subscriber (the server's
+    /// `TrackSubscribed` signal message; livekit-server v1.13.5 sends it
+    /// once per publication, for the first non-hidden subscriber whose
+    /// media path is up, and says nothing of later ones). (ABI 1.4.)
+    LocalTrackSubscribed {
+        track: TrackRef,
+    },
 }
 
 impl Event {
@@ -208,6 +228,9 @@ impl Event {
             Event::Disconnected { .. } => "disconnected",
             Event::Reconnecting { .. } => "reconnecting",
             Event::Reconnected { .. } => "reconnected",
+            Event::TrackMuted { .. } => "track_muted",
+            Event::TrackUnmuted { .. } => "track_unmuted",
+            Event::LocalTrackSubscribed { .. } => "local_track_subscribed",
         }
     }
 
@@ -218,10 +241,13 @@ impl Event {
             | Event::TrackPublished { participant, .. }
             | Event::TrackUnpublished { participant, .. }
             | Event::TrackSubscribed { participant, .. }
-            | Event::TrackUnsubscribed { participant, .. } => Some(participant),
-            Event::Disconnected { .. } | Event::Reconnecting { .. } | Event::Reconnected { .. } => {
-                None
-            }
+            | Event::TrackUnsubscribed { participant, .. }
+            | Event::TrackMuted { participant, .. }
+            | Event::TrackUnmuted { participant, .. } => Some(participant),
+            Event::Disconnected { .. }
+            | Event::Reconnecting { .. }
+            | Event::Reconnected { .. }
+            | Event::LocalTrackSubscribed { .. } => None,
         }
     }
 
@@ -230,7 +256,10 @@ impl Event {
             Event::TrackPublished { track, .. }
             | Event::TrackUnpublished { track, .. }
             | Event::TrackSubscribed { track, .. }
-            | Event::TrackUnsubscribed { track, .. } => Some(track),
+            | Event::TrackUnsubscribed { track, .. }
+            | Event::TrackMuted { track, .. }
+            | Event::TrackUnmuted { track, .. }
+            | Event::LocalTrackSubscribed { track } => Some(track),
             _ => None,
         }
     }

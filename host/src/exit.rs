@@ -50,6 +50,9 @@ pub const ABI_MAJOR_MISMATCH: i32 = 82;
 pub const PLUGIN_TOO_NEW: i32 = 83;
 /// The descriptor is invalid (NULL descriptor, NULL `run`, empty name).
 pub const INVALID_DESCRIPTOR: i32 = 84;
+/// The job's memory went over the worker's `--job-memory-limit`; the job
+/// was shut down through its cascade (or killed when it did not end).
+pub const MEMORY_LIMIT: i32 = 85;
 /// The job ran past `--max-duration` (as `timeout(1)`).
 pub const DEADLINE_EXCEEDED: i32 = 124;
 /// Shut down by SIGHUP (128 + 1).
@@ -121,9 +124,14 @@ pub fn for_job(reason: ShutdownReason, plugin_code: Option<i32>) -> i32 {
         ShutdownReason::DuplicateIdentity => DUPLICATE_IDENTITY,
         ShutdownReason::ServerError => SERVER_ERROR,
         ShutdownReason::DeadlineExceeded => DEADLINE_EXCEEDED,
+        // The worker's own stop is a SIGTERM as far as the job is concerned.
+        ShutdownReason::WorkerStopping | ShutdownReason::WorkerLost => SIGTERM,
+        ShutdownReason::MemoryLimit => MEMORY_LIMIT,
         ShutdownReason::PluginReturned
         | ShutdownReason::RequestedByPlugin
-        | ShutdownReason::RoomDisconnected => mirror_plugin_code(code),
+        | ShutdownReason::RoomDisconnected
+        | ShutdownReason::ParticipantLeft
+        | ShutdownReason::JobTerminated => mirror_plugin_code(code),
     }
 }
 
@@ -162,6 +170,11 @@ mod tests {
         assert_eq!(for_job(ShutdownReason::MediaFailed, Some(0)), 74);
         assert_eq!(for_job(ShutdownReason::DuplicateIdentity, Some(0)), 78);
         assert_eq!(for_job(ShutdownReason::ServerError, Some(0)), 76);
+        assert_eq!(for_job(ShutdownReason::WorkerStopping, Some(0)), 143);
+        assert_eq!(for_job(ShutdownReason::WorkerLost, Some(0)), 143);
+        assert_eq!(for_job(ShutdownReason::MemoryLimit, Some(0)), 85);
+        assert_eq!(for_job(ShutdownReason::ParticipantLeft, Some(4)), 4);
+        assert_eq!(for_job(ShutdownReason::JobTerminated, Some(0)), 0);
         assert_eq!(with_hooks(0, false), 79);
         assert_eq!(with_hooks(0, true), 0);
         assert_eq!(with_hooks(3, false), 3);

@@ -8,6 +8,8 @@
 //! - [`job`]: Job, JobContext, ShutdownInfo, hooks. Knows nothing of rooms.
 //! - [`events`]: the room event vocabulary and its fan-out.
 //! - [`room`]: the room wrapper and the seams a session plugs into.
+//! - [`media`]: audio in and out, data packets; [`datastream`]: data
+//!   streams and RPC.
 //! - [`plugin`]: loading/validating plugins and the host side of the C ABI.
 //! - [`runner`]: one job from start to exit code, including the cascade.
 //! - [`exit`]: the exit code table.
@@ -17,6 +19,7 @@
 //!   must never print.
 
 pub mod cli;
+pub mod datastream;
 pub mod events;
 pub mod exit;
 pub mod job;

@@ -14,7 +14,8 @@
 use crate::events::{DisconnectReason, Event, Received};
 use crate::exit;
 use crate::job::{HookReport, Job, JobConfigError, ShutdownInfo, ShutdownReason};
-use crate::plugin::host_api::{JobHandle, HOST_API};
+use crate::plugin::handle::JobHandle;
+use crate::plugin::table::HOST_API;
 use crate::plugin::{LoadError, LoadedPlugin};
 use crate::room::{ConnectError, JoinRequest, Room, RoomConnector};
 use lk_plugin_api::abi::LK_RUN_PANICKED;
@@ -56,6 +57,8 @@ pub struct RunOptions {
     /// job leaves the room (the worker reports it to the server then);
     /// `None` for a job run by hand.
     pub before_leave: Option<Arc<dyn BeforeLeave>>,
+    /// How much incoming data-stream content the job keeps.
+    pub stream_limits: crate::datastream::StreamLimits,
 }
 
 /// A job's outcome as LiveKit's agent dispatch records it
@@ -84,6 +87,10 @@ pub trait BeforeLeave: Send + Sync + std::fmt::Debug {
 /// plugin's code. A plugin that calls `shutdown` and then returns its code
 /// is judged by that code; one still running after this long is a failure.
 pub const VERDICT_RUN_WAIT: Duration = Duration::from_secs(2);
+/// How long after its participant left a participant job checks that
+/// the identity did not come straight back (a page reload leaves and joins
+/// again) before it ends with `participant_left`.
+pub const LINKED_REJOIN_GRACE: Duration = Duration::from_millis(300);
 /// Longest the cascade waits for the verdict to be reported.
 pub const VERDICT_REPORT_DEADLINE: Duration = Duration::from_secs(2);
 
@@ -119,6 +126,8 @@ pub fn verdict_for(info: &ShutdownInfo, plugin_code: Option<i32>) -> Verdict {
                 ShutdownReason::PluginReturned
                     | ShutdownReason::RequestedByPlugin
                     | ShutdownReason::RoomDisconnected
+                    | ShutdownReason::ParticipantLeft
+                    | ShutdownReason::JobTerminated
             ) =>
         {
             format!("the plugin's run returned {c}")
@@ -292,6 +301,7 @@ pub async fn run_job(
     room.emitter()
         .media()
         .set_data_wanted(plugin.abi_minor >= 3);
+    room.emitter().data().set_limits(options.stream_limits);
     // The runner subscribes before joining so that no Disconnected is
     // missed. The plugin subscribes after: it gets the room as joined as a
     // snapshot (unbounded, however many are present), then every event.
@@ -321,20 +331,21 @@ pub async fn run_job(
 
     // Leaked on purpose: the handle and its strings stay valid for the life
     // of the process (see plugin::host_api), whatever plugin threads do.
-    let handle: &'static JobHandle = JobHandle {
-        job_id: job.id.clone(),
+    let handle: &'static JobHandle = JobHandle::new(
+        job.id.clone(),
         room_name,
-        metadata: job.metadata.clone(),
+        job.metadata.clone(),
         identity,
-        plugin_name: plugin.name.clone(),
-        plugin_abi_minor: plugin.abi_minor,
-        ctx: ctx.clone(),
-        events: tokio::sync::Mutex::new(Some(room.subscribe_with_snapshot())),
-        media: crate::plugin::media_api::JobMedia::new(
+        plugin.name.clone(),
+        plugin.abi_minor,
+        ctx.clone(),
+        Some(room.subscribe_with_snapshot()),
+        crate::plugin::handle::JobMedia::new(
             room.media_access(),
             Some(tokio::runtime::Handle::current()),
         ),
-    }
+        job.dispatch.clone(),
+    )
     .leak();
 
     let (code_tx, mut code_rx) = tokio::sync::oneshot::channel::<i32>();
@@ -377,7 +388,18 @@ pub async fn run_job(
     };
     tokio::pin!(deadline);
     let mut plugin_code: Option<i32> = None;
+    // The participant a participant job is for left: checked again a
+    // moment later, since a page reload is a leave followed by a join of
+    // the same identity.
+    let linked = job.dispatch.participant_identity.clone();
+    let mut linked_left_at: Option<tokio::time::Instant> = None;
     loop {
+        let linked_check = async {
+            match linked_left_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             code = &mut code_rx => {
                 let code = code.unwrap_or(LK_RUN_PANICKED);
@@ -390,12 +412,33 @@ pub async fn run_job(
                 break;
             }
             _ = ctx.cancelled() => break,
-            received = runner_events.recv() => {
-                if let Received::Event(Event::Disconnected { reason, detail }) = received {
+            received = runner_events.recv() => match received {
+                Received::Event(Event::Disconnected { reason, detail }) => {
                     let why = shutdown_reason_for(reason);
                     let detail = if detail.is_empty() { reason.to_string() } else { format!("{reason}: {detail}") };
                     ctx.shutdown(why, detail);
                     break;
+                }
+                Received::Event(Event::ParticipantLeft { participant })
+                    if !linked.is_empty() && participant.identity == linked =>
+                {
+                    linked_left_at = Some(tokio::time::Instant::now() + LINKED_REJOIN_GRACE);
+                }
+                _ => {}
+            },
+            _ = linked_check => {
+                linked_left_at = None;
+                let back = room.participants().iter().any(|p| p.identity == linked);
+                let close = handle.close_on_participant_left.load(std::sync::atomic::Ordering::Acquire);
+                if !back && close {
+                    ctx.shutdown(
+                        ShutdownReason::ParticipantLeft,
+                        format!("{linked}, the participant this job is for, left the room"),
+                    );
+                    break;
+                }
+                if !back {
+                    tracing::info!(participant = %linked, "the job's participant left; the plugin keeps the job running (set_close_on_participant_left 0)");
                 }
             }
             _ = &mut deadline => {
@@ -474,7 +517,7 @@ pub async fn run_job(
 
     // The job is over for the plugin: from now on its API answers as after
     // shutdown, and the room's events are released.
-    handle.retire();
+    crate::plugin::retire_job(handle);
     // Each hook that failed was an ERROR line of its own; the summary is
     // `JobOutcome::failure`.
     let exit_code = exit::with_hooks(exit::for_job(info.reason, plugin_code), hooks.is_clean());

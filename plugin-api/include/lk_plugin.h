@@ -1,5 +1,5 @@
 /*
- * lk_plugin.h -- the lk-go plugin ABI, version 1.3.
+ * lk_plugin.h -- the lk-go plugin ABI, version 1.4.
  *
  * This header is the contract between the lk-go host and a plugin written in
  * C, Go (cgo) or any language that can export a C function. The Rust SDK in
@@ -65,7 +65,7 @@ extern "C" {
 
 #define LK_PLUGIN_MAGIC 0x4C4B474Fu /* "LKGO" */
 #define LK_ABI_MAJOR 1
-#define LK_ABI_MINOR 3
+#define LK_ABI_MINOR 4
 
 /* A length the host does not believe; it reads a NUL-terminated string. */
 #define LK_STR_NUL_TERMINATED ((size_t)-1)
@@ -115,7 +115,22 @@ enum {
     LK_SHUTDOWN_SIGNAL_SIGHUP = 9,       /* "signal_sighup" [SIGNAL_SIGTERM] */
     LK_SHUTDOWN_DUPLICATE_IDENTITY = 10, /* "duplicate_identity" [ROOM_DISCONNECTED] */
     LK_SHUTDOWN_MEDIA_FAILED = 11,       /* "media_failed" [SERVER_UNREACHABLE] */
-    LK_SHUTDOWN_SERVER_ERROR = 12        /* "server_error" [ROOM_DISCONNECTED] */
+    LK_SHUTDOWN_SERVER_ERROR = 12,       /* "server_error" [ROOM_DISCONNECTED] */
+    /* ---- 1.4 (a 1.0-1.3 plugin sees the value in brackets instead) ---- */
+    /* The participant a participant or publisher job is for
+     * (job_participant_identity) left the room; see
+     * set_close_on_participant_left. The plugin's code is the outcome. */
+    LK_SHUTDOWN_PARTICIPANT_LEFT = 13,   /* "participant_left" [ROOM_DISCONNECTED] */
+    /* The server ended the job (AgentDispatchService.DeleteDispatch). The
+     * plugin's code is the outcome. */
+    LK_SHUTDOWN_JOB_TERMINATED = 14,     /* "job_terminated" [ROOM_DISCONNECTED] */
+    /* The worker that started the job is stopping (its drain ran out, or
+     * it was told to stop at once). */
+    LK_SHUTDOWN_WORKER_STOPPING = 15,    /* "worker_stopping" [SIGNAL_SIGTERM] */
+    /* The worker that started the job went away (its pipe closed). */
+    LK_SHUTDOWN_WORKER_LOST = 16,        /* "worker_lost" [SIGNAL_SIGTERM] */
+    /* The job's memory went over the worker's --job-memory-limit. */
+    LK_SHUTDOWN_MEMORY_LIMIT = 17        /* "memory_limit" [SIGNAL_SIGTERM] */
 };
 
 typedef struct lk_shutdown_info {
@@ -143,7 +158,20 @@ enum {
     /* The session is back; reason is "resumed" (same participant) or
      * "rejoined" (a new participant session: participant and track events
      * describe what changed meanwhile). */
-    LK_EVENT_RECONNECTED = 9
+    LK_EVENT_RECONNECTED = 9,
+    /* ---- 1.4 (never delivered to a 1.0-1.3 plugin) ---- */
+    /* A remote publication was muted / unmuted by its publisher (the
+     * server then forwards no media: a reader gets frames flagged
+     * LK_AUDIO_FRAME_SILENCE in real time). A track published muted is
+     * announced TRACK_PUBLISHED, then TRACK_MUTED; it is subscribed when
+     * the server offers it, muted or not. */
+    LK_EVENT_TRACK_MUTED = 10,
+    LK_EVENT_TRACK_UNMUTED = 11,
+    /* A track this job published has its first subscriber (track_sid is
+     * the job's own; participant fields are empty). livekit-server sends
+     * this once per publication and says nothing of later subscribers,
+     * so no count is given. See audio_source_wait_subscribed. */
+    LK_EVENT_LOCAL_TRACK_SUBSCRIBED = 12
 };
 
 /* lk_event.track_kind */
@@ -221,7 +249,11 @@ enum {
     LK_ERR_TOO_LARGE = -4,   /* buffer too small (read) or payload too large (publish_data) */
     LK_ERR_NOT_CONNECTED = -5, /* no server session (detached job, or the room was left) */
     LK_ERR_CLOSED = -6,      /* the handle was closed (or closed while waiting) */
-    LK_ERR_REFUSED = -7      /* the server refused (e.g. the token lacks canUpdateOwnMetadata) */
+    LK_ERR_REFUSED = -7,     /* the server refused (e.g. the token lacks canUpdateOwnMetadata) */
+    /* ---- 1.4 (a 1.3 plugin sees the value in brackets instead) ---- */
+    LK_CLEARED = 5,          /* capture: audio_source_clear ran while this call waited for
+                                room; nothing was queued [LK_TIMEOUT] */
+    LK_ERR_ABORTED = -8      /* a data stream ended abnormally (stream_reader_error says why) */
 };
 
 /* lk_audio_frame_info.flags */
@@ -269,6 +301,133 @@ typedef struct lk_data_packet {
     lk_str participant_identity;   /* the sender; empty when sent by the server API */
     void *host_private;            /* owned by the host; pass the packet to data_release */
 } lk_data_packet;
+
+/* ---- 1.4: the job's dispatch, data streams, RPC, transcriptions -------
+ *
+ * What LiveKit's frontends (livekit-client, components-js) and agents
+ * exchange besides audio: text and byte data streams (chat on "lk.chat",
+ * transcripts on "lk.transcription"), RPC, and the legacy Transcription
+ * packet. The wire formats are LiveKit's (DataPacket stream header /
+ * chunk / trailer, RpcRequest / RpcAck / RpcResponse, and RPC requests and
+ * responses as text streams on "lk.rpc_request" / "lk.rpc_response" for
+ * peers that advertise client protocol 1); the host speaks them, the
+ * plugin sees streams, invocations and results.
+ *
+ * Ownership: as for 1.3, everything the plugin passes in is copied during
+ * the call. Reader and writer handles are host-owned ids, not pointers to
+ * memory: a call on a closed or unknown one returns LK_ERR_CLOSED, and
+ * they cost nothing once closed. Strings the host fills in a struct stay
+ * valid until the handle or struct is closed or released, as each
+ * function says.
+ *
+ * Threads: every function may be called from any thread; each that waits
+ * waits at most its own timeout and returns within ~100 ms of shutdown
+ * beginning. The host never calls plugin code for any of this: incoming
+ * streams and RPC invocations are pulled (next_stream, next_rpc), so a
+ * slow handler never stalls the room. Bounds: see each function.
+ */
+
+/* lk_stream_info.kind, lk_stream_options.kind */
+enum { LK_STREAM_TEXT = 1, LK_STREAM_BYTES = 2 };
+/* lk_stream_info.flags, lk_stream_options.flags */
+enum { LK_STREAM_HAS_TOTAL_LENGTH = 1 };
+
+typedef struct lk_stream_reader lk_stream_reader; /* opaque, host-owned id */
+typedef struct lk_stream_writer lk_stream_writer; /* opaque, host-owned id */
+
+/* An incoming data stream's header, filled by stream_reader_info. Strings
+ * and arrays are host-owned and valid until stream_reader_close. */
+typedef struct lk_stream_info {
+    uint32_t struct_size;     /* the plugin sets sizeof(lk_stream_info) */
+    uint32_t kind;            /* LK_STREAM_TEXT or LK_STREAM_BYTES */
+    uint32_t flags;           /* LK_STREAM_HAS_TOTAL_LENGTH */
+    uint32_t n_attributes;
+    lk_str stream_id;
+    lk_str topic;
+    lk_str mime_type;
+    lk_str sender_identity;   /* who the header says sent it (an agent may send a
+                                 text stream on behalf of a user); empty: the server */
+    lk_str name;              /* byte streams: the file name; text streams: empty */
+    uint64_t total_length;    /* bytes, when LK_STREAM_HAS_TOTAL_LENGTH */
+    int64_t timestamp_ms;     /* the header's, ms since the Unix epoch */
+    const lk_str *attribute_keys;   /* n_attributes each: the header's attributes, */
+    const lk_str *attribute_values; /* and the trailer's once the stream ended */
+} lk_stream_info;
+
+/* What stream_open sends in the header. */
+typedef struct lk_stream_options {
+    uint32_t struct_size;     /* the plugin sets sizeof(lk_stream_options) */
+    uint32_t kind;            /* LK_STREAM_TEXT or LK_STREAM_BYTES */
+    uint32_t flags;           /* LK_STREAM_HAS_TOTAL_LENGTH */
+    uint32_t n_attributes;
+    lk_str topic;             /* required, at most 256 bytes */
+    lk_str mime_type;         /* empty: text/plain or application/octet-stream */
+    lk_str name;              /* byte streams: the file name (empty: "unknown") */
+    lk_str sender_identity;   /* text streams: send on behalf of this participant
+                                 (a user's transcript); empty: the job itself */
+    lk_str stream_id;         /* empty: a new UUID */
+    uint64_t total_length;    /* bytes, when LK_STREAM_HAS_TOTAL_LENGTH */
+    const lk_str *attribute_keys;   /* n_attributes each */
+    const lk_str *attribute_values;
+    const lk_str *destination_identities; /* NULL with 0: everyone */
+    size_t n_destinations;
+} lk_stream_options;
+
+/* An RPC call to one of the job's registered methods, filled by
+ * next_rpc. Host-owned until rpc_respond (which every invocation needs). */
+typedef struct lk_rpc_invocation {
+    uint32_t struct_size;         /* the plugin sets sizeof(lk_rpc_invocation) */
+    uint32_t response_timeout_ms; /* what the caller waits for the response */
+    lk_str request_id;
+    lk_str caller_identity;
+    lk_str method;
+    lk_str payload;               /* UTF-8 */
+    int64_t deadline_unix_ms;     /* answers after this are not sent (the caller
+                                     has given up with 1502) */
+    void *host_private;           /* owned by the host; pass it to rpc_respond */
+} lk_rpc_invocation;
+
+/* The outcome of perform_rpc. Host-owned until rpc_result_release. */
+typedef struct lk_rpc_result {
+    uint32_t struct_size;     /* the plugin sets sizeof(lk_rpc_result) */
+    int32_t error_code;       /* 0: success; else LiveKit's RPC error code: 1400-1404,
+                                 1500-1505 built in, others the callee's own */
+    lk_str payload;           /* success: the response; error: the error message */
+    lk_str error_data;        /* error: its data (may be empty) */
+    void *host_private;       /* owned by the host; pass it to rpc_result_release */
+} lk_rpc_result;
+
+/* LiveKit's built-in RPC error codes (the same in every official SDK). */
+enum {
+    LK_RPC_APPLICATION_ERROR = 1500,   /* the handler failed */
+    LK_RPC_CONNECTION_TIMEOUT = 1501,  /* no ack within 7 s */
+    LK_RPC_RESPONSE_TIMEOUT = 1502,    /* no response within the timeout */
+    LK_RPC_RECIPIENT_DISCONNECTED = 1503,
+    LK_RPC_RESPONSE_PAYLOAD_TOO_LARGE = 1504,
+    LK_RPC_SEND_FAILED = 1505,
+    LK_RPC_UNSUPPORTED_METHOD = 1400,  /* no such method registered at the callee */
+    LK_RPC_RECIPIENT_NOT_FOUND = 1401,
+    LK_RPC_REQUEST_PAYLOAD_TOO_LARGE = 1402,
+    LK_RPC_UNSUPPORTED_SERVER = 1403,
+    LK_RPC_UNSUPPORTED_VERSION = 1404
+};
+
+/* lk_transcription.flags */
+enum { LK_TRANSCRIPTION_FINAL = 1 };
+
+/* One segment of the legacy Transcription packet (what components-js
+ * useVoiceAssistant().agentTranscriptions reads). */
+typedef struct lk_transcription {
+    uint32_t struct_size;         /* the plugin sets sizeof(lk_transcription) */
+    uint32_t flags;               /* LK_TRANSCRIPTION_FINAL */
+    lk_str participant_identity;  /* whose speech (the job's own for the agent's) */
+    lk_str track_sid;             /* the transcribed track; required */
+    lk_str segment_id;            /* required; the same for every update of a segment */
+    lk_str text;                  /* the segment's whole text so far */
+    lk_str language;              /* may be empty */
+    uint64_t start_ms;            /* may be 0 */
+    uint64_t end_ms;              /* may be 0 */
+} lk_transcription;
 
 typedef void (*lk_shutdown_fn)(void *user_data, const lk_shutdown_info *info);
 typedef void (*lk_free_fn)(void *user_data);
@@ -400,6 +559,135 @@ typedef struct lk_host_api {
     /* Replaces the job participant's metadata; same results. An empty
      * metadata is LK_ERR_INVALID (livekit-server reads "" as "unchanged"). */
     int32_t (*set_metadata)(const lk_job *job, lk_str metadata, uint32_t timeout_ms);
+
+    /* ---- 1.4 (check api->abi_minor >= 4) ---- */
+    /* The participant a participant or publisher job is for (the
+     * dispatch's Job.participant), or --participant-identity; empty for a
+     * room job. Valid for the life of the process. */
+    lk_str (*job_participant_identity)(const lk_job *job);
+    /* The agent name the job was dispatched to; empty for automatic
+     * dispatch and for job run-script. Valid for the life of the process. */
+    lk_str (*agent_name)(const lk_job *job);
+    /* The dispatch's attributes (Job.attributes): fills up to cap pairs of
+     * keys/values (host-owned, valid for the life of the process; either
+     * array may be NULL when cap is 0) and returns how many there are. */
+    size_t (*job_attributes)(const lk_job *job, lk_str *keys, lk_str *values, size_t cap);
+    /* Whether the job ends with LK_SHUTDOWN_PARTICIPANT_LEFT when its
+     * participant (job_participant_identity) leaves the room: 1 (the
+     * default, as livekit-agents' close_on_disconnect) or 0. */
+    void (*set_close_on_participant_left)(const lk_job *job, int32_t close);
+
+    /* Waits up to timeout_ms until the source's track has a subscriber
+     * (see LK_EVENT_LOCAL_TRACK_SUBSCRIBED): audio captured before that is
+     * heard by nobody. Returns LK_OK (at once when it already has one),
+     * LK_TIMEOUT, LK_SHUTTING_DOWN, LK_ERR_CLOSED, LK_ERR_INVALID. */
+    int32_t (*audio_source_wait_subscribed)(lk_audio_source *source, uint32_t timeout_ms);
+
+    /* Incoming data streams are kept only on topics the plugin accepts:
+     * accepts topic ("" accepts every topic; lk.rpc_request and
+     * lk.rpc_response are the host's and never delivered). A stream on
+     * another topic is dropped and counted (log line). Returns LK_OK or
+     * LK_ERR_INVALID (topic over 256 bytes, NULL with a length). */
+    int32_t (*stream_accept_topic)(const lk_job *job, lk_str topic);
+    /* Waits up to timeout_ms for the next incoming stream on an accepted
+     * topic; *out is its reader (close it). At most 64 streams wait to be
+     * taken: more are dropped and reported as LK_MISSED with *missed.
+     * Returns LK_OK, LK_TIMEOUT, LK_MISSED (call again), LK_SHUTTING_DOWN,
+     * LK_ERR_INVALID. */
+    int32_t (*next_stream)(const lk_job *job, uint32_t timeout_ms, lk_stream_reader **out,
+                           uint64_t *missed);
+    /* Fills *info (set info->struct_size first) with the stream's header;
+     * after LK_ENDED the attributes include the trailer's. Strings valid
+     * until stream_reader_close. Returns LK_OK, LK_ERR_CLOSED,
+     * LK_ERR_INVALID. */
+    int32_t (*stream_reader_info)(lk_stream_reader *reader, lk_stream_info *info);
+    /* Waits up to timeout_ms for content and copies up to cap bytes into
+     * buf, setting *len. A text stream's bytes never end inside a UTF-8
+     * character (cap >= 4). Content is held per stream (--stream-max-bytes)
+     * and across streams (--streams-max-bytes); a stream over either is
+     * aborted. Returns LK_OK (*len > 0), LK_TIMEOUT, LK_ENDED (complete and
+     * all read), LK_ERR_ABORTED (a trailer with a reason, the sender left,
+     * a missing or out-of-order chunk, a length that disagrees with
+     * total_length, invalid UTF-8 in a text stream, over a limit:
+     * stream_reader_error says which; content before the fault may have
+     * been read), LK_SHUTTING_DOWN, LK_ERR_CLOSED, LK_ERR_INVALID. */
+    int32_t (*stream_read)(lk_stream_reader *reader, uint8_t *buf, size_t cap, size_t *len,
+                           uint32_t timeout_ms);
+    /* Why the stream was aborted; empty otherwise. Valid until close. */
+    lk_str (*stream_reader_error)(lk_stream_reader *reader);
+    /* Drops the rest of the stream and frees the reader; idempotent. A
+     * read waiting on another thread returns LK_ERR_CLOSED. */
+    void (*stream_reader_close)(lk_stream_reader *reader);
+
+    /* Opens an outgoing stream and sends its header, reliably and in order
+     * with every other reliable packet. *stream_id (may be NULL) is
+     * host-owned until stream_close. Returns LK_OK, LK_ERR_INVALID
+     * (kind, topic, a NULL array with a count; sender_identity on a byte
+     * stream), LK_ERR_TOO_LARGE (the header over 15000 bytes), LK_TIMEOUT,
+     * LK_ERR_NOT_CONNECTED, LK_SHUTTING_DOWN. */
+    int32_t (*stream_open)(const lk_job *job, const lk_stream_options *opts,
+                           uint32_t timeout_ms, lk_stream_writer **out, lk_str *stream_id);
+    /* Sends len bytes as the stream's next chunks (15000 bytes each; text
+     * cut only between UTF-8 characters: data must be valid UTF-8), waiting
+     * up to timeout_ms for them to be handed to the reliable channel.
+     * Returns LK_OK, LK_TIMEOUT (some chunks may have gone: close the
+     * stream with a reason), LK_ERR_INVALID, LK_ERR_CLOSED,
+     * LK_ERR_NOT_CONNECTED, LK_SHUTTING_DOWN. */
+    int32_t (*stream_write)(lk_stream_writer *writer, const uint8_t *data, size_t len,
+                            uint32_t timeout_ms);
+    /* Sends the trailer and frees the writer (also on error). reason
+     * empty: the stream is complete; else it is aborted with that reason.
+     * The n attributes (keys/values) are the trailer's: receivers merge
+     * them into the header's (e.g. lk.transcription_final = "true").
+     * Returns LK_OK, LK_TIMEOUT, LK_ERR_INVALID, LK_ERR_CLOSED,
+     * LK_ERR_NOT_CONNECTED, LK_SHUTTING_DOWN. A writer left open when the
+     * job ends is aborted. */
+    int32_t (*stream_close)(lk_stream_writer *writer, lk_str reason, const lk_str *keys,
+                            const lk_str *values, size_t n, uint32_t timeout_ms);
+
+    /* Registers an RPC method (at most 256 bytes; a name registered twice
+     * stays registered once). The host acknowledges every request at once;
+     * a request for a method not registered is answered 1400, one that
+     * waits more than its response timeout, or finds 1024 invocations
+     * waiting, is answered by the host (1502, 1500). Returns LK_OK,
+     * LK_ERR_INVALID, LK_ERR_TOO_LARGE (over 16384 methods). */
+    int32_t (*rpc_register)(const lk_job *job, lk_str method);
+    /* Unregisters a method; later requests for it are 1400. */
+    int32_t (*rpc_unregister)(const lk_job *job, lk_str method);
+    /* Waits up to timeout_ms for the next call of a registered method
+     * (set out->struct_size first). Returns LK_OK (answer it with
+     * rpc_respond), LK_TIMEOUT, LK_SHUTTING_DOWN, LK_ERR_INVALID. */
+    int32_t (*next_rpc)(const lk_job *job, uint32_t timeout_ms, lk_rpc_invocation *out);
+    /* Answers an invocation and releases it: error_code 0 sends payload as
+     * the response; otherwise an RPC error with that code, payload as its
+     * message (cut to 256 bytes) and error_data (cut to 15360 bytes).
+     * A response too large for the caller's protocol (over 15360 bytes to a
+     * protocol-0 caller) is sent as error 1504 instead. Returns LK_OK,
+     * LK_TIMEOUT (past the deadline: nothing was sent), LK_ERR_TOO_LARGE
+     * (sent as 1504), LK_ERR_CLOSED (already answered or released),
+     * LK_ERR_NOT_CONNECTED, LK_SHUTTING_DOWN, LK_ERR_INVALID. */
+    int32_t (*rpc_respond)(const lk_job *job, lk_rpc_invocation *invocation, int32_t error_code,
+                           lk_str payload, lk_str error_data);
+    /* Calls method on the participant destination_identity and waits for
+     * its answer: the ack within 7 s (else 1501), then the response within
+     * response_timeout_ms (0: 15000; else 1502). Sent as v1 packets to a
+     * callee at client protocol 0 (payload at most 15360 bytes, else 1402)
+     * and as a stream to one at protocol 1 or more. A callee that leaves
+     * fails the call with 1503. Set out->struct_size first. Returns LK_OK
+     * (out->error_code says how the call went), LK_SHUTTING_DOWN (the
+     * call is abandoned), LK_ERR_NOT_CONNECTED, LK_ERR_INVALID. */
+    int32_t (*perform_rpc)(const lk_job *job, lk_str destination_identity, lk_str method,
+                           lk_str payload, uint32_t response_timeout_ms, lk_rpc_result *out);
+    /* Frees a result filled by perform_rpc; idempotent on a zeroed one. */
+    void (*rpc_result_release)(const lk_job *job, lk_rpc_result *result);
+
+    /* Sends one legacy Transcription packet (reliable, to everyone):
+     * frontends show it beside the track it names. Streams on
+     * lk.transcription are the newer form; agents send both. Returns LK_OK,
+     * LK_TIMEOUT, LK_ERR_INVALID (no track_sid or segment_id, struct_size),
+     * LK_ERR_TOO_LARGE, LK_ERR_NOT_CONNECTED, LK_SHUTTING_DOWN. */
+    int32_t (*publish_transcription)(const lk_job *job, const lk_transcription *t,
+                                     uint32_t timeout_ms);
 } lk_host_api;
 
 typedef int32_t (*lk_run_fn)(const lk_host_api *api, const lk_job *job);

@@ -15,7 +15,7 @@ pub const LK_PLUGIN_MAGIC: u32 = 0x4C4B_474F;
 /// ABI major this crate speaks. A plugin of another major is refused.
 pub const LK_ABI_MAJOR: u16 = 1;
 /// ABI minor this crate speaks. Plugins of this minor or older load.
-pub const LK_ABI_MINOR: u16 = 3;
+pub const LK_ABI_MINOR: u16 = 4;
 /// Name of the exported entry function (without NUL).
 pub const LK_PLUGIN_ENTRY_SYMBOL: &str = "lk_plugin_entry";
 /// `run` returns this after catching a panic of its own.
@@ -52,6 +52,16 @@ pub const LK_SHUTDOWN_DUPLICATE_IDENTITY: u32 = 10;
 pub const LK_SHUTDOWN_MEDIA_FAILED: u32 = 11;
 /// ABI 1.2; older plugins see [`LK_SHUTDOWN_ROOM_DISCONNECTED`].
 pub const LK_SHUTDOWN_SERVER_ERROR: u32 = 12;
+/// ABI 1.4; older plugins see [`LK_SHUTDOWN_ROOM_DISCONNECTED`].
+pub const LK_SHUTDOWN_PARTICIPANT_LEFT: u32 = 13;
+/// ABI 1.4; older plugins see [`LK_SHUTDOWN_ROOM_DISCONNECTED`].
+pub const LK_SHUTDOWN_JOB_TERMINATED: u32 = 14;
+/// ABI 1.4; older plugins see [`LK_SHUTDOWN_SIGNAL_SIGTERM`].
+pub const LK_SHUTDOWN_WORKER_STOPPING: u32 = 15;
+/// ABI 1.4; older plugins see [`LK_SHUTDOWN_SIGNAL_SIGTERM`].
+pub const LK_SHUTDOWN_WORKER_LOST: u32 = 16;
+/// ABI 1.4; older plugins see [`LK_SHUTDOWN_SIGNAL_SIGTERM`].
+pub const LK_SHUTDOWN_MEMORY_LIMIT: u32 = 17;
 
 pub const LK_EVENT_PARTICIPANT_JOINED: u32 = 1;
 pub const LK_EVENT_PARTICIPANT_LEFT: u32 = 2;
@@ -64,6 +74,12 @@ pub const LK_EVENT_DISCONNECTED: u32 = 7;
 pub const LK_EVENT_RECONNECTING: u32 = 8;
 /// ABI 1.2: the session is back. Never delivered to older plugins.
 pub const LK_EVENT_RECONNECTED: u32 = 9;
+/// ABI 1.4: a remote publication was muted. Never delivered to older plugins.
+pub const LK_EVENT_TRACK_MUTED: u32 = 10;
+/// ABI 1.4: a remote publication was unmuted.
+pub const LK_EVENT_TRACK_UNMUTED: u32 = 11;
+/// ABI 1.4: a track this job published has its first subscriber.
+pub const LK_EVENT_LOCAL_TRACK_SUBSCRIBED: u32 = 12;
 
 pub const LK_TRACK_KIND_UNKNOWN: u32 = 0;
 pub const LK_TRACK_KIND_AUDIO: u32 = 1;
@@ -94,6 +110,28 @@ pub const LK_ERR_TOO_LARGE: i32 = -4;
 pub const LK_ERR_NOT_CONNECTED: i32 = -5;
 pub const LK_ERR_CLOSED: i32 = -6;
 pub const LK_ERR_REFUSED: i32 = -7;
+/// ABI 1.4: a capture waited across a clear; nothing was queued (1.3
+/// plugins get [`LK_TIMEOUT`]).
+pub const LK_CLEARED: i32 = 5;
+/// ABI 1.4: a data stream ended abnormally.
+pub const LK_ERR_ABORTED: i32 = -8;
+
+// ---- 1.4: data streams, RPC, transcriptions ----
+pub const LK_STREAM_TEXT: u32 = 1;
+pub const LK_STREAM_BYTES: u32 = 2;
+pub const LK_STREAM_HAS_TOTAL_LENGTH: u32 = 1;
+pub const LK_RPC_APPLICATION_ERROR: i32 = 1500;
+pub const LK_RPC_CONNECTION_TIMEOUT: i32 = 1501;
+pub const LK_RPC_RESPONSE_TIMEOUT: i32 = 1502;
+pub const LK_RPC_RECIPIENT_DISCONNECTED: i32 = 1503;
+pub const LK_RPC_RESPONSE_PAYLOAD_TOO_LARGE: i32 = 1504;
+pub const LK_RPC_SEND_FAILED: i32 = 1505;
+pub const LK_RPC_UNSUPPORTED_METHOD: i32 = 1400;
+pub const LK_RPC_RECIPIENT_NOT_FOUND: i32 = 1401;
+pub const LK_RPC_REQUEST_PAYLOAD_TOO_LARGE: i32 = 1402;
+pub const LK_RPC_UNSUPPORTED_SERVER: i32 = 1403;
+pub const LK_RPC_UNSUPPORTED_VERSION: i32 = 1404;
+pub const LK_TRANSCRIPTION_FINAL: u32 = 1;
 
 /// Some samples were reconstructed (Opus FEC or PLC).
 pub const LK_AUDIO_FRAME_CONCEALED: u32 = 1;
@@ -161,6 +199,144 @@ impl LkDataPacket {
             host_private: std::ptr::null_mut(),
         }
     }
+}
+
+/// Opaque incoming data stream (a host-owned id, not memory).
+#[repr(C)]
+pub struct LkStreamReader {
+    _private: [u8; 0],
+}
+
+/// Opaque outgoing data stream (a host-owned id, not memory).
+#[repr(C)]
+pub struct LkStreamWriter {
+    _private: [u8; 0],
+}
+
+/// An incoming stream's header (`lk_stream_info`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct LkStreamInfo {
+    pub struct_size: u32,
+    pub kind: u32,
+    pub flags: u32,
+    pub n_attributes: u32,
+    pub stream_id: LkStr,
+    pub topic: LkStr,
+    pub mime_type: LkStr,
+    pub sender_identity: LkStr,
+    pub name: LkStr,
+    pub total_length: u64,
+    pub timestamp_ms: i64,
+    pub attribute_keys: *const LkStr,
+    pub attribute_values: *const LkStr,
+}
+
+impl LkStreamInfo {
+    pub const fn zeroed() -> LkStreamInfo {
+        LkStreamInfo {
+            struct_size: std::mem::size_of::<LkStreamInfo>() as u32,
+            kind: 0,
+            flags: 0,
+            n_attributes: 0,
+            stream_id: LkStr::EMPTY,
+            topic: LkStr::EMPTY,
+            mime_type: LkStr::EMPTY,
+            sender_identity: LkStr::EMPTY,
+            name: LkStr::EMPTY,
+            total_length: 0,
+            timestamp_ms: 0,
+            attribute_keys: std::ptr::null(),
+            attribute_values: std::ptr::null(),
+        }
+    }
+}
+
+/// What `stream_open` sends (`lk_stream_options`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct LkStreamOptions {
+    pub struct_size: u32,
+    pub kind: u32,
+    pub flags: u32,
+    pub n_attributes: u32,
+    pub topic: LkStr,
+    pub mime_type: LkStr,
+    pub name: LkStr,
+    pub sender_identity: LkStr,
+    pub stream_id: LkStr,
+    pub total_length: u64,
+    pub attribute_keys: *const LkStr,
+    pub attribute_values: *const LkStr,
+    pub destination_identities: *const LkStr,
+    pub n_destinations: usize,
+}
+
+/// A call of a registered RPC method (`lk_rpc_invocation`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct LkRpcInvocation {
+    pub struct_size: u32,
+    pub response_timeout_ms: u32,
+    pub request_id: LkStr,
+    pub caller_identity: LkStr,
+    pub method: LkStr,
+    pub payload: LkStr,
+    pub deadline_unix_ms: i64,
+    pub host_private: *mut c_void,
+}
+
+impl LkRpcInvocation {
+    pub const fn zeroed() -> LkRpcInvocation {
+        LkRpcInvocation {
+            struct_size: std::mem::size_of::<LkRpcInvocation>() as u32,
+            response_timeout_ms: 0,
+            request_id: LkStr::EMPTY,
+            caller_identity: LkStr::EMPTY,
+            method: LkStr::EMPTY,
+            payload: LkStr::EMPTY,
+            deadline_unix_ms: 0,
+            host_private: std::ptr::null_mut(),
+        }
+    }
+}
+
+/// The outcome of `perform_rpc` (`lk_rpc_result`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct LkRpcResult {
+    pub struct_size: u32,
+    pub error_code: i32,
+    pub payload: LkStr,
+    pub error_data: LkStr,
+    pub host_private: *mut c_void,
+}
+
+impl LkRpcResult {
+    pub const fn zeroed() -> LkRpcResult {
+        LkRpcResult {
+            struct_size: std::mem::size_of::<LkRpcResult>() as u32,
+            error_code: 0,
+            payload: LkStr::EMPTY,
+            error_data: LkStr::EMPTY,
+            host_private: std::ptr::null_mut(),
+        }
+    }
+}
+
+/// One legacy Transcription segment (`lk_transcription`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct LkTranscription {
+    pub struct_size: u32,
+    pub flags: u32,
+    pub participant_identity: LkStr,
+    pub track_sid: LkStr,
+    pub segment_id: LkStr,
+    pub text: LkStr,
+    pub language: LkStr,
+    pub start_ms: u64,
+    pub end_ms: u64,
 }
 
 /// UTF-8 string slice crossing the boundary: pointer + length, no NUL.
@@ -362,6 +538,80 @@ pub struct LkHostApi {
     ) -> i32,
     pub set_metadata:
         unsafe extern "C" fn(job: *const LkJob, metadata: LkStr, timeout_ms: u32) -> i32,
+
+    // ---- 1.4 ----
+    pub job_participant_identity: unsafe extern "C" fn(job: *const LkJob) -> LkStr,
+    pub agent_name: unsafe extern "C" fn(job: *const LkJob) -> LkStr,
+    pub job_attributes: unsafe extern "C" fn(
+        job: *const LkJob,
+        keys: *mut LkStr,
+        values: *mut LkStr,
+        cap: usize,
+    ) -> usize,
+    pub set_close_on_participant_left: unsafe extern "C" fn(job: *const LkJob, close: i32),
+    pub audio_source_wait_subscribed:
+        unsafe extern "C" fn(source: *mut LkAudioSource, timeout_ms: u32) -> i32,
+    pub stream_accept_topic: unsafe extern "C" fn(job: *const LkJob, topic: LkStr) -> i32,
+    pub next_stream: unsafe extern "C" fn(
+        job: *const LkJob,
+        timeout_ms: u32,
+        out: *mut *mut LkStreamReader,
+        missed: *mut u64,
+    ) -> i32,
+    pub stream_reader_info:
+        unsafe extern "C" fn(reader: *mut LkStreamReader, info: *mut LkStreamInfo) -> i32,
+    pub stream_read: unsafe extern "C" fn(
+        reader: *mut LkStreamReader,
+        buf: *mut u8,
+        cap: usize,
+        len: *mut usize,
+        timeout_ms: u32,
+    ) -> i32,
+    pub stream_reader_error: unsafe extern "C" fn(reader: *mut LkStreamReader) -> LkStr,
+    pub stream_reader_close: unsafe extern "C" fn(reader: *mut LkStreamReader),
+    pub stream_open: unsafe extern "C" fn(
+        job: *const LkJob,
+        opts: *const LkStreamOptions,
+        timeout_ms: u32,
+        out: *mut *mut LkStreamWriter,
+        stream_id: *mut LkStr,
+    ) -> i32,
+    pub stream_write: unsafe extern "C" fn(
+        writer: *mut LkStreamWriter,
+        data: *const u8,
+        len: usize,
+        timeout_ms: u32,
+    ) -> i32,
+    pub stream_close: unsafe extern "C" fn(
+        writer: *mut LkStreamWriter,
+        reason: LkStr,
+        keys: *const LkStr,
+        values: *const LkStr,
+        n: usize,
+        timeout_ms: u32,
+    ) -> i32,
+    pub rpc_register: unsafe extern "C" fn(job: *const LkJob, method: LkStr) -> i32,
+    pub rpc_unregister: unsafe extern "C" fn(job: *const LkJob, method: LkStr) -> i32,
+    pub next_rpc:
+        unsafe extern "C" fn(job: *const LkJob, timeout_ms: u32, out: *mut LkRpcInvocation) -> i32,
+    pub rpc_respond: unsafe extern "C" fn(
+        job: *const LkJob,
+        invocation: *mut LkRpcInvocation,
+        error_code: i32,
+        payload: LkStr,
+        error_data: LkStr,
+    ) -> i32,
+    pub perform_rpc: unsafe extern "C" fn(
+        job: *const LkJob,
+        destination_identity: LkStr,
+        method: LkStr,
+        payload: LkStr,
+        response_timeout_ms: u32,
+        out: *mut LkRpcResult,
+    ) -> i32,
+    pub rpc_result_release: unsafe extern "C" fn(job: *const LkJob, result: *mut LkRpcResult),
+    pub publish_transcription:
+        unsafe extern "C" fn(job: *const LkJob, t: *const LkTranscription, timeout_ms: u32) -> i32,
 }
 
 /// Byte offset just past `participant_identity`, the last field of minor 1
@@ -369,7 +619,9 @@ pub struct LkHostApi {
 /// LK_HOST_API_SIZE_1_1` before using it.
 pub const LK_HOST_API_SIZE_1_1: usize = std::mem::offset_of!(LkHostApi, audio_stream_open);
 /// Size of the table with the 1.3 functions (through `set_metadata`).
-pub const LK_HOST_API_SIZE_1_3: usize = std::mem::size_of::<LkHostApi>();
+pub const LK_HOST_API_SIZE_1_3: usize = std::mem::offset_of!(LkHostApi, job_participant_identity);
+/// Size of the table with the 1.4 functions (through `publish_transcription`).
+pub const LK_HOST_API_SIZE_1_4: usize = std::mem::size_of::<LkHostApi>();
 
 pub type LkRunFn = unsafe extern "C" fn(api: *const LkHostApi, job: *const LkJob) -> i32;
 
@@ -410,7 +662,18 @@ mod tests {
         assert_eq!(LK_HOST_API_SIZE_1_1, 8 + 10 * 8);
         assert_eq!(offset_of!(LkHostApi, audio_stream_open), 8 + 10 * 8);
         assert_eq!(offset_of!(LkHostApi, set_metadata), 8 + 22 * 8);
-        assert_eq!(size_of::<LkHostApi>(), 8 + 23 * 8);
+        assert_eq!(LK_HOST_API_SIZE_1_3, 8 + 23 * 8);
+        assert_eq!(offset_of!(LkHostApi, job_participant_identity), 8 + 23 * 8);
+        assert_eq!(offset_of!(LkHostApi, publish_transcription), 8 + 46 * 8);
+        assert_eq!(size_of::<LkHostApi>(), 8 + 47 * 8);
+        assert_eq!(size_of::<LkStreamInfo>(), 16 + 5 * 16 + 32);
+        assert_eq!(offset_of!(LkStreamInfo, total_length), 96);
+        assert_eq!(size_of::<LkStreamOptions>(), 16 + 5 * 16 + 8 + 4 * 8);
+        assert_eq!(offset_of!(LkStreamOptions, destination_identities), 120);
+        assert_eq!(size_of::<LkRpcInvocation>(), 8 + 4 * 16 + 16);
+        assert_eq!(offset_of!(LkRpcInvocation, deadline_unix_ms), 72);
+        assert_eq!(size_of::<LkRpcResult>(), 8 + 2 * 16 + 8);
+        assert_eq!(size_of::<LkTranscription>(), 8 + 5 * 16 + 16);
         assert_eq!(size_of::<LkAudioFormat>(), 16);
         assert_eq!(size_of::<LkAudioFrameInfo>(), 24);
         assert_eq!(offset_of!(LkAudioFrameInfo, dropped_frames), 16);

@@ -148,6 +148,7 @@ async fn run_detached(plugin_file: &str, metadata: &str) -> lk_go::JobOutcome {
         cascade: CascadeTimeouts::default(),
         max_duration: None,
         before_leave: None,
+        stream_limits: Default::default(),
     };
     run_job(job, &DetachedConnector, &options)
         .await

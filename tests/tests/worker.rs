@@ -158,7 +158,8 @@ fn automatic_dispatch_starts_a_job_for_a_new_room() {
         status, "JS_FAILED",
         "a job cut short by the worker's shutdown did not finish"
     );
-    assert!(error.contains("signal_sigterm"), "{error}");
+    // Its own reason (ABI 1.4), no longer signal_sigterm with a detail.
+    assert!(error.contains("worker_stopping"), "{error}");
 }
 
 #[test]
@@ -281,8 +282,9 @@ fn deleting_the_dispatch_terminates_the_job_through_its_cascade() {
     delete_dispatch(server.http_port, &dispatch, "term-room");
     // The plugin's hook ran with the termination as its reason.
     let hook = worker.wait_line("\"probe\":\"shutdown\"", LIMIT);
+    // Its own reason (ABI 1.4), no longer room_disconnected with a detail.
     assert!(
-        hook.contains("room_disconnected") && hook.contains("terminated the job"),
+        hook.contains("\"reason\":\"job_terminated\"") && hook.contains("terminated the job"),
         "{hook}"
     );
     worker.wait_lines("the job's end", 1, LIMIT, |l| {

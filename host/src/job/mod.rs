@@ -67,10 +67,27 @@ pub enum ShutdownReason {
     /// natural end nor an outage (state mismatch, join failure, unknown).
     /// Plugins of ABI <= 1.1 see `room_disconnected`.
     ServerError,
+    /// The participant a participant/publisher job is for left the room
+    /// (and the plugin did not opt out). The plugin's code is the outcome.
+    /// ABI 1.4; older plugins see `room_disconnected`.
+    ParticipantLeft,
+    /// The server ended the job (DeleteDispatch → JobTermination). The
+    /// plugin's code is the outcome. ABI 1.4; older plugins see
+    /// `room_disconnected`.
+    JobTerminated,
+    /// The worker that started the job is stopping (drain over, second
+    /// signal). ABI 1.4; older plugins see `signal_sigterm`.
+    WorkerStopping,
+    /// The worker that started the job went away (its pipe closed). ABI
+    /// 1.4; older plugins see `signal_sigterm`.
+    WorkerLost,
+    /// The job's memory went over the worker's `--job-memory-limit`. ABI
+    /// 1.4; older plugins see `signal_sigterm`.
+    MemoryLimit,
 }
 
 impl ShutdownReason {
-    pub const ALL: [ShutdownReason; 12] = [
+    pub const ALL: [ShutdownReason; 17] = [
         ShutdownReason::RequestedByPlugin,
         ShutdownReason::PluginReturned,
         ShutdownReason::PluginPanicked,
@@ -83,6 +100,11 @@ impl ShutdownReason {
         ShutdownReason::DuplicateIdentity,
         ShutdownReason::MediaFailed,
         ShutdownReason::ServerError,
+        ShutdownReason::ParticipantLeft,
+        ShutdownReason::JobTerminated,
+        ShutdownReason::WorkerStopping,
+        ShutdownReason::WorkerLost,
+        ShutdownReason::MemoryLimit,
     ];
 
     /// The reason a plugin built against ABI `1.<minor>` is shown: a reason
@@ -91,10 +113,22 @@ impl ShutdownReason {
     /// define"). SIGHUP, duplicate identity, media failed and server error
     /// exist since ABI 1.2.
     pub fn as_seen_by_abi_minor(self, minor: u16) -> ShutdownReason {
-        if minor >= 2 {
+        if minor >= 4 {
             return self;
         }
-        match self {
+        let before_1_4 = match self {
+            ShutdownReason::ParticipantLeft | ShutdownReason::JobTerminated => {
+                ShutdownReason::RoomDisconnected
+            }
+            ShutdownReason::WorkerStopping
+            | ShutdownReason::WorkerLost
+            | ShutdownReason::MemoryLimit => ShutdownReason::SignalSigterm,
+            other => other,
+        };
+        if minor >= 2 {
+            return before_1_4;
+        }
+        match before_1_4 {
             ShutdownReason::SignalSighup => ShutdownReason::SignalSigterm,
             ShutdownReason::DuplicateIdentity | ShutdownReason::ServerError => {
                 ShutdownReason::RoomDisconnected
@@ -118,6 +152,11 @@ impl ShutdownReason {
             ShutdownReason::DuplicateIdentity => "duplicate_identity",
             ShutdownReason::MediaFailed => "media_failed",
             ShutdownReason::ServerError => "server_error",
+            ShutdownReason::ParticipantLeft => "participant_left",
+            ShutdownReason::JobTerminated => "job_terminated",
+            ShutdownReason::WorkerStopping => "worker_stopping",
+            ShutdownReason::WorkerLost => "worker_lost",
+            ShutdownReason::MemoryLimit => "memory_limit",
         }
     }
 
@@ -138,6 +177,11 @@ impl ShutdownReason {
             ShutdownReason::DuplicateIdentity => LK_SHUTDOWN_DUPLICATE_IDENTITY,
             ShutdownReason::MediaFailed => LK_SHUTDOWN_MEDIA_FAILED,
             ShutdownReason::ServerError => LK_SHUTDOWN_SERVER_ERROR,
+            ShutdownReason::ParticipantLeft => LK_SHUTDOWN_PARTICIPANT_LEFT,
+            ShutdownReason::JobTerminated => LK_SHUTDOWN_JOB_TERMINATED,
+            ShutdownReason::WorkerStopping => LK_SHUTDOWN_WORKER_STOPPING,
+            ShutdownReason::WorkerLost => LK_SHUTDOWN_WORKER_LOST,
+            ShutdownReason::MemoryLimit => LK_SHUTDOWN_MEMORY_LIMIT,
         }
     }
 }
@@ -223,6 +267,23 @@ pub struct JobConfig {
     /// Free text handed to the plugin (often JSON).
     pub metadata: String,
     pub hook_timeouts: HookTimeouts,
+    /// What the dispatch says about the job (empty when run by hand).
+    pub dispatch: Dispatch,
+}
+
+/// What LiveKit's agent dispatch says about a job (`livekit_agent.proto`
+/// `Job`), beyond its room and metadata. Empty for `job run-script`
+/// (except `--participant-identity`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Dispatch {
+    /// The participant a JT_PARTICIPANT / JT_PUBLISHER job is for
+    /// (`Job.participant.identity`); empty for a room job.
+    pub participant_identity: String,
+    /// The agent name dispatched to (`Job.agent_name`); empty for
+    /// automatic dispatch.
+    pub agent_name: String,
+    /// The dispatch's attributes (`Job.attributes`), sorted by key.
+    pub attributes: Vec<(String, String)>,
 }
 
 /// A configuration the job refuses. Each message says what to change.
@@ -262,6 +323,7 @@ pub struct Job {
     pub room_name: String,
     pub identity: String,
     pub metadata: String,
+    pub dispatch: Dispatch,
     pub context: JobContext,
 }
 
@@ -307,11 +369,19 @@ impl Job {
                 budget: cfg.hook_timeouts.budget,
             });
         }
+        let linked = &cfg.dispatch.participant_identity;
+        if linked.len() > MAX_IDENTITY_LEN {
+            return Err(JobConfigError::IdentityTooLong(linked.len()));
+        }
+        if linked.chars().any(char::is_control) {
+            return Err(JobConfigError::IdentityControlChar);
+        }
         Ok(Job {
             id,
             room_name: room,
             identity,
             metadata: cfg.metadata,
+            dispatch: cfg.dispatch,
             context: JobContext::new(cfg.hook_timeouts),
         })
     }

@@ -357,3 +357,33 @@ fn reasons_have_stable_distinct_snake_case_names() {
     );
     assert_eq!(ASSIGNMENT_TIMEOUT, Duration::from_millis(7500));
 }
+
+/// A plugin never receives a reason its header does not define: every
+/// reason, shown to every older minor, is one that minor's header has
+/// (1.0/1.1: codes 1-8; 1.2/1.3: 1-12), and the closest one.
+#[test]
+fn older_plugins_see_the_closest_reason_their_header_defines() {
+    for reason in ShutdownReason::ALL {
+        for (minor, max_code) in [(0u16, 8u32), (1, 8), (2, 12), (3, 12), (4, 17)] {
+            let shown = reason.as_seen_by_abi_minor(minor);
+            assert!(
+                shown.abi_code() <= max_code,
+                "{reason} shown to 1.{minor} as {shown}"
+            );
+        }
+    }
+    use ShutdownReason as R;
+    assert_eq!(
+        R::ParticipantLeft.as_seen_by_abi_minor(3),
+        R::RoomDisconnected
+    );
+    assert_eq!(
+        R::JobTerminated.as_seen_by_abi_minor(3),
+        R::RoomDisconnected
+    );
+    assert_eq!(R::WorkerStopping.as_seen_by_abi_minor(3), R::SignalSigterm);
+    assert_eq!(R::WorkerLost.as_seen_by_abi_minor(1), R::SignalSigterm);
+    assert_eq!(R::MemoryLimit.as_seen_by_abi_minor(2), R::SignalSigterm);
+    assert_eq!(R::MediaFailed.as_seen_by_abi_minor(1), R::ServerUnreachable);
+    assert_eq!(R::JobTerminated.as_seen_by_abi_minor(4), R::JobTerminated);
+}

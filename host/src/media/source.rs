@@ -31,6 +31,8 @@ pub enum CaptureEnd {
 struct QueueState {
     samples: VecDeque<i16>,
     closed: bool,
+    /// The track has (had) a subscriber (the server's TrackSubscribed).
+    subscribed: bool,
 }
 
 /// The PCM queue between a plugin's `capture` and the send clock.
@@ -55,6 +57,7 @@ impl SourceQueue {
             state: Mutex::new(QueueState {
                 samples: VecDeque::new(),
                 closed: false,
+                subscribed: false,
             }),
             space: Condvar::new(),
             clears: std::sync::atomic::AtomicU64::new(0),
@@ -121,6 +124,42 @@ impl SourceQueue {
         drop(st);
         self.space.notify_all();
         self.samples_to_ms(n)
+    }
+
+    /// The server says the track has its first subscriber.
+    pub(crate) fn mark_subscribed(&self) {
+        self.lock().subscribed = true;
+        self.space.notify_all();
+    }
+
+    /// Waits until the track has a subscriber ([`Self::mark_subscribed`]),
+    /// `deadline` or `stop()`, polled every [`STOP_POLL`].
+    pub(crate) fn wait_subscribed(
+        &self,
+        deadline: Instant,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<(), CaptureEnd> {
+        let mut st = self.lock();
+        loop {
+            if st.subscribed {
+                return Ok(());
+            }
+            if stop() {
+                return Err(CaptureEnd::Stopped);
+            }
+            if st.closed {
+                return Err(CaptureEnd::Closed);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(CaptureEnd::Timeout);
+            }
+            st = self
+                .space
+                .wait_timeout(st, (deadline - now).min(STOP_POLL))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
     }
 
     /// Ms queued and not yet taken by the send clock.

@@ -1,164 +1,41 @@
-//! The host's implementation of `lk_host_api` (ABI 1.3; the 1.3 media
-//! functions live in [`super::media_api`]).
+//! The host's implementation of the ABI 1.0-1.2 functions of
+//! `lk_host_api` (the table is [`super::table`]; 1.3 is
+//! [`super::media_api`], 1.4 [`super::job_api`] and [`super::stream_api`]).
 //!
-//! Owns: the static function table handed to `run`, the [`JobHandle`] behind
-//! the opaque `lk_job*`, and the conversions between host types and their C
-//! mirrors. Every function tolerates NULL arguments, any length, and any
+//! Owns: job info, shutdown and hooks, events and logging, and the
+//! conversions between host types and their C mirrors. Every function tolerates NULL arguments, any length, and any
 //! thread, and never unwinds into the plugin.
 //!
-//! Architecture invariant: **a `lk_job*` and every string the host returned
-//! for it stay valid for the life of the process.** A handle is leaked when
-//! the job starts ([`JobHandle::leak`]); when the job ends it is *retired*:
-//! its event subscription is dropped (so the room's events are freed) and
-//! every function answers as after shutdown (`next_event` → shutting down,
-//! `shutdown` a no-op, `on_shutdown` runs the hook at once). A plugin thread
-//! that outlives `run` therefore never reads freed memory. The cost is one
-//! small allocation per job (ids and names, well under 1 KiB with default
-//! limits); the worker runs one job per process, so nothing accumulates.
+//! The handle behind `lk_job*` and its lifetime rules live in
+//! [`super::handle`].
 //!
 //! Must not touch: the cascade or exit codes (`crate::runner`).
 
-use super::media_api;
+use super::handle::{as_log_line, handle, plugin_text, MAX_LOG_LEN, MAX_REASON_LEN};
 use super::wait;
 use crate::events::{Event, Received, Subscription, TrackKind, TrackSource};
-use crate::job::{JobContext, ShutdownInfo, ShutdownReason};
+use crate::job::{ShutdownInfo, ShutdownReason};
 use lk_plugin_api::abi::*;
 use std::ffi::{c_char, c_void};
 use std::time::{Duration, Instant};
 
-/// Longest log message the host keeps, in bytes; longer ones are cut and
-/// say so (`LK_MAX_LOG_LEN` in the header).
-pub const MAX_LOG_LEN: usize = LK_MAX_LOG_LEN;
-/// Longest shutdown reason the host keeps, in bytes (`LK_MAX_REASON_LEN`).
-pub const MAX_REASON_LEN: usize = LK_MAX_REASON_LEN;
-/// A length above this is not believed: the host reads the string as
-/// NUL-terminated instead (`LK_STR_NUL_TERMINATED`, i.e. `(size_t)-1`, is
-/// the usual C way to say so). See the header's "Lengths" paragraph.
-pub const MAX_BELIEVED_LEN: usize = LK_MAX_BELIEVED_LEN;
-
-/// What `lk_job*` points at. Leaked for the life of the process (see the
-/// module doc); all fields are immutable except the event subscription.
-pub(crate) struct JobHandle {
-    pub(crate) job_id: String,
-    pub(crate) room_name: String,
-    pub(crate) metadata: String,
-    pub(crate) identity: String,
-    pub(crate) plugin_name: String,
-    /// The ABI minor the plugin was built against: it never sees a value its
-    /// header does not define.
-    pub(crate) plugin_abi_minor: u16,
-    pub(crate) ctx: JobContext,
-    /// `None` once the job is retired. An async mutex so that a waiting
-    /// `next_event` can give up on the lock at its own deadline.
-    pub(crate) events: tokio::sync::Mutex<Option<Subscription>>,
-    /// ABI 1.3: the room's media as this job sees it.
-    pub(crate) media: super::media_api::JobMedia,
-}
-
-impl JobHandle {
-    /// Moves the handle to the heap for the rest of the process.
-    pub(crate) fn leak(self) -> &'static JobHandle {
-        Box::leak(Box::new(self))
-    }
-
-    pub(crate) fn as_abi(&'static self) -> *const LkJob {
-        self as *const JobHandle as *const LkJob
-    }
-
-    /// Ends the job's view of the room: drops the event subscription. Called
-    /// by the runner once the cascade is over (shutdown has begun, so a
-    /// `next_event` holding the lock returns within its poll).
-    pub(crate) fn retire(&self) {
-        self.media.close_all();
-        let deadline = Instant::now() + Duration::from_secs(1);
-        match wait::until(deadline, self.events.lock()) {
-            Some(mut guard) => *guard = None,
-            None => tracing::debug!("event subscription still in use at retirement; kept"),
-        }
-    }
-}
-
-/// The table every plugin receives.
-pub(crate) static HOST_API: LkHostApi = LkHostApi {
-    size: std::mem::size_of::<LkHostApi>() as u32,
-    abi_major: LK_ABI_MAJOR,
-    abi_minor: LK_ABI_MINOR,
-    job_id: api_job_id,
-    room_name: api_room_name,
-    job_metadata: api_job_metadata,
-    shutdown: api_shutdown,
-    is_shutting_down: api_is_shutting_down,
-    on_shutdown: api_on_shutdown,
-    next_event: api_next_event,
-    event_release: api_event_release,
-    log: api_log,
-    participant_identity: api_participant_identity,
-    audio_stream_open: media_api::api_audio_stream_open,
-    audio_stream_read: media_api::api_audio_stream_read,
-    audio_stream_close: media_api::api_audio_stream_close,
-    audio_source_publish: media_api::api_audio_source_publish,
-    audio_source_capture: media_api::api_audio_source_capture,
-    audio_source_clear: media_api::api_audio_source_clear,
-    audio_source_queued_ms: media_api::api_audio_source_queued_ms,
-    audio_source_close: media_api::api_audio_source_close,
-    publish_data: media_api::api_publish_data,
-    next_data: media_api::api_next_data,
-    data_release: media_api::api_data_release,
-    set_attributes: media_api::api_set_attributes,
-    set_metadata: media_api::api_set_metadata,
-};
-
-/// # Safety
-/// `job` is NULL or a pointer the host passed to `run` (valid forever).
-pub(crate) unsafe fn handle<'a>(job: *const LkJob) -> Option<&'a JobHandle> {
-    (job as *const JobHandle).as_ref()
-}
-
-/// Reads a string a plugin passed in, never trusting its length: a length
-/// above [`MAX_BELIEVED_LEN`] (e.g. `(size_t)-1`) means "NUL-terminated";
-/// at most `cap` bytes are read either way. Invalid UTF-8 is replaced.
-/// Returns the text and how many bytes were cut.
-///
-/// # Safety
-/// `ptr` is NULL or points at `min(len, cap)` readable bytes (or, for an
-/// unbelievable length, at a NUL-terminated string).
-pub(crate) unsafe fn plugin_text(ptr: *const c_char, len: usize, cap: usize) -> (String, usize) {
-    if ptr.is_null() || len == 0 {
-        return (String::new(), 0);
-    }
-    let bytes = ptr as *const u8;
-    let (n, cut) = if len > MAX_BELIEVED_LEN {
-        let mut n = 0;
-        while n < cap && *bytes.add(n) != 0 {
-            n += 1;
-        }
-        // Past the cap, the real length is unknown: report one byte cut.
-        let cut = usize::from(n == cap && *bytes.add(n) != 0);
-        (n, cut)
-    } else {
-        (len.min(cap), len.saturating_sub(cap))
-    };
-    let slice = std::slice::from_raw_parts(bytes, n);
-    (String::from_utf8_lossy(slice).into_owned(), cut)
-}
-
-unsafe extern "C" fn api_job_id(job: *const LkJob) -> LkStr {
+pub(crate) unsafe extern "C" fn api_job_id(job: *const LkJob) -> LkStr {
     handle(job).map_or(LkStr::EMPTY, |h| LkStr::borrow(&h.job_id))
 }
 
-unsafe extern "C" fn api_room_name(job: *const LkJob) -> LkStr {
+pub(crate) unsafe extern "C" fn api_room_name(job: *const LkJob) -> LkStr {
     handle(job).map_or(LkStr::EMPTY, |h| LkStr::borrow(&h.room_name))
 }
 
-unsafe extern "C" fn api_job_metadata(job: *const LkJob) -> LkStr {
+pub(crate) unsafe extern "C" fn api_job_metadata(job: *const LkJob) -> LkStr {
     handle(job).map_or(LkStr::EMPTY, |h| LkStr::borrow(&h.metadata))
 }
 
-unsafe extern "C" fn api_participant_identity(job: *const LkJob) -> LkStr {
+pub(crate) unsafe extern "C" fn api_participant_identity(job: *const LkJob) -> LkStr {
     handle(job).map_or(LkStr::EMPTY, |h| LkStr::borrow(&h.identity))
 }
 
-unsafe extern "C" fn api_shutdown(job: *const LkJob, reason: *const c_char, len: usize) {
+pub(crate) unsafe extern "C" fn api_shutdown(job: *const LkJob, reason: *const c_char, len: usize) {
     if let Some(h) = handle(job) {
         let (detail, _) = plugin_text(reason, len, MAX_REASON_LEN);
         // The reason is logged, sent to the server as the job's error and
@@ -168,15 +45,7 @@ unsafe extern "C" fn api_shutdown(job: *const LkJob, reason: *const c_char, len:
     }
 }
 
-/// A plugin's text as one log line: a newline or escape sequence must not
-/// start a line of its own (e.g. a fake `lk-go: error:`); tabs stay.
-fn as_log_line(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() && c != '\t' { ' ' } else { c })
-        .collect()
-}
-
-unsafe extern "C" fn api_is_shutting_down(job: *const LkJob) -> i32 {
+pub(crate) unsafe extern "C" fn api_is_shutting_down(job: *const LkJob) -> i32 {
     handle(job).map_or(1, |h| h.ctx.is_shutting_down() as i32)
 }
 
@@ -226,7 +95,7 @@ fn abi_info(info: &ShutdownInfo, plugin_abi_minor: u16) -> LkShutdownInfo {
     }
 }
 
-unsafe extern "C" fn api_on_shutdown(
+pub(crate) unsafe extern "C" fn api_on_shutdown(
     job: *const LkJob,
     hook: Option<LkShutdownFn>,
     user_data: *mut c_void,
@@ -274,6 +143,9 @@ fn kind_code(ev: &Event) -> u32 {
         Event::Disconnected { .. } => LK_EVENT_DISCONNECTED,
         Event::Reconnecting { .. } => LK_EVENT_RECONNECTING,
         Event::Reconnected { .. } => LK_EVENT_RECONNECTED,
+        Event::TrackMuted { .. } => LK_EVENT_TRACK_MUTED,
+        Event::TrackUnmuted { .. } => LK_EVENT_TRACK_UNMUTED,
+        Event::LocalTrackSubscribed { .. } => LK_EVENT_LOCAL_TRACK_SUBSCRIBED,
     }
 }
 
@@ -282,6 +154,9 @@ fn kind_code(ev: &Event) -> u32 {
 fn kind_minor(ev: &Event) -> u16 {
     match ev {
         Event::Reconnecting { .. } | Event::Reconnected { .. } => 2,
+        Event::TrackMuted { .. }
+        | Event::TrackUnmuted { .. }
+        | Event::LocalTrackSubscribed { .. } => 4,
         _ => 0,
     }
 }
@@ -380,7 +255,7 @@ fn deliver_buffered(
     None
 }
 
-unsafe extern "C" fn api_next_event(
+pub(crate) unsafe extern "C" fn api_next_event(
     job: *const LkJob,
     timeout_ms: u32,
     out: *mut LkEvent,
@@ -452,7 +327,7 @@ unsafe extern "C" fn api_next_event(
     }
 }
 
-unsafe extern "C" fn api_event_release(_job: *const LkJob, event: *mut LkEvent) {
+pub(crate) unsafe extern "C" fn api_event_release(_job: *const LkJob, event: *mut LkEvent) {
     if let Some(ev) = event.as_mut() {
         if !ev.host_private.is_null() {
             drop(Box::from_raw(ev.host_private as *mut OwnedEvent));
@@ -461,7 +336,12 @@ unsafe extern "C" fn api_event_release(_job: *const LkJob, event: *mut LkEvent) 
     }
 }
 
-unsafe extern "C" fn api_log(job: *const LkJob, level: i32, msg: *const c_char, len: usize) {
+pub(crate) unsafe extern "C" fn api_log(
+    job: *const LkJob,
+    level: i32,
+    msg: *const c_char,
+    len: usize,
+) {
     let plugin = handle(job).map_or("?", |h| h.plugin_name.as_str());
     let (msg, cut) = plugin_text(msg, len, MAX_LOG_LEN);
     let mut msg = as_log_line(&msg);
@@ -480,22 +360,24 @@ unsafe extern "C" fn api_log(job: *const LkJob, level: i32, msg: *const c_char, 
 
 #[cfg(test)]
 mod tests {
+    use super::super::handle::{JobHandle, MAX_BELIEVED_LEN};
     use super::*;
     use crate::events::{EventHub, ParticipantRef};
-    use crate::job::HookTimeouts;
+    use crate::job::{HookTimeouts, JobContext};
 
     fn leaked_handle(hub: &EventHub) -> &'static JobHandle {
-        JobHandle {
-            job_id: "job-1".into(),
-            room_name: "room".into(),
-            metadata: String::new(),
-            identity: "agent".into(),
-            plugin_name: "test".into(),
-            plugin_abi_minor: LK_ABI_MINOR,
-            ctx: JobContext::new(HookTimeouts::default()),
-            events: tokio::sync::Mutex::new(Some(hub.subscribe())),
-            media: media_api::JobMedia::new(None, None),
-        }
+        JobHandle::new(
+            "job-1".into(),
+            "room".into(),
+            String::new(),
+            "agent".into(),
+            "test".into(),
+            LK_ABI_MINOR,
+            JobContext::new(HookTimeouts::default()),
+            Some(hub.subscribe()),
+            crate::plugin::handle::JobMedia::new(None, None),
+            Default::default(),
+        )
         .leak()
     }
 

@@ -1,201 +1,41 @@
 //! The host's implementation of the ABI 1.3 functions: audio streams,
 //! audio sources, user data packets, attributes and metadata.
 //!
-//! Owns: [`JobMedia`] (a job's door to the room's media, its data stash
-//! and the handles it opened), the opaque `lk_audio_stream` /
-//! `lk_audio_source` behind the pointers, and the `api_*` functions the
-//! table in [`super::host_api`] points at. Every function tolerates NULL
-//! and out-of-range arguments (`LK_ERR_INVALID`, with a log line saying
-//! which), any thread, and never unwinds into the plugin.
-//!
-//! Architecture invariant: **a handle's memory outlives every call on it.**
-//! Stream and source handles are leaked like the job handle (a few dozen
-//! bytes each); close only empties them, so a call racing a close, or a
-//! call after close, answers `LK_ERR_CLOSED` instead of reading freed
-//! memory.
+//! Owns: the `api_*` functions the table ([`super::table`]) points at
+//! for ABI 1.3. Every function tolerates NULL and out-of-range arguments
+//! (`LK_ERR_INVALID`, with a log line saying which), any thread, and never
+//! unwinds into the plugin. The handles they hand out ([`JobMedia`],
+//! [`StreamHandle`], [`SourceHandle`]) and why their memory outlives every
+//! call live in [`super::handle`].
 //!
 //! Must not touch: WebRTC or the session's state: async room work (publish,
 //! send, update) is spawned on the job's runtime and awaited with the
 //! caller's deadline through `wait::until`, so a plugin thread never blocks
 //! a runtime thread and survives the runtime's end.
 
-use super::host_api::{handle, plugin_text, JobHandle};
-use super::wait;
+use super::handle::{
+    bad_str, deadline_after, handle, plugin_text, read_strs, warn_invalid, JobHandle, SourceHandle,
+    StreamHandle,
+};
+use super::wait::{self, ignore, lock_within, run_on_room, Ran};
 use crate::media::decode::Frame;
-use crate::media::lane::{Lane, PopEnd};
+use crate::media::lane::PopEnd;
 use crate::media::source::{CaptureEnd, SourceQueue};
 use crate::media::{AudioFormat, DataIn, OpenError};
-use crate::room::{rtc::DataError, rtc::PublishError, MediaAccess, OutgoingData};
+use crate::room::{rtc::DataError, rtc::PublishError, OutgoingData};
 use lk_plugin_api::abi::*;
 use std::collections::HashMap;
 use std::ffi::c_void;
-use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Longest topic, attribute key/value and metadata the host reads, bytes.
-pub const MAX_TEXT_LEN: usize = 64 * 1024;
-/// Most destination identities / attributes in one call.
-pub const MAX_ITEMS: usize = 1024;
+pub use super::handle::{MAX_ITEMS, MAX_TEXT_LEN};
 /// Longest data topic, bytes.
 pub const MAX_TOPIC_LEN: usize = 256;
 /// Longest destination identity, bytes (the job's own identity limit).
 pub const MAX_IDENTITY_LEN: usize = 256;
 /// How long `audio_source_publish` waits for the server, at most.
 pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// A job's media state; part of the leaked [`JobHandle`].
-pub(crate) struct JobMedia {
-    access: Option<MediaAccess>,
-    rt: Option<tokio::runtime::Handle>,
-    /// A packet held back while `next_data` reported LK_MISSED first.
-    stash: Mutex<Option<DataIn>>,
-    open_streams: Mutex<Vec<&'static StreamHandle>>,
-    open_sources: Mutex<Vec<&'static SourceHandle>>,
-}
-
-impl JobMedia {
-    pub(crate) fn new(access: Option<MediaAccess>, rt: Option<tokio::runtime::Handle>) -> JobMedia {
-        JobMedia {
-            access,
-            rt,
-            stash: Mutex::new(None),
-            open_streams: Mutex::new(Vec::new()),
-            open_sources: Mutex::new(Vec::new()),
-        }
-    }
-
-    /// Closes every stream and source the plugin left open (the job ended).
-    pub(crate) fn close_all(&self) {
-        for s in std::mem::take(&mut *self.open_streams.lock().unwrap_or_else(|e| e.into_inner())) {
-            s.close();
-        }
-        for s in std::mem::take(&mut *self.open_sources.lock().unwrap_or_else(|e| e.into_inner())) {
-            s.close();
-        }
-    }
-}
-
-/// What `lk_audio_stream*` points at.
-pub(crate) struct StreamHandle {
-    job: &'static JobHandle,
-    lane: Mutex<Option<Arc<Lane<Frame>>>>,
-    /// One reader at a time.
-    reading: Mutex<()>,
-}
-
-impl StreamHandle {
-    fn close(&self) {
-        if let Some(lane) = self.lane.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            lane.close();
-        }
-    }
-}
-
-/// What `lk_audio_source*` points at.
-pub(crate) struct SourceHandle {
-    job: &'static JobHandle,
-    queue: Arc<SourceQueue>,
-    track_sid: String,
-    /// Set by the first close (the queue may also close on its own when
-    /// the session ends or sending fails; the track is unpublished anyway).
-    closed: std::sync::atomic::AtomicBool,
-}
-
-impl SourceHandle {
-    fn close(&self) {
-        if self.closed.swap(true, std::sync::atomic::Ordering::AcqRel) {
-            return;
-        }
-        self.queue.close();
-        if let (Some(access), Some(rt)) = (&self.job.media.access, &self.job.media.rt) {
-            let link = access.link.clone();
-            let sid = self.track_sid.clone();
-            rt.spawn(async move { link.unpublish_track(&sid).await });
-        }
-    }
-}
-
-fn warn_invalid(job: &JobHandle, call: &str, why: &str) -> i32 {
-    tracing::warn!(target: "plugin", plugin = %job.plugin_name, "{call}: {why}; returning LK_ERR_INVALID");
-    LK_ERR_INVALID
-}
-
-fn deadline_after(timeout_ms: u32) -> Instant {
-    Instant::now() + Duration::from_millis(timeout_ms as u64)
-}
-
-enum Ran<T> {
-    Done(T),
-    Timeout,
-    ShuttingDown,
-}
-
-/// Runs `fut` on the job's runtime and waits for it on this (plugin)
-/// thread until `deadline` or shutdown, whichever is first. Without a
-/// runtime (the job is over) it reports shutting down.
-///
-/// The work is never aborted half-way (a request may already be on the
-/// wire): when the caller gives up first, it runs to its end and
-/// `unclaimed` gets its result (e.g. to unpublish a track nobody holds).
-fn run_on_room<T: Send + 'static>(
-    job: &JobHandle,
-    deadline: Instant,
-    fut: impl Future<Output = T> + Send + 'static,
-    unclaimed: impl FnOnce(T) + Send + 'static,
-) -> Ran<T> {
-    let Some(rt) = &job.media.rt else {
-        return Ran::ShuttingDown;
-    };
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    rt.spawn(async move {
-        if let Err(result) = tx.send(fut.await) {
-            unclaimed(result);
-        }
-    });
-    let waited = wait::until(deadline, async {
-        tokio::select! {
-            biased;
-            r = rx => r.ok(),
-            _ = job.ctx.cancelled() => None,
-        }
-    });
-    match waited {
-        Some(Some(v)) => Ran::Done(v),
-        Some(None) => Ran::ShuttingDown,
-        None => Ran::Timeout,
-    }
-}
-
-/// Takes `lock` for one caller at a time (a stream's reader, the data
-/// reader): a second caller waits for the first no longer than its own
-/// `deadline`, and not at all once `stop()` says the job is shutting down.
-/// Polled with `try_lock`, so a waiting plugin thread never holds up the
-/// one inside. Errs with `LK_SHUTTING_DOWN` or `LK_TIMEOUT`.
-fn lock_within<'a, T>(
-    lock: &'a Mutex<T>,
-    deadline: Instant,
-    stop: &dyn Fn() -> bool,
-) -> Result<std::sync::MutexGuard<'a, T>, i32> {
-    loop {
-        match lock.try_lock() {
-            Ok(g) => return Ok(g),
-            Err(std::sync::TryLockError::Poisoned(p)) => return Ok(p.into_inner()),
-            Err(std::sync::TryLockError::WouldBlock) => {
-                if stop() {
-                    return Err(LK_SHUTTING_DOWN);
-                }
-                if Instant::now() >= deadline {
-                    return Err(LK_TIMEOUT);
-                }
-                std::thread::sleep(Duration::from_millis(1));
-            }
-        }
-    }
-}
-
-/// For results nobody waits for any more.
-fn ignore<T>(_: T) {}
 
 /// # Safety
 /// `fmt` is NULL or points at a readable `lk_audio_format`.
@@ -360,7 +200,8 @@ pub(crate) unsafe extern "C" fn api_audio_source_publish(
     let link = access.link.clone();
     let late_q = queue.clone();
     let published = run_on_room(
-        h,
+        h.media.rt.as_ref(),
+        &h.ctx,
         Instant::now() + PUBLISH_TIMEOUT,
         async move { access.link.publish_audio(&name, q).await },
         move |late: Result<crate::events::TrackRef, PublishError>| {
@@ -444,7 +285,7 @@ pub(crate) unsafe extern "C" fn api_audio_source_capture(
         Err(CaptureEnd::Stopped) => LK_SHUTTING_DOWN,
         // 1.3 has no LK_CLEARED: nothing was copied, as after a timeout.
         Err(CaptureEnd::Cleared) if job.plugin_abi_minor < 4 => LK_TIMEOUT,
-        Err(CaptureEnd::Cleared) => LK_TIMEOUT,
+        Err(CaptureEnd::Cleared) => LK_CLEARED,
     }
 }
 
@@ -469,23 +310,6 @@ pub(crate) unsafe extern "C" fn api_audio_source_close(source: *mut LkAudioSourc
     if let Some(s) = (source as *const SourceHandle).as_ref() {
         s.close();
     }
-}
-
-/// A string a plugin passed that cannot be read: NULL with a length.
-fn bad_str(s: &LkStr) -> bool {
-    s.ptr.is_null() && s.len > 0
-}
-
-/// # Safety
-/// `items` is NULL or points at `n` readable `LkStr`s.
-unsafe fn read_strs(items: *const LkStr, n: usize) -> Vec<String> {
-    if items.is_null() || n == 0 {
-        return Vec::new();
-    }
-    std::slice::from_raw_parts(items, n)
-        .iter()
-        .map(|s| plugin_text(s.ptr, s.len, MAX_TEXT_LEN).0)
-        .collect()
 }
 
 fn data_error_code(job: &JobHandle, call: &str, e: DataError) -> i32 {
@@ -567,7 +391,8 @@ pub(crate) unsafe extern "C" fn api_publish_data(
         return LK_ERR_TOO_LARGE;
     }
     match run_on_room(
-        h,
+        h.media.rt.as_ref(),
+        &h.ctx,
         deadline_after(timeout_ms),
         async move { access.link.publish_data(packet).await },
         ignore,
@@ -682,7 +507,8 @@ fn update(
         return LK_ERR_NOT_CONNECTED;
     };
     match run_on_room(
-        job,
+        job.media.rt.as_ref(),
+        &job.ctx,
         deadline_after(timeout_ms),
         async move { access.link.update_participant(attributes, metadata).await },
         ignore,
@@ -759,6 +585,7 @@ pub(crate) unsafe extern "C" fn api_set_metadata(
 
 #[cfg(test)]
 mod tests {
+    use super::super::handle::JobMedia;
     use super::*;
     use crate::events::{ParticipantRef, TrackKind, TrackRef, TrackSource};
     use crate::job::{HookTimeouts, JobContext, ShutdownReason};
@@ -800,17 +627,18 @@ mod tests {
                 source: TrackSource::Microphone,
             },
         );
-        let handle = JobHandle {
-            job_id: "j".into(),
-            room_name: "r".into(),
-            metadata: String::new(),
-            identity: "agent".into(),
-            plugin_name: "test".into(),
-            plugin_abi_minor: LK_ABI_MINOR,
-            ctx: JobContext::new(HookTimeouts::default()),
-            events: tokio::sync::Mutex::new(None),
-            media: JobMedia::new(Some(access), None),
-        }
+        let handle = JobHandle::new(
+            "j".into(),
+            "r".into(),
+            String::new(),
+            "agent".into(),
+            "test".into(),
+            LK_ABI_MINOR,
+            JobContext::new(HookTimeouts::default()),
+            None,
+            JobMedia::new(Some(access), None),
+            Default::default(),
+        )
         .leak();
         std::mem::forget(rt);
         (handle, hub, tap)

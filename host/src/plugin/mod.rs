@@ -4,14 +4,20 @@
 //! search the library path for a bare name), reject what is not a shared
 //! library before dlopen sees it, resolve `lk_plugin_entry`, validate the
 //! descriptor (magic, ABI major equal, plugin minor <= host minor, non-null
-//! `run`) — and the host side of the ABI ([`host_api`]).
+//! `run`) — and the host side of the ABI: the state behind its handles
+//! ([`handle`]), its functions ([`host_api`] 1.0-1.2, [`media_api`] 1.3,
+//! [`job_api`] and [`stream_api`] 1.4) and the table ([`table`]).
 //!
 //! Must not touch: rooms or the network. Validation happens before anything
 //! connects. Libraries are never unloaded: one job per process, and code of a
 //! plugin may still run in a thread that overran its deadline.
 
+pub(crate) mod handle;
 pub(crate) mod host_api;
+pub(crate) mod job_api;
 pub(crate) mod media_api;
+pub(crate) mod stream_api;
+pub(crate) mod table;
 mod wait;
 
 use lk_plugin_api::abi::{
@@ -19,6 +25,14 @@ use lk_plugin_api::abi::{
     LK_PLUGIN_ENTRY_SYMBOL, LK_PLUGIN_MAGIC,
 };
 use std::path::{Path, PathBuf};
+
+/// The job is over for the plugin: its handle answers as after shutdown,
+/// the room's events are released, and every media handle, stream reader
+/// and writer it left open is closed (see [`handle`]).
+pub(crate) fn retire_job(job: &'static handle::JobHandle) {
+    job.retire();
+    stream_api::close_all(job);
+}
 
 /// Longest descriptor name or version accepted, in bytes.
 pub const MAX_DESCRIPTOR_STR_LEN: usize = 256;
@@ -213,10 +227,9 @@ pub fn load(path: &Path) -> Result<LoadedPlugin, LoadError> {
     // SAFETY: descriptor strings are static data of the (never unloaded)
     // library; their lengths are not trusted (see `plugin_text`).
     let (name, name_cut) =
-        unsafe { host_api::plugin_text(desc.name.ptr, desc.name.len, MAX_DESCRIPTOR_STR_LEN) };
-    let (version, version_cut) = unsafe {
-        host_api::plugin_text(desc.version.ptr, desc.version.len, MAX_DESCRIPTOR_STR_LEN)
-    };
+        unsafe { handle::plugin_text(desc.name.ptr, desc.name.len, MAX_DESCRIPTOR_STR_LEN) };
+    let (version, version_cut) =
+        unsafe { handle::plugin_text(desc.version.ptr, desc.version.len, MAX_DESCRIPTOR_STR_LEN) };
     if name_cut > 0 || version_cut > 0 {
         return Err(LoadError::InvalidDescriptor {
             path: canonical,

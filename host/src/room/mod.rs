@@ -16,6 +16,7 @@ pub mod signal;
 
 pub use detached::{DetachedConnector, DetachedLink};
 
+use crate::datastream::{DataHub, OutPacket, PacketSink};
 use crate::events::{Event, EventHub, ParticipantRef, Subscription, TrackRef};
 use crate::media::source::SourceQueue;
 use crate::media::MediaHub;
@@ -106,6 +107,12 @@ pub trait RoomLink: Send + Sync {
         let _ = packet;
         Box::pin(async { Err(rtc::DataError::NotConnected) })
     }
+    /// Sends one DataPacket value reliably, in order with every other
+    /// reliable packet (data streams, RPC, transcriptions).
+    fn send_packet(&self, packet: OutPacket) -> BoxFuture<'_, Result<(), rtc::DataError>> {
+        let _ = packet;
+        Box::pin(async { Err(rtc::DataError::NotConnected) })
+    }
     /// Updates the job participant's attributes (merged) and/or metadata,
     /// and waits for the server's answer.
     fn update_participant(
@@ -152,8 +159,10 @@ struct RoomState {
     participants: BTreeMap<String, ParticipantRef>,
     /// Published tracks by track sid, with their participant.
     tracks: BTreeMap<String, (ParticipantRef, TrackRef)>,
-    /// Track sids whose media has arrived.
+    /// Track sids subscribed (negotiated; media may be muted).
     subscribed: BTreeMap<String, ()>,
+    /// Track sids muted by their publisher.
+    muted: BTreeMap<String, ()>,
 }
 
 #[derive(Debug)]
@@ -161,6 +170,7 @@ struct Shared {
     hub: EventHub,
     state: Mutex<RoomState>,
     media: Arc<MediaHub>,
+    data: Arc<DataHub>,
 }
 
 /// The one door through which a session reports what happens in the room.
@@ -173,6 +183,11 @@ impl RoomEmitter {
     /// The room's media registry (audio taps, data inbox).
     pub fn media(&self) -> Arc<MediaHub> {
         self.shared.media.clone()
+    }
+
+    /// The room's data streams and RPC.
+    pub fn data(&self) -> Arc<DataHub> {
+        self.shared.data.clone()
     }
 
     /// Records `event` in the room's state and publishes it, under the state
@@ -188,6 +203,10 @@ impl RoomEmitter {
                 }
                 Event::ParticipantLeft { participant } => {
                     st.participants.remove(&participant.sid);
+                    // Its streams end, calls to it fail (1503).
+                    self.shared
+                        .data
+                        .participant_left(&participant.identity, &participant.sid);
                 }
                 Event::TrackPublished { participant, track } => {
                     st.tracks
@@ -196,6 +215,13 @@ impl RoomEmitter {
                 Event::TrackUnpublished { track, .. } => {
                     st.tracks.remove(&track.sid);
                     st.subscribed.remove(&track.sid);
+                    st.muted.remove(&track.sid);
+                }
+                Event::TrackMuted { track, .. } => {
+                    st.muted.insert(track.sid.clone(), ());
+                }
+                Event::TrackUnmuted { track, .. } => {
+                    st.muted.remove(&track.sid);
                 }
                 Event::TrackSubscribed { track, .. } => {
                     st.subscribed.insert(track.sid.clone(), ());
@@ -205,7 +231,8 @@ impl RoomEmitter {
                 }
                 Event::Disconnected { .. }
                 | Event::Reconnecting { .. }
-                | Event::Reconnected { .. } => {}
+                | Event::Reconnected { .. }
+                | Event::LocalTrackSubscribed { .. } => {}
             }
             self.shared.hub.publish(event);
         }
@@ -219,6 +246,7 @@ impl RoomEmitter {
 pub struct MediaAccess {
     pub link: Arc<dyn RoomLink>,
     pub hub: Arc<MediaHub>,
+    pub data: Arc<DataHub>,
 }
 
 /// A room the job is in (or, detached, a room with no server behind it).
@@ -226,6 +254,20 @@ pub struct Room {
     name: String,
     shared: Arc<Shared>,
     link: Option<Arc<dyn RoomLink>>,
+    /// What the data hub sends through (it holds it weakly).
+    sink: Option<Arc<dyn PacketSink>>,
+}
+
+/// The session as the data hub's [`PacketSink`].
+struct LinkSink(Arc<dyn RoomLink>);
+
+impl PacketSink for LinkSink {
+    fn send_packet(
+        &self,
+        packet: OutPacket,
+    ) -> crate::datastream::BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move { self.0.send_packet(packet).await.map_err(|e| e.to_string()) })
+    }
 }
 
 impl std::fmt::Debug for Room {
@@ -246,8 +288,10 @@ impl Room {
                 hub: EventHub::default(),
                 state: Mutex::new(RoomState::default()),
                 media: Arc::new(MediaHub::default()),
+                data: Arc::new(DataHub::default()),
             }),
             link: None,
+            sink: None,
         }
     }
 
@@ -258,8 +302,11 @@ impl Room {
         connector: &dyn RoomConnector,
         request: &JoinRequest,
     ) -> Result<(), ConnectError> {
-        let link = connector.connect(request, self.emitter()).await?;
-        self.link = Some(Arc::from(link));
+        let link: Arc<dyn RoomLink> = Arc::from(connector.connect(request, self.emitter()).await?);
+        let sink: Arc<dyn PacketSink> = Arc::new(LinkSink(link.clone()));
+        self.shared.data.set_sink(Arc::downgrade(&sink));
+        self.sink = Some(sink);
+        self.link = Some(link);
         Ok(())
     }
 
@@ -285,7 +332,8 @@ impl Room {
 
     /// A new subscriber that first receives the room as it is now — one
     /// `participant_joined` per remote participant, then `track_published`
-    /// (and `track_subscribed` when its media arrived) per track — and then
+    /// (then `track_muted` when muted, and `track_subscribed` when
+    /// subscribed) per track — and then
     /// every later event. The snapshot is not bounded by the event capacity:
     /// a plugin started in a room of thousands sees all of them.
     pub fn subscribe_with_snapshot(&self) -> Subscription {
@@ -303,6 +351,12 @@ impl Room {
                     participant: p.clone(),
                     track: t.clone(),
                 });
+                if st.muted.contains_key(&t.sid) {
+                    snapshot.push(Event::TrackMuted {
+                        participant: p.clone(),
+                        track: t.clone(),
+                    });
+                }
                 if st.subscribed.contains_key(&t.sid) {
                     snapshot.push(Event::TrackSubscribed {
                         participant: p.clone(),
@@ -357,6 +411,7 @@ impl Room {
         self.link.as_ref().map(|link| MediaAccess {
             link: link.clone(),
             hub: self.shared.media.clone(),
+            data: self.shared.data.clone(),
         })
     }
 

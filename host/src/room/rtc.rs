@@ -151,6 +151,8 @@ struct Handler {
     state: Option<tokio::sync::watch::Sender<RTCPeerConnectionState>>,
     /// Subscriber only: where user data packets the server relays go.
     media: Option<Arc<MediaHub>>,
+    /// Subscriber only: where data-stream and RPC packets go.
+    data: Option<Arc<crate::datastream::DataHub>>,
 }
 
 #[async_trait::async_trait]
@@ -201,27 +203,54 @@ impl PeerConnectionEventHandler for Handler {
     async fn on_data_channel(&self, dc: Arc<dyn webrtc::data_channel::DataChannel>) {
         // The server opens `_reliable` and `_lossy` on the subscriber
         // connection and relays other participants' packets there.
-        let Some(media) = self.media.clone() else {
+        let (Some(media), Some(data)) = (self.media.clone(), self.data.clone()) else {
             return;
         };
         let reliable = dc.label().await.map(|l| l == "_reliable").unwrap_or(true);
         tokio::spawn(async move {
             while let Some(ev) = dc.poll().await {
                 if let webrtc::data_channel::DataChannelEvent::OnMessage(msg) = ev {
-                    if let Some(packet) = user_packet(&msg.data, reliable) {
-                        media.push_data(packet);
-                    }
+                    route_data_packet(&msg.data, reliable, &media, &data);
                 }
             }
         });
     }
 }
 
-/// The user packet inside a DataPacket from the server; `None` for other
-/// kinds (RPC, streams, transcriptions, …: not for the plugin's inbox).
-fn user_packet(bytes: &[u8], reliable: bool) -> Option<DataIn> {
+/// A DataPacket from the server, to where it belongs: user packets to the
+/// plugin's inbox, data-stream and RPC packets to the data hub; other
+/// kinds (transcriptions, metrics, …) are not for the plugin.
+fn route_data_packet(
+    bytes: &[u8],
+    reliable: bool,
+    media: &MediaHub,
+    data: &Arc<crate::datastream::DataHub>,
+) {
     use prost::Message as _;
-    let packet = proto::DataPacket::decode(bytes).ok()?;
+    use proto::data_packet::Value as V;
+    let Ok(packet) = proto::DataPacket::decode(bytes) else {
+        return;
+    };
+    match &packet.value {
+        Some(V::User(_)) => {
+            if let Some(p) = user_packet(packet, reliable) {
+                media.push_data(p);
+            }
+        }
+        Some(
+            V::StreamHeader(_)
+            | V::StreamChunk(_)
+            | V::StreamTrailer(_)
+            | V::RpcRequest(_)
+            | V::RpcAck(_)
+            | V::RpcResponse(_),
+        ) => data.on_packet(packet),
+        _ => {}
+    }
+}
+
+/// The user packet inside a DataPacket; `None` for other kinds.
+fn user_packet(packet: proto::DataPacket, reliable: bool) -> Option<DataIn> {
     match packet.value? {
         proto::data_packet::Value::User(user) => {
             #[allow(deprecated)]
@@ -277,6 +306,8 @@ struct LocalTrack {
     info: TrackRef,
     stop: CancellationToken,
     sender: Arc<dyn webrtc::rtp_transceiver::RtpSender>,
+    /// Its source (none for a silent track).
+    queue: Option<Arc<SourceQueue>>,
 }
 
 /// One remote track whose media arrived (its track_subscribed was emitted).
@@ -303,10 +334,13 @@ pub(crate) struct RtcSession {
     /// the old one can never remove (and report) the new one.
     subscribed: Mutex<HashMap<String, Subscribed>>,
     next_generation: std::sync::atomic::AtomicU64,
-    /// Track sids the latest subscriber offer sends.
-    offered: Mutex<std::collections::HashSet<String>>,
-    /// The stop token of each remote track's follower, by track sid.
-    followers: Mutex<HashMap<String, CancellationToken>>,
+    /// Track sids the latest subscriber offer sends, with their
+    /// participant sids.
+    offered: Mutex<HashMap<String, String>>,
+    /// Each remote track's follower, by track sid.
+    followers: Mutex<HashMap<String, Follower>>,
+    /// Where events go (local track subscriptions).
+    emitter: RoomEmitter,
     subscriber_state: tokio::sync::watch::Receiver<RTCPeerConnectionState>,
     next_cid: AtomicU32,
     closed: AtomicBool,
@@ -374,7 +408,7 @@ impl RtcSession {
     pub(crate) async fn new(
         join: &proto::JoinResponse,
         outgoing: mpsc::UnboundedSender<proto::signal_request::Message>,
-        media: Arc<MediaHub>,
+        emitter: RoomEmitter,
     ) -> Result<
         (
             Arc<RtcSession>,
@@ -382,6 +416,7 @@ impl RtcSession {
         ),
         String,
     > {
+        let media = emitter.media();
         let servers = ice_servers(join);
         let (track_tx, track_rx) = mpsc::unbounded_channel();
         let (state_tx, subscriber_state) = tokio::sync::watch::channel(RTCPeerConnectionState::New);
@@ -393,6 +428,7 @@ impl RtcSession {
                 on_track: Some(track_tx),
                 state: Some(state_tx),
                 media: Some(media.clone()),
+                data: Some(emitter.data()),
             },
         )
         .await
@@ -405,6 +441,7 @@ impl RtcSession {
                 on_track: None,
                 state: None,
                 media: None,
+                data: None,
             },
         )
         .await
@@ -454,8 +491,9 @@ impl RtcSession {
             local_tracks: Mutex::new(Vec::new()),
             subscribed: Mutex::new(HashMap::new()),
             next_generation: std::sync::atomic::AtomicU64::new(1),
-            offered: Mutex::new(std::collections::HashSet::new()),
+            offered: Mutex::new(HashMap::new()),
             followers: Mutex::new(HashMap::new()),
+            emitter,
             subscriber_state,
             next_cid: AtomicU32::new(1),
             closed: AtomicBool::new(false),
@@ -562,6 +600,27 @@ impl RtcSession {
                 } else {
                     false
                 }
+            }
+            M::TrackSubscribed(ts) => {
+                let track = {
+                    let locals = self.local_tracks.lock().unwrap_or_else(|e| e.into_inner());
+                    locals.iter().find(|t| t.info.sid == ts.track_sid).map(|t| {
+                        if let Some(q) = &t.queue {
+                            q.mark_subscribed();
+                        }
+                        t.info.clone()
+                    })
+                };
+                match track {
+                    Some(track) => {
+                        tracing::info!(track_sid = %track.sid, "local track has its first subscriber");
+                        self.emitter.emit(Event::LocalTrackSubscribed { track });
+                    }
+                    None => {
+                        tracing::debug!(track_sid = %ts.track_sid, "TrackSubscribed for a track not (or no longer) published")
+                    }
+                }
+                true
             }
             M::TrackPublished(resp) => {
                 let waiter = self
@@ -750,6 +809,7 @@ impl RtcSession {
         let stop = self.stop.child_token();
         let feeder_stop = stop.clone();
         let track_sid = info.sid.clone();
+        let queue_for_subscribers = source.clone();
         tokio::spawn(async move {
             // The send clock keeps wall time: a tick that comes late (a busy
             // machine) is made up for with up to MAX_CATCH_UP_TICKS packets
@@ -845,6 +905,7 @@ impl RtcSession {
                 info: track_ref.clone(),
                 stop,
                 sender,
+                queue: queue_for_subscribers,
             });
         Ok(track_ref)
     }
@@ -898,6 +959,7 @@ impl RtcSession {
             value,
             packet.destination_identities,
             packet.reliable,
+            None,
             within,
         )
         .await
@@ -916,6 +978,7 @@ impl RtcSession {
         value: proto::data_packet::Value,
         destination_identities: Vec<String>,
         reliable: bool,
+        on_behalf_of: Option<String>,
         within: Duration,
     ) -> Result<(), DataError> {
         use prost::Message as _;
@@ -953,7 +1016,7 @@ impl RtcSession {
             #[allow(deprecated)]
             let mut wire = proto::DataPacket {
                 kind: kind as i32,
-                participant_identity: self.identity.clone(),
+                participant_identity: on_behalf_of.unwrap_or_else(|| self.identity.clone()),
                 destination_identities,
                 value: Some(value),
                 ..Default::default()
@@ -1033,15 +1096,11 @@ impl RtcSession {
         self: Arc<Self>,
         mut tracks: mpsc::UnboundedReceiver<Arc<dyn TrackRemote>>,
         roster: SharedRoster,
-        emitter: RoomEmitter,
     ) {
         while let Some(track) = tracks.recv().await {
             let roster = roster.clone();
-            let emitter = emitter.clone();
             let session = self.clone();
-            tokio::spawn(async move {
-                session.follow_remote_track(track, roster, emitter).await;
-            });
+            tokio::spawn(session.on_remote_track(track, roster));
         }
     }
 
@@ -1053,13 +1112,13 @@ impl RtcSession {
         // is still reading (see reconcile_with_offer): stop it too, or
         // in-flight packets could start a subscription of a track that no
         // longer exists.
-        if let Some(stop) = self
+        if let Some(follower) = self
             .followers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(track_sid)
         {
-            stop.cancel();
+            follower.stop.cancel();
         }
         self.media.end_track(track_sid);
         let entry = self
@@ -1087,11 +1146,11 @@ impl RtcSession {
         &self,
         offer_sdp: &str,
     ) -> Vec<(crate::events::ParticipantRef, TrackRef)> {
-        let sending = sending_track_sids(offer_sdp);
+        let sending = sending_tracks(offer_sdp);
         let mut subscribed = self.subscribed.lock().unwrap_or_else(|e| e.into_inner());
         let gone: Vec<String> = subscribed
             .keys()
-            .filter(|sid| !sending.contains(sid.as_str()))
+            .filter(|sid| !sending.contains_key(sid.as_str()))
             .cloned()
             .collect();
         *self.offered.lock().unwrap_or_else(|e| e.into_inner()) = sending;
@@ -1157,7 +1216,7 @@ impl RtcSession {
         self.offered
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .contains(track_sid)
+            .contains_key(track_sid)
     }
 
     /// Ends every subscription of this session (a full reconnect replaces
@@ -1242,13 +1301,16 @@ async fn wait_connected(
     }
 }
 
-/// Track sids the server sends in a subscriber offer: media sections with a
-/// non-zero port, direction sendonly/sendrecv, and an `a=msid:` whose stream
-/// id is `participant_sid|track_sid` (LiveKit's convention).
-fn sending_track_sids(sdp: &str) -> std::collections::HashSet<String> {
-    let mut out = std::collections::HashSet::new();
-    let mut section: Option<(bool, bool, Vec<String>)> = None; // (port ok, sending, sids)
-    let mut flush = |section: &mut Option<(bool, bool, Vec<String>)>| {
+/// The tracks the server sends in a subscriber offer, track sid ->
+/// participant sid: media sections with a non-zero port, direction
+/// sendonly/sendrecv, and an `a=msid:` whose stream id is
+/// `participant_sid|track_sid` (LiveKit's convention).
+fn sending_tracks(sdp: &str) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    // (port ok, sending, (track sid, participant sid)s)
+    type Section = Option<(bool, bool, Vec<(String, String)>)>;
+    let mut section: Section = None;
+    let mut flush = |section: &mut Section| {
         if let Some((port_ok, sending, sids)) = section.take() {
             if port_ok && sending {
                 out.extend(sids);
@@ -1274,8 +1336,8 @@ fn sending_track_sids(sdp: &str) -> std::collections::HashSet<String> {
                     });
                     if let Some(msid) = msid {
                         let stream = msid.split_whitespace().next().unwrap_or("");
-                        if let Some((_, track_sid)) = stream.split_once('|') {
-                            sids.push(track_sid.to_string());
+                        if let Some((participant_sid, track_sid)) = stream.split_once('|') {
+                            sids.push((track_sid.to_string(), participant_sid.to_string()));
                         }
                     }
                 }
@@ -1294,15 +1356,75 @@ fn pseudo_random_ssrc(salt: u32) -> u32 {
     (nanos ^ std::process::id().rotate_left(16) ^ salt.wrapping_mul(0x9E37_79B9)) | 1
 }
 
+/// The follower of one remote track sid (see [`RtcSession::follow`]).
+struct Follower {
+    stop: CancellationToken,
+    /// Set while the follower waits for the track's media (it was
+    /// subscribed from the offer): where `on_track` hands the remote track.
+    remote: Option<oneshot::Sender<Arc<dyn TrackRemote>>>,
+    /// Pinged on every offer: a subscription an earlier offer ended may
+    /// be sent again.
+    wake: Arc<tokio::sync::Notify>,
+}
+
 impl RtcSession {
-    /// Waits for a remote track's publication info, emits TrackSubscribed, then
-    /// reads its packets until it ends and emits TrackUnsubscribed.
-    async fn follow_remote_track(
-        self: Arc<Self>,
-        track: Arc<dyn TrackRemote>,
-        roster: SharedRoster,
-        emitter: RoomEmitter,
-    ) {
+    /// Subscribes every track the latest subscriber offer sends whose
+    /// publication the roster knows and that nobody follows yet: its tap
+    /// exists and its track_subscribed is emitted now, whether media flows
+    /// or not (a muted microphone sends none; webrtc-rs announces a remote
+    /// track only with its first RTP packet, which used to hide a track
+    /// muted before the job joined until it was unmuted, webrtc-rs#605).
+    /// Followers of tracks already followed are woken to resubscribe if an
+    /// earlier offer had ended them. Called after each offer and each
+    /// participant update.
+    pub(crate) fn subscribe_offered(self: &Arc<Self>, roster: &SharedRoster) {
+        let offered: Vec<(String, String)> = self
+            .offered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(t, p)| (t.clone(), p.clone()))
+            .collect();
+        for (track_sid, participant_sid) in offered {
+            let Some((participant, track)) = roster
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .find_track(&participant_sid, &track_sid)
+            else {
+                continue;
+            };
+            let mut followers = self.followers.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(f) = followers.get(&track_sid) {
+                f.wake.notify_one();
+                continue;
+            }
+            let (tx, rx) = oneshot::channel();
+            let stop = self.stop.child_token();
+            let wake = Arc::new(tokio::sync::Notify::new());
+            followers.insert(
+                track_sid.clone(),
+                Follower {
+                    stop: stop.clone(),
+                    remote: Some(tx),
+                    wake: wake.clone(),
+                },
+            );
+            drop(followers);
+            let session = self.clone();
+            let roster = roster.clone();
+            tokio::spawn(async move {
+                session
+                    .follow(participant, track, stop, wake, Some(rx), None, roster)
+                    .await;
+            });
+        }
+    }
+
+    /// A remote track arrived (its first RTP packet, for webrtc-rs): hands
+    /// it to the follower waiting for its media, or starts one (after
+    /// waiting for the publication info, which may come just after the
+    /// media).
+    async fn on_remote_track(self: Arc<Self>, track: Arc<dyn TrackRemote>, roster: SharedRoster) {
         let stream_id = track.stream_id().await.to_string();
         let Some((participant_sid, track_sid)) = stream_id.split_once('|') else {
             tracing::warn!(
@@ -1311,7 +1433,19 @@ impl RtcSession {
             );
             return;
         };
-        // The ParticipantUpdate naming the track may arrive just after the media.
+        let waiting = self
+            .followers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(track_sid)
+            .and_then(|f| f.remote.take());
+        if let Some(waiting) = waiting {
+            match waiting.send(track) {
+                Ok(()) => return,
+                // That follower is gone; follow the track anew.
+                Err(track) => return Box::pin(self.on_remote_track(track, roster)).await,
+            }
+        }
         let deadline = Instant::now() + Duration::from_secs(5);
         let found = loop {
             if let Some(found) = roster
@@ -1335,15 +1469,53 @@ impl RtcSession {
             return;
         };
         let stop = self.stop.child_token();
+        let wake = Arc::new(tokio::sync::Notify::new());
         if let Some(previous) = self
             .followers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(track_ref.sid.clone(), stop.clone())
+            .insert(
+                track_ref.sid.clone(),
+                Follower {
+                    stop: stop.clone(),
+                    remote: None,
+                    wake: wake.clone(),
+                },
+            )
         {
             // The track arrived on another transceiver: one follower each.
-            previous.cancel();
+            previous.stop.cancel();
         }
+        self.follow(
+            participant,
+            track_ref,
+            stop,
+            wake,
+            None,
+            Some(track),
+            roster,
+        )
+        .await;
+    }
+
+    /// Follows one remote track sid: subscribes it (a tap, then
+    /// track_subscribed), drives the tap's clock (silence while no media
+    /// flows), reads its packets once the remote track arrives (`remote`,
+    /// or later through `remote_rx`), resubscribes when the server sends
+    /// the track again after an offer ended it, and emits the last
+    /// subscription's track_unsubscribed when the media ends.
+    #[allow(clippy::too_many_arguments)]
+    async fn follow(
+        self: Arc<Self>,
+        participant: crate::events::ParticipantRef,
+        track_ref: TrackRef,
+        stop: CancellationToken,
+        wake: Arc<tokio::sync::Notify>,
+        mut remote_rx: Option<oneshot::Receiver<Arc<dyn TrackRemote>>>,
+        mut remote: Option<Arc<dyn TrackRemote>>,
+        roster: SharedRoster,
+    ) {
+        let emitter = self.emitter.clone();
         // Audio readers hang off the tap; it decodes only while one is open
         // (a video track's tap only answers "unsupported"). It exists before
         // track_subscribed is emitted, so a plugin that opens a reader on
@@ -1352,6 +1524,25 @@ impl RtcSession {
         let mut generation = self.subscribe_track(&participant, &track_ref, &stop, &emitter);
         let mut packets: u64 = 0;
         let mut bytes: u64 = 0;
+        // The server sends the track again after an offer ended its
+        // subscription: a new subscription (on the same transceiver:
+        // webrtc-rs reuses the remote track).
+        let resubscribe_if_sent = |tap: &mut Option<Arc<crate::media::TrackTap>>,
+                                   generation: &mut u64| {
+            if !self.is_current(&track_ref.sid, *generation)
+                && self.offered_as_sending(&track_ref.sid)
+                && roster
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .find_track(&participant.sid, &track_ref.sid)
+                    .is_some()
+            {
+                if tap.is_some() {
+                    *tap = Some(self.media.attach_track(&participant, &track_ref));
+                }
+                *generation = self.subscribe_track(&participant, &track_ref, &stop, &emitter);
+            }
+        };
         loop {
             let wakeup = tap.as_ref().and_then(|t| t.next_wakeup());
             let timer = async {
@@ -1362,7 +1553,18 @@ impl RtcSession {
             };
             let event = tokio::select! {
                 _ = stop.cancelled() => break,
-                ev = track.poll() => ev,
+                got = async { remote_rx.as_mut().expect("guarded").await }, if remote_rx.is_some() => {
+                    remote_rx = None;
+                    if let Ok(track) = got {
+                        remote = Some(track);
+                    }
+                    continue;
+                }
+                ev = async { remote.as_ref().expect("guarded").poll().await }, if remote.is_some() => ev,
+                _ = wake.notified() => {
+                    resubscribe_if_sent(&mut tap, &mut generation);
+                    continue;
+                }
                 _ = timer => {
                     if let Some(tap) = &tap {
                         tap.on_tick(Instant::now());
@@ -1385,25 +1587,10 @@ impl RtcSession {
                     if packets == 1 {
                         tracing::info!(track_sid = %track_ref.sid, participant = %participant.identity, "first RTP packet received");
                     }
-                    // The server ended this subscription (an offer stopped
-                    // sending the track) and now sends it again on the same
-                    // transceiver: a new subscription. Packets still in
-                    // flight after the end do not count: the latest offer
-                    // must send the track.
-                    if !self.is_current(&track_ref.sid, generation)
-                        && self.offered_as_sending(&track_ref.sid)
-                        && roster
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .find_track(&participant.sid, &track_ref.sid)
-                            .is_some()
-                    {
-                        if tap.is_some() {
-                            tap = Some(self.media.attach_track(&participant, &track_ref));
-                        }
-                        generation =
-                            self.subscribe_track(&participant, &track_ref, &stop, &emitter);
-                    }
+                    // Packets still in flight after an offer ended the
+                    // subscription do not count: the latest offer must send
+                    // the track.
+                    resubscribe_if_sent(&mut tap, &mut generation);
                 }
                 Some(TrackRemoteEvent::OnEnded) | None => break,
                 Some(_) => {}
@@ -1425,6 +1612,16 @@ impl RtcSession {
         if let Some(tap) = &tap {
             self.media.detach_track(tap);
         }
+        {
+            // A later offer or remote track starts a follower anew.
+            let mut followers = self.followers.lock().unwrap_or_else(|e| e.into_inner());
+            if followers
+                .get(&track_ref.sid)
+                .is_some_and(|f| Arc::ptr_eq(&f.wake, &wake))
+            {
+                followers.remove(&track_ref.sid);
+            }
+        }
         let still_ours = {
             let mut subscribed = self.subscribed.lock().unwrap_or_else(|e| e.into_inner());
             match subscribed.get(&track_ref.sid) {
@@ -1445,7 +1642,7 @@ impl RtcSession {
 
 #[cfg(test)]
 mod sdp_tests {
-    use super::{sending_track_sids, wait_connected, RTCPeerConnectionState as S};
+    use super::{sending_tracks, wait_connected, RTCPeerConnectionState as S};
     use std::time::Duration;
 
     /// The join's media wait: connected wins; failed or closed is an error
@@ -1497,11 +1694,11 @@ a=msid:PA_a|TR_off TR_off\r\n\
 m=audio 0 UDP/TLS/RTP/SAVPF 111\r\n\
 a=sendonly\r\n\
 a=msid:PA_b|TR_rejected TR_rejected\r\n";
-        let sids = sending_track_sids(sdp);
-        assert!(sids.contains("TR_live"));
-        assert!(sids.contains("TR_ssrc"));
-        assert!(!sids.contains("TR_off"));
-        assert!(!sids.contains("TR_rejected"));
+        let sids = sending_tracks(sdp);
+        assert_eq!(sids.get("TR_live").map(String::as_str), Some("PA_a"));
+        assert!(sids.contains_key("TR_ssrc"));
+        assert!(!sids.contains_key("TR_off"));
+        assert!(!sids.contains_key("TR_rejected"));
         assert_eq!(sids.len(), 2);
     }
 }

@@ -334,6 +334,8 @@ pub(crate) struct Roster {
     local_sid: String,
     /// sid → (participant, tracks by sid)
     participants: HashMap<String, (ParticipantRef, HashMap<String, TrackRef>)>,
+    /// Track sids their publishers muted.
+    muted: std::collections::HashSet<String>,
 }
 
 impl Roster {
@@ -352,6 +354,7 @@ impl Roster {
     fn remove(&mut self, sid: &str, events: &mut Vec<Event>) {
         if let Some((p, tracks)) = self.participants.remove(sid) {
             for t in tracks.into_values() {
+                self.muted.remove(&t.sid);
                 events.push(Event::TrackUnpublished {
                     participant: p.clone(),
                     track: t,
@@ -455,6 +458,25 @@ impl Roster {
                 new_tracks.push(t.clone());
             }
         }
+        for info in &info.tracks {
+            let Some(t) = current.get(&info.sid) else {
+                continue;
+            };
+            let was_muted = self.muted.contains(&info.sid);
+            if info.muted && !was_muted {
+                self.muted.insert(info.sid.clone());
+                events.push(Event::TrackMuted {
+                    participant: participant.clone(),
+                    track: t.clone(),
+                });
+            } else if !info.muted && was_muted {
+                self.muted.remove(&info.sid);
+                events.push(Event::TrackUnmuted {
+                    participant: participant.clone(),
+                    track: t.clone(),
+                });
+            }
+        }
         let removed: Vec<String> = entry
             .1
             .keys()
@@ -462,6 +484,7 @@ impl Roster {
             .cloned()
             .collect();
         for sid in removed {
+            self.muted.remove(&sid);
             if let Some(t) = entry.1.remove(&sid) {
                 events.push(Event::TrackUnpublished {
                     participant: participant.clone(),
@@ -571,7 +594,32 @@ fn signal_options(settings: &LiveKitSettings) -> SignalOptions {
     // A self-hosted server has no regions to fail over to.
     options.region_failover = false;
     options.connect_timeout = Duration::from_secs(5);
+    advertise(&mut options);
     options
+}
+
+/// Signal protocol lk-go speaks: 15. livekit-server v1.13.5 reads the
+/// number as a set of promises: >= 13, leave requests carry an action
+/// (lk-go resumes or rejoins on it); >= 15, a RequestResponse confirms
+/// every metadata update (set_attributes waits for it); >= 16 the server
+/// may move the participant to another room (RoomMovedResponse), which
+/// lk-go does not handle, so it stays below; 18 (livekit-signaling's
+/// default) promises negotiated data channels lk-go does not create.
+pub const SIGNAL_PROTOCOL: u32 = 15;
+/// Data protocol advertised to other participants (`ClientInfo.client_protocol`,
+/// which they read to decide what to send): see [`advertise`].
+pub const CLIENT_PROTOCOL: i32 = 0;
+
+/// What the join tells the server and the other participants lk-go can
+/// do — exactly what it implements, never more: a peer believing lk-go
+/// handles more sends it what it silently drops (livekit-client 2.23 sends
+/// RPC as a stream to a callee at protocol 1). No capabilities: lk-go
+/// neither strips video frame trailers (CAP_PACKET_TRAILER) nor inflates
+/// compressed data streams (CAP_COMPRESSION_DEFLATE_RAW).
+fn advertise(options: &mut SignalOptions) {
+    options.protocol_version = SIGNAL_PROTOCOL;
+    options.client_protocol = CLIENT_PROTOCOL;
+    options.client_capabilities = Vec::new();
 }
 
 /// Opens a signal connection and its peer connections, reports the room as
@@ -613,7 +661,7 @@ async fn open_conn(
         "signal connection established"
     );
     let (outgoing, mut outgoing_rx) = tokio::sync::mpsc::unbounded_channel();
-    let (rtc, remote_tracks) = match RtcSession::new(&join, outgoing, emitter.media()).await {
+    let (rtc, remote_tracks) = match RtcSession::new(&join, outgoing, emitter.clone()).await {
         Ok(made) => made,
         Err(detail) => {
             client.close().await;
@@ -638,6 +686,16 @@ async fn open_conn(
         participant_identity: participant.identity.clone(),
         participant_sid: participant.sid.clone(),
     };
+    let data = emitter.data();
+    data.set_server_version(
+        join.server_info
+            .as_ref()
+            .map(|s| s.version.as_str())
+            .unwrap_or(""),
+    );
+    for p in &join.other_participants {
+        data.set_peer_protocol(&p.identity, p.client_protocol);
+    }
     let (events_now, new_tracks) = roster
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -666,8 +724,7 @@ async fn open_conn(
             conn.client.send(msg).await;
         }
     });
-    let matcher =
-        tokio::spawn(rtc.run_track_matcher(remote_tracks, roster.clone(), emitter.clone()));
+    let matcher = tokio::spawn(rtc.run_track_matcher(remote_tracks, roster.clone()));
     conn.tasks
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -936,7 +993,12 @@ async fn handle_message(
                 .emit(Event::TrackUnsubscribed { participant, track });
         }
     }
+    let is_offer = matches!(msg, proto::signal_response::Message::Offer(_));
     if conn.rtc.on_signal(&msg).await {
+        if is_offer {
+            // Subscribed when negotiated, not when media arrives.
+            conn.rtc.subscribe_offered(&session.roster);
+        }
         return None;
     }
     match msg {
@@ -959,6 +1021,12 @@ async fn handle_message(
                 ));
             }
             for info in &update.participants {
+                if info.state != proto::participant_info::State::Disconnected as i32 {
+                    session
+                        .emitter
+                        .data()
+                        .set_peer_protocol(&info.identity, info.client_protocol);
+                }
                 let (evs, tracks) = session
                     .roster
                     .lock()
@@ -983,6 +1051,9 @@ async fn handle_message(
                 )
                 .await;
             }
+            // An offer may have sent a track before its publication was
+            // known.
+            conn.rtc.subscribe_offered(&session.roster);
             None
         }
         proto::signal_response::Message::Leave(leave) => Some(leave_ending(&leave)),
@@ -1400,6 +1471,25 @@ impl RoomLink for LiveKitLink {
 
     fn unpublish_track<'a>(&'a self, track_sid: &'a str) -> BoxFuture<'a, ()> {
         Box::pin(async move { self.session.conn().rtc.unpublish(track_sid).await })
+    }
+
+    fn send_packet(
+        &self,
+        packet: crate::datastream::OutPacket,
+    ) -> BoxFuture<'_, Result<(), super::rtc::DataError>> {
+        Box::pin(async move {
+            self.session
+                .conn()
+                .rtc
+                .send_data_packet(
+                    packet.value,
+                    packet.destinations,
+                    true,
+                    packet.on_behalf_of,
+                    super::rtc::UPDATE_TIMEOUT,
+                )
+                .await
+        })
     }
 
     fn publish_data(

@@ -47,6 +47,15 @@ pub enum ToJob {
         room: String,
         identity: String,
         metadata: String,
+        /// The participant a participant/publisher job is for (empty for
+        /// a room job).
+        #[serde(default)]
+        participant_identity: String,
+        #[serde(default)]
+        agent_name: String,
+        /// The dispatch's attributes, sorted by key.
+        #[serde(default)]
+        attributes: Vec<(String, String)>,
     },
     /// The worker sent the verdict to the server; the job may leave.
     VerdictSent,
@@ -65,6 +74,8 @@ pub enum ShutdownCause {
     Terminated,
     /// The worker is shutting down (drain timeout, or a second signal).
     WorkerStopping,
+    /// The job's memory is over the worker's `--job-memory-limit`.
+    MemoryLimit,
 }
 
 /// Job → worker.
@@ -103,6 +114,9 @@ mod tests {
                 room: "r".into(),
                 identity: "agent-AJ_x".into(),
                 metadata: "line1\nline2 {\"json\": true}".into(),
+                participant_identity: "alice".into(),
+                agent_name: "echo".into(),
+                attributes: vec![("k".into(), "v".into())],
             },
             ToJob::VerdictSent,
             ToJob::Shutdown {

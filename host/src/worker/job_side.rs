@@ -124,8 +124,9 @@ impl WorkerPipe {
                         Ok(ToJob::VerdictSent) => reader_acked.notify_one(),
                         Ok(ToJob::Shutdown { cause, detail }) => {
                             let reason = match cause {
-                                ShutdownCause::Terminated => ShutdownReason::RoomDisconnected,
-                                ShutdownCause::WorkerStopping => ShutdownReason::SignalSigterm,
+                                ShutdownCause::Terminated => ShutdownReason::JobTerminated,
+                                ShutdownCause::WorkerStopping => ShutdownReason::WorkerStopping,
+                                ShutdownCause::MemoryLimit => ShutdownReason::MemoryLimit,
                             };
                             ctx.shutdown(reason, detail);
                         }
@@ -144,7 +145,7 @@ impl WorkerPipe {
                 }
             }
             ctx.shutdown(
-                ShutdownReason::SignalSigterm,
+                ShutdownReason::WorkerLost,
                 "the lk-go worker that started this job is gone (its pipe closed)",
             );
             // Nobody will acknowledge a verdict any more.

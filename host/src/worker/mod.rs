@@ -243,6 +243,18 @@ impl Worker {
                     String::new()
                 },
                 participant_name: if available { name } else { String::new() },
+                // As livekit-agents does: frontends read which agent this is.
+                participant_attributes: if available
+                    && !self.options.registration.agent_name.is_empty()
+                {
+                    [(
+                        "lk.agent.name".to_string(),
+                        self.options.registration.agent_name.clone(),
+                    )]
+                    .into()
+                } else {
+                    Default::default()
+                },
                 ..Default::default()
             },
         ));
@@ -282,6 +294,17 @@ impl Worker {
             room: room.clone(),
             identity: agent_identity(&job.id),
             metadata: job.metadata.clone(),
+            participant_identity: job
+                .participant
+                .as_ref()
+                .map(|p| p.identity.clone())
+                .unwrap_or_default(),
+            agent_name: job.agent_name.clone(),
+            attributes: {
+                let mut a: Vec<(String, String)> = job.attributes.clone().into_iter().collect();
+                a.sort();
+                a
+            },
         };
         match child::spawn(
             &self.options.child,
