@@ -1,8 +1,10 @@
 //! lk-go's plugin interface: the versioned C ABI and the safe Rust SDK.
 //!
 //! Owns: [`abi`], the `#[repr(C)]` mirror of `include/lk_plugin.h` (the
-//! contract for C, Go and every other language), and [`sdk`], the safe wrapper
-//! Rust plugins use, with [`export_plugin!`] to declare one.
+//! contract for C, Go and every other language), and the safe wrapper Rust
+//! plugins use: [`sdk`] (the job, events, hooks; [`export_plugin!`] declares
+//! a plugin), [`media`] (audio in and out, data packets, attributes),
+//! [`stream`] (data streams, transcripts) and [`rpc`].
 //!
 //! Must not touch: anything of the host. This crate knows nothing of rooms,
 //! WebRTC, tokio or the loader; it is compiled into third-party plugins and
@@ -23,7 +25,9 @@
 
 pub mod abi;
 pub mod media;
+pub mod rpc;
 pub mod sdk;
+pub mod stream;
 
 /// Declares the plugin: exports `lk_plugin_entry` returning a static
 /// descriptor at this crate's ABI version, with `run` wrapped in the panic

@@ -47,14 +47,20 @@ pub enum MediaError {
     NotConnected,
     /// The server refused; the host logged why (`LK_ERR_REFUSED`).
     Refused,
-    /// The host speaks ABI < 1.3.
+    /// A capture waited for room while the queue was cleared: its audio
+    /// was dropped with the rest (`LK_CLEARED`, ABI 1.4).
+    Cleared,
+    /// A data stream ended abnormally (`LK_ERR_ABORTED`, ABI 1.4).
+    Aborted,
+    /// The host speaks an ABI too old for the call (< 1.3 for media and
+    /// data, < 1.4 for streams, RPC and transcriptions).
     HostTooOld,
     /// A result code this SDK does not know.
     Other(i32),
 }
 
 impl MediaError {
-    fn from_code(rc: i32) -> MediaError {
+    pub(crate) fn from_code(rc: i32) -> MediaError {
         match rc {
             LK_TIMEOUT => MediaError::Timeout,
             LK_SHUTTING_DOWN => MediaError::ShuttingDown,
@@ -66,6 +72,8 @@ impl MediaError {
             LK_ERR_TOO_LARGE => MediaError::TooLarge,
             LK_ERR_NOT_CONNECTED => MediaError::NotConnected,
             LK_ERR_REFUSED => MediaError::Refused,
+            LK_CLEARED => MediaError::Cleared,
+            LK_ERR_ABORTED => MediaError::Aborted,
             other => MediaError::Other(other),
         }
     }
@@ -79,7 +87,7 @@ impl std::fmt::Display for MediaError {
 
 impl std::error::Error for MediaError {}
 
-fn check(rc: i32) -> Result<(), MediaError> {
+pub(crate) fn check(rc: i32) -> Result<(), MediaError> {
     if rc == LK_OK {
         Ok(())
     } else {
@@ -87,7 +95,7 @@ fn check(rc: i32) -> Result<(), MediaError> {
     }
 }
 
-fn millis(d: Duration) -> u32 {
+pub(crate) fn millis(d: Duration) -> u32 {
     d.as_millis().min(u32::MAX as u128) as u32
 }
 
@@ -293,6 +301,18 @@ impl AudioSource {
         Duration::from_millis(unsafe { (self.ctx.api().audio_source_queued_ms)(self.raw) } as u64)
     }
 
+    /// Waits up to `timeout` until the track has a subscriber (the
+    /// server's first `TrackSubscribed` for it): audio captured before that
+    /// reaches nobody, so an agent that speaks first waits here (as
+    /// livekit-agents' `wait_for_subscription`). ABI 1.4; on an older host
+    /// [`MediaError::HostTooOld`].
+    pub fn wait_subscribed(&self, timeout: Duration) -> Result<(), MediaError> {
+        if !self.ctx.has_streams() {
+            return Err(MediaError::HostTooOld);
+        }
+        check(unsafe { (self.ctx.api().audio_source_wait_subscribed)(self.raw, millis(timeout)) })
+    }
+
     /// Unpublishes now (also done on drop).
     pub fn close(&self) {
         unsafe { (self.ctx.api().audio_source_close)(self.raw) }
@@ -352,7 +372,7 @@ pub enum NextData {
     ShuttingDown,
 }
 
-fn lk(s: &str) -> LkStr {
+pub(crate) fn lk(s: &str) -> LkStr {
     LkStr::borrow(s)
 }
 

@@ -52,6 +52,15 @@ pub enum EventKind {
     Reconnecting,
     /// ABI 1.2: the session is back (`reason`: "resumed" or "rejoined").
     Reconnected,
+    /// ABI 1.4: a remote publication was muted by its publisher (readers of
+    /// it get frames flagged silence).
+    TrackMuted,
+    /// ABI 1.4: a muted remote publication was unmuted.
+    TrackUnmuted,
+    /// ABI 1.4: a track this job published has its first subscriber
+    /// (`track_sid` is the job's own; see
+    /// [`crate::media::AudioSource::wait_subscribed`]).
+    LocalTrackSubscribed,
     /// A kind added by a newer host; the raw value is kept.
     Unknown(u32),
 }
@@ -68,11 +77,14 @@ impl EventKind {
             LK_EVENT_DISCONNECTED => EventKind::Disconnected,
             LK_EVENT_RECONNECTING => EventKind::Reconnecting,
             LK_EVENT_RECONNECTED => EventKind::Reconnected,
+            LK_EVENT_TRACK_MUTED => EventKind::TrackMuted,
+            LK_EVENT_TRACK_UNMUTED => EventKind::TrackUnmuted,
+            LK_EVENT_LOCAL_TRACK_SUBSCRIBED => EventKind::LocalTrackSubscribed,
             other => EventKind::Unknown(other),
         }
     }
 
-    /// True for the four track events.
+    /// True for the events about a remote track.
     pub fn is_track_event(self) -> bool {
         matches!(
             self,
@@ -80,6 +92,8 @@ impl EventKind {
                 | EventKind::TrackUnpublished
                 | EventKind::TrackSubscribed
                 | EventKind::TrackUnsubscribed
+                | EventKind::TrackMuted
+                | EventKind::TrackUnmuted
         )
     }
 }
@@ -263,6 +277,63 @@ impl JobContext {
             return None;
         }
         Some(self.host_str(unsafe { (self.api.participant_identity)(self.job) }))
+    }
+
+    /// True when the host speaks ABI 1.4 (dispatch info, data streams,
+    /// RPC, transcriptions).
+    pub fn has_streams(&self) -> bool {
+        self.api.abi_minor >= 4 && self.has_field(LK_HOST_API_SIZE_1_4)
+    }
+
+    /// The participant a participant or publisher job is for (the
+    /// dispatch's `Job.participant`, or `--participant-identity`); `None`
+    /// for a room job and on a host older than ABI 1.4.
+    pub fn job_participant_identity(&self) -> Option<&'static str> {
+        if !self.has_streams() {
+            return None;
+        }
+        let id = self.host_str(unsafe { (self.api.job_participant_identity)(self.job) });
+        (!id.is_empty()).then_some(id)
+    }
+
+    /// The agent name the job was dispatched to; empty for automatic
+    /// dispatch, `job run-script`, and a host older than ABI 1.4.
+    pub fn agent_name(&self) -> &'static str {
+        if !self.has_streams() {
+            return "";
+        }
+        self.host_str(unsafe { (self.api.agent_name)(self.job) })
+    }
+
+    /// The dispatch's attributes (`Job.attributes`), sorted by key; empty
+    /// on a host older than ABI 1.4.
+    pub fn job_attributes(&self) -> Vec<(&'static str, &'static str)> {
+        if !self.has_streams() {
+            return Vec::new();
+        }
+        let n = unsafe {
+            (self.api.job_attributes)(self.job, std::ptr::null_mut(), std::ptr::null_mut(), 0)
+        };
+        let mut keys = vec![LkStr::EMPTY; n];
+        let mut values = vec![LkStr::EMPTY; n];
+        let got = unsafe {
+            (self.api.job_attributes)(self.job, keys.as_mut_ptr(), values.as_mut_ptr(), n)
+        };
+        keys.into_iter()
+            .zip(values)
+            .take(got.min(n))
+            .map(|(k, v)| (self.host_str(k), self.host_str(v)))
+            .collect()
+    }
+
+    /// Whether the job ends (reason `participant_left`) when its
+    /// participant ([`Self::job_participant_identity`]) leaves the room:
+    /// on by default, as livekit-agents' `close_on_disconnect`. No-op on a
+    /// host older than ABI 1.4 (which never ends the job for it).
+    pub fn set_close_on_participant_left(&self, close: bool) {
+        if self.has_streams() {
+            unsafe { (self.api.set_close_on_participant_left)(self.job, close as i32) }
+        }
     }
 
     /// Asks the host to end the job. Idempotent; the first reason wins.

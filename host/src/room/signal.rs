@@ -608,7 +608,7 @@ fn signal_options(settings: &LiveKitSettings) -> SignalOptions {
 pub const SIGNAL_PROTOCOL: u32 = 15;
 /// Data protocol advertised to other participants (`ClientInfo.client_protocol`,
 /// which they read to decide what to send): see [`advertise`].
-pub const CLIENT_PROTOCOL: i32 = 0;
+pub const CLIENT_PROTOCOL: i32 = 2;
 
 /// What the join tells the server and the other participants lk-go can
 /// do — exactly what it implements, never more: a peer believing lk-go

@@ -4,12 +4,18 @@
 //! into its own track, and answers each data packet with topic `lk.ping`
 //! with the same payload on topic `lk.pong`, to the sender only.
 //!
+//! With a host of ABI 1.4 it also talks to frontends ([`frontend`]): RPC
+//! `echo`, chat answered as a transcript, byte streams answered with their
+//! SHA-256, `frontend.hello` to every participant who joins.
+//!
 //! Job metadata (`key=value`, space-separated) selects variants the tests
 //! use: `rate=24000` (the reader and source rate, default 48000),
 //! `mode=bargein` (speaks 5 s of 440 Hz itself and clears the queue after
 //! 1 s, logging when), `mode=block` (three threads wait in read, capture
 //! and next_data while the job shuts itself down; each logs how long its
 //! call took to return), `exit=N` (run's return value, default 0).
+
+mod frontend;
 
 use crossbeam_channel::{select, Receiver};
 use lk_plugin_api::media::{
@@ -77,6 +83,9 @@ fn run(ctx: &JobContext) -> i32 {
     ));
     let data = ctx.data_channel(256);
     let shutdown = ctx.shutdown_channel();
+    if mode == "echo" {
+        frontend::start(ctx, source.track_sid());
+    }
     match mode {
         "bargein" => barge_in(ctx, &source, rate, &shutdown),
         "block" => return block(ctx, source, rate, exit),
@@ -154,11 +163,15 @@ fn wait_for_microphone(
     data: &Receiver<lk_plugin_api::media::DataPacket>,
     first: &mut bool,
     rate: u32,
+    greet: bool,
 ) -> Option<AudioStream> {
     loop {
         select! {
             recv(events) -> ev => {
                 let ev = ev.ok()?;
+                if ev.kind == EventKind::ParticipantJoined && greet {
+                    frontend::greet(ctx, &ev.participant_identity);
+                }
                 if ev.kind == EventKind::TrackSubscribed && ev.track_kind == TrackKind::Audio && ev.track_source == TrackSource::Microphone {
                     match ctx.audio_stream(&ev.track_sid, AudioFormat::mono(rate)) {
                         Ok(s) => {
@@ -185,7 +198,7 @@ fn echo(
 ) {
     let events = ctx.event_channel(256);
     let mut first = true;
-    while let Some(stream) = wait_for_microphone(ctx, &events, data, &mut first, rate) {
+    while let Some(stream) = wait_for_microphone(ctx, &events, data, &mut first, rate, true) {
         let frames = stream.into_channel(64);
         let mut dropped = 0u64;
         let mut frames_seen = 0u64;
@@ -222,6 +235,13 @@ fn echo(
                     }
                 },
                 recv(data) -> p => if let Ok(p) = p { pong(ctx, &p, &mut first) },
+                recv(events) -> ev => {
+                    if let Ok(ev) = ev {
+                        if ev.kind == EventKind::ParticipantJoined {
+                            frontend::greet(ctx, &ev.participant_identity);
+                        }
+                    }
+                }
                 recv(shutdown) -> _ => return,
             }
         }
@@ -246,9 +266,19 @@ fn barge_in(
     rate: u32,
     shutdown: &Receiver<lk_plugin_api::sdk::ShutdownInfo>,
 ) {
-    // Give the listener time to subscribe to the new track.
-    if shutdown.recv_timeout(Duration::from_millis(500)).is_ok() {
-        return;
+    // Speak only once someone listens (a fixed wait lost the first words
+    // of a late listener).
+    match source.wait_subscribed(Duration::from_secs(20)) {
+        Ok(()) => {}
+        Err(MediaError::HostTooOld) => {
+            if shutdown.recv_timeout(Duration::from_millis(500)).is_ok() {
+                return;
+            }
+        }
+        Err(e) => {
+            ctx.warn(&format!("echo: nobody subscribed to the track: {e}"));
+            return;
+        }
     }
     if let Err(e) = source.capture(&tone(rate, 5.0), Duration::from_secs(1)) {
         ctx.warn(&format!("echo: capture: {e}"));
@@ -277,7 +307,7 @@ fn block(ctx: &JobContext, source: AudioSource, rate: u32, exit: i32) -> i32 {
     let events = ctx.event_channel(256);
     let mut first = false;
     let (_tx, no_data) = crossbeam_channel::bounded(1);
-    let Some(stream) = wait_for_microphone(ctx, &events, &no_data, &mut first, rate) else {
+    let Some(stream) = wait_for_microphone(ctx, &events, &no_data, &mut first, rate, false) else {
         return exit;
     };
     let began = std::sync::Arc::new(std::sync::Mutex::new(None::<Instant>));
