@@ -81,7 +81,7 @@ unsafe impl Send for StreamReader {}
 
 /// Result of [`JobContext::next_stream`].
 pub enum NextStream {
-    Stream(StreamReader),
+    Stream(Box<StreamReader>),
     Timeout,
     /// This many streams were dropped because nobody took them in time.
     Missed(u64),
@@ -413,13 +413,13 @@ impl JobContext {
             unsafe { (api.next_stream)(self.raw_job(), millis(timeout), &mut raw, &mut missed) };
         match rc {
             LK_OK => match StreamReader::fetch_info(*self, raw) {
-                Ok(info) => NextStream::Stream(StreamReader {
+                Ok(info) => NextStream::Stream(Box::new(StreamReader {
                     ctx: *self,
                     raw,
                     info,
                     timeout: Duration::from_secs(30),
                     error: None,
-                }),
+                })),
                 // Closed under us (the job ended): nothing to read.
                 Err(_) => NextStream::ShuttingDown,
             },
@@ -431,7 +431,10 @@ impl JobContext {
 
     /// Incoming streams (of the accepted topics) on a channel; disconnects
     /// at shutdown. Streams missed because the channel was full are logged.
-    pub fn stream_channel(&self, capacity: usize) -> crossbeam_channel::Receiver<StreamReader> {
+    pub fn stream_channel(
+        &self,
+        capacity: usize,
+    ) -> crossbeam_channel::Receiver<Box<StreamReader>> {
         let (tx, rx) = crossbeam_channel::bounded(capacity.max(1));
         let ctx = *self;
         std::thread::spawn(move || loop {

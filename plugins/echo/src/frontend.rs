@@ -69,7 +69,7 @@ pub fn start(ctx: &JobContext, mic_track_sid: &str) -> bool {
     true
 }
 
-fn answer(ctx: &JobContext, mut stream: StreamReader, mic: &str) {
+fn answer(ctx: &JobContext, mut stream: Box<StreamReader>, mic: &str) {
     let info = stream.info().clone();
     let body = match stream.read_all() {
         Ok(b) => b,
