@@ -1093,3 +1093,145 @@ fn tokens_never_reach_the_log_even_at_trace_level() {
         assert!(!err.contains("a-longer-dev-secret"), "secret in the log");
     }
 }
+
+// ---- Mute, participant jobs ----------------------------------------------
+
+/// A microphone published and muted before the job joins: the job used to
+/// see track_subscribed only when she unmuted (its first RTP packet came
+/// then; measured 4.7 s later), while the Python SDK agent is subscribed at
+/// once. The track is subscribed when the server offers it, muted or not:
+/// track_published, track_muted and track_subscribed arrive right after
+/// the join, track_unmuted when she unmutes, and a reader gets real-time
+/// frames flagged silence meanwhile.
+#[test]
+fn a_muted_microphone_is_subscribed_when_negotiated() {
+    use lk_go_tests::{dev_token, python_bin, python_script};
+    let server = LiveKitServer::start();
+    let mut python = Command::new(python_bin())
+        .arg(python_script("publish_muted.py"))
+        .args([
+            &server.url,
+            &dev_token("muted", "alice"),
+            "agent-muted",
+            "4",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start python");
+    let mut py_out = BufReader::new(python.stdout.take().unwrap()).lines();
+    let muted = py_out.next().expect("a line").expect("stdout");
+    assert!(muted.contains("\"muted\""), "{muted}");
+    let mut job = LoggerJob::start(&server, "muted", &["--identity", "agent-muted"]);
+    let joined = Instant::now();
+    let published = job.expect_line(
+        &["\"event\":\"track_published\"", "alice"],
+        Duration::from_secs(10),
+    );
+    let track_sid = serde_json::from_str::<serde_json::Value>(&published).unwrap()["track_sid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    job.expect_line(
+        &["\"event\":\"track_muted\"", &track_sid],
+        Duration::from_secs(10),
+    );
+    job.expect_line(
+        &["\"event\":\"track_subscribed\"", &track_sid],
+        Duration::from_secs(10),
+    );
+    let took = joined.elapsed();
+    eprintln!("MEASURED muted track subscribed {took:?} after the job started");
+    assert!(
+        took < Duration::from_secs(3),
+        "subscribed only after {took:?} (she unmutes at 4 s)"
+    );
+    let unmuted_line = job.expect_line(
+        &["\"event\":\"track_unmuted\"", &track_sid],
+        Duration::from_secs(15),
+    );
+    assert!(unmuted_line.contains("alice"), "{unmuted_line}");
+    let unmuted = py_out.next().expect("a line").expect("stdout");
+    assert!(unmuted.contains("\"unmuted\""), "{unmuted}");
+    job.expect_log("first RTP packet received", Duration::from_secs(10));
+    let _ = python.wait();
+    let _ = Command::new("kill")
+        .args(["-INT", &job.child.id().to_string()])
+        .status();
+    let (code, lines) = job.exit_code(LIMIT);
+    assert_eq!(code, Some(130), "{lines:#?}");
+    // Subscribed once, not again when the media came.
+    let subscribed = lines
+        .iter()
+        .filter(|l| l.contains("\"event\":\"track_subscribed\"") && l.contains(&track_sid))
+        .count();
+    assert_eq!(subscribed, 1, "{lines:#?}");
+}
+
+/// A participant job (`--participant-identity`, as a JT_PARTICIPANT
+/// dispatch): the participant leaving 100 ms after joining used to leave
+/// her agent in the room (8 s later it was still there). The job ends with
+/// its own reason, participant_left, and the plugin's code (0). The plugin
+/// is told who the job is for; one that opts out keeps running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_participant_job_ends_when_its_participant_leaves() {
+    let server = LiveKitServer::start();
+    let mut job = LoggerJob::start(
+        &server,
+        "linked",
+        &[
+            "--participant-identity",
+            "alice",
+            "--agent-name",
+            "greeter",
+            "--attribute",
+            "lang=fr",
+        ],
+    );
+    let info = tokio::task::block_in_place(|| job.expect_line(&["\"event\":\"job\""], LIMIT));
+    let v: serde_json::Value = serde_json::from_str(&info).unwrap();
+    assert_eq!(v["participant_identity"], "alice", "{info}");
+    assert_eq!(v["agent_name"], "greeter", "{info}");
+    assert_eq!(v["attributes"]["lang"], "fr", "{info}");
+    let alice = publisher(&server, "linked", "alice").await;
+    tokio::task::block_in_place(|| job.expect_line(&["participant_joined", "alice"], LIMIT));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let left_at = Instant::now();
+    alice.leave().await;
+    alice.close_tracks().await;
+    let (code, lines) = tokio::task::block_in_place(|| job.exit_code(LIMIT));
+    let took = left_at.elapsed();
+    eprintln!("MEASURED participant left -> job ended: {took:?}");
+    assert_eq!(code, Some(0), "{lines:#?}");
+    assert!(
+        shutdown_line(&lines).contains("participant_left"),
+        "{lines:#?}"
+    );
+    assert!(took < Duration::from_secs(5), "{took:?}");
+
+    // Opting out: the job keeps running after she leaves.
+    let mut job = LoggerJob::start(
+        &server,
+        "linked2",
+        &[
+            "--participant-identity",
+            "bob",
+            "--metadata",
+            "keep_on_participant_left",
+        ],
+    );
+    let bob = publisher(&server, "linked2", "bob").await;
+    tokio::task::block_in_place(|| job.expect_line(&["participant_joined", "bob"], LIMIT));
+    bob.leave().await;
+    bob.close_tracks().await;
+    tokio::task::block_in_place(|| {
+        job.expect_line(&["participant_left", "bob"], LIMIT);
+        job.expect_no_line("\"event\":\"shutdown\"", Duration::from_secs(2));
+    });
+    let _ = Command::new("kill")
+        .args(["-INT", &job.child.id().to_string()])
+        .status();
+    let (code, _) = tokio::task::block_in_place(|| job.exit_code(LIMIT));
+    assert_eq!(code, Some(130));
+}
