@@ -459,3 +459,28 @@ fn echoes_keep_the_pitch_of_a_steady_tone() {
         assert!(log.contains("local audio track stopped"), "{log}");
     }
 }
+
+/// An agent that speaks as soon as it starts, heard by a listener who
+/// joins at once, 0.3 s or 1 s later: the beginning used to be lost for a
+/// late listener (7-9 of 10 beeps heard; livekit/agents#3161), since the
+/// ABI gave a plugin no way to learn that someone subscribed. The echo's
+/// greet mode waits for `audio_source_wait_subscribed` (the server's first
+/// TrackSubscribed for its track), so every listener hears all 10.
+#[test]
+fn a_late_listener_hears_the_first_words() {
+    let server = LiveKitServer::start();
+    for (i, delay_ms) in [0u64, 300, 1000].into_iter().enumerate() {
+        let room = format!("greet-{i}");
+        let job = start_agent(&server, "echo", &room, "greeter", "mode=greet");
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let (code, v) = verdict(python(
+            "beep_count.py",
+            &[&server.url, &dev_token(&room, "late"), "greeter", "6"],
+        ));
+        let log = stop(job);
+        eprintln!("MEASURED listener at +{delay_ms} ms: {v}");
+        assert_eq!(code, Some(0), "{v}\n{log}");
+        assert_eq!(v["beeps"], 10, "listener at +{delay_ms} ms: {v}\n{log}");
+        assert!(log.contains("echo: first subscriber after"), "{log}");
+    }
+}

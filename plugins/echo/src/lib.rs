@@ -11,7 +11,9 @@
 //! Job metadata (`key=value`, space-separated) selects variants the tests
 //! use: `rate=24000` (the reader and source rate, default 48000),
 //! `mode=bargein` (speaks 5 s of 440 Hz itself and clears the queue after
-//! 1 s, logging when), `mode=block` (three threads wait in read, capture
+//! 1 s, logging when), `mode=greet` (speaks 10 beeps of 100 ms as soon as
+//! someone subscribes to its track: nothing of it is lost on a late
+//! listener), `mode=block` (three threads wait in read, capture
 //! and next_data while the job shuts itself down; each logs how long its
 //! call took to return), `exit=N` (run's return value, default 0).
 
@@ -88,6 +90,7 @@ fn run(ctx: &JobContext) -> i32 {
     }
     match mode {
         "bargein" => barge_in(ctx, &source, rate, &shutdown),
+        "greet" => greet(ctx, &source, rate, &shutdown),
         "block" => return block(ctx, source, rate, exit),
         _ => echo(ctx, source, rate, &data, &shutdown),
     }
@@ -258,6 +261,36 @@ fn tone(rate: u32, seconds: f64) -> Vec<i16> {
             (8000.0 * (2.0 * std::f64::consts::PI * 440.0 * i as f64 / rate as f64).sin()) as i16
         })
         .collect()
+}
+
+/// Waits for a subscriber, then speaks 10 beeps (100 ms of 440 Hz, 100 ms
+/// of silence each).
+fn greet(
+    ctx: &JobContext,
+    source: &AudioSource,
+    rate: u32,
+    shutdown: &Receiver<lk_plugin_api::sdk::ShutdownInfo>,
+) {
+    let waited = Instant::now();
+    if let Err(e) = source.wait_subscribed(Duration::from_secs(30)) {
+        ctx.warn(&format!("echo: nobody subscribed to the track: {e}"));
+        return;
+    }
+    ctx.info(&format!(
+        "echo: first subscriber after {} ms; speaking 10 beeps",
+        waited.elapsed().as_millis()
+    ));
+    let beep = tone(rate, 0.1);
+    let gap = vec![0i16; rate as usize / 10];
+    for _ in 0..10 {
+        for part in [&beep, &gap] {
+            if let Err(e) = source.capture(part, Duration::from_secs(2)) {
+                ctx.warn(&format!("echo: capture: {e}"));
+                return;
+            }
+        }
+    }
+    let _ = shutdown.recv();
 }
 
 fn barge_in(
