@@ -600,6 +600,8 @@ pub fn exit(code: i32) -> ! {
     if flushing.is_ok() {
         let _ = done_rx.recv_timeout(Duration::from_secs(1));
     }
+    // What the plugin wrote is passed on, within a bound of its own.
+    crate::stdio::drain(Duration::from_millis(500));
     // SAFETY: _exit ends the process at once; nothing after it runs.
     unsafe { libc::_exit(code) }
 }
@@ -668,6 +670,18 @@ fn dispatch() -> i32 {
             return fail(exit::USAGE, clap_error_line(&e.render().to_string()));
         }
     };
+    // A job's plugin writes into pipes the host owns (see crate::stdio): a
+    // language runtime that dies on EPIPE cannot take the job with it.
+    let stdio = match &cli.command {
+        Command::Job(_) => crate::stdio::own_plugin_stdio().err(),
+        _ => None,
+    };
+    if let Some(e) = stdio {
+        // Not fatal: the plugin then writes to the real stdout and stderr.
+        crate::logsink::line_always(&format!(
+            "lk-go: note: the plugin writes straight to stdout/stderr (could not set up the forwarding pipes: {e})"
+        ));
+    }
     match cli.command {
         Command::Plugin(PluginCommand::Inspect { plugin }) => inspect(&plugin),
         Command::Job(JobCommand::RunScript(args)) => run_script(*args),

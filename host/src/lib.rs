@@ -29,6 +29,7 @@ pub mod plugin;
 pub mod room;
 pub mod runner;
 pub mod secrets;
+pub mod stdio;
 mod sync;
 pub mod worker;
 

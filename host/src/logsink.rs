@@ -60,12 +60,17 @@ fn queue() -> Option<&'static Mutex<Sender<Msg>>> {
     let spawned = std::thread::Builder::new()
         .name("lk-go-log".into())
         .spawn(move || {
-            let stderr = std::io::stderr();
+            // The real stderr: past the pipe plugins write into (see
+            // `crate::stdio`), so host lines keep their own accounting.
+            // SAFETY: the descriptor stays open for the life of the process;
+            // ManuallyDrop never closes it.
+            let mut stderr = std::mem::ManuallyDrop::new(unsafe {
+                <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(crate::stdio::real_stderr())
+            });
             for msg in rx {
                 match msg {
                     Msg::Line { bytes, budgeted } => {
-                        let mut e = stderr.lock();
-                        if e.write_all(&bytes).is_err() {
+                        if stderr.write_all(&bytes).is_err() {
                             DROPPED.fetch_add(1, Ordering::Relaxed);
                         }
                         if budgeted {
@@ -73,7 +78,7 @@ fn queue() -> Option<&'static Mutex<Sender<Msg>>> {
                         }
                     }
                     Msg::Flush(ack) => {
-                        let _ = stderr.lock().flush();
+                        let _ = stderr.flush();
                         let _ = ack.send(());
                     }
                 }

@@ -229,11 +229,13 @@ fn build_plugins() -> Result<PathBuf> {
 /// runtime's full cgo pointer checks (GOEXPERIMENT=cgocheck2: every write
 /// of a Go pointer into C memory is a fatal error); the interop test runs
 /// it, so a pointer the SDK leaves with C cannot pass.
-const GO_BUILDS: [(&str, &str, &str, &str); 5] = [
+const GO_BUILDS: [(&str, &str, &str, &str); 6] = [
     ("plugins/go-noop", "go_noop", "", ""),
     ("plugins/go-echo", "go_echo", "", ""),
     ("plugins/go-echo", "go_echo_cgocheck2", "", "cgocheck2"),
     ("tests/fixtures/go-probe", "go_probe", "", ""),
+    // No SDK, no SIGPIPE handling: the host's stdio pipes keep it alive.
+    ("tests/fixtures/go-raw", "go_raw", "", ""),
     (
         "tests/fixtures/go-probe",
         "go_unregistered",

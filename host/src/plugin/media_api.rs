@@ -912,4 +912,73 @@ mod tests {
             assert_eq!(api_set_metadata(job, LkStr::EMPTY, 0), LK_ERR_INVALID);
         }
     }
+
+    /// Barge-in from another thread while a capture waits for room: the
+    /// blocked capture used to return LK_OK and queue its 500 ms, which
+    /// played after the clear. It returns LK_CLEARED (ABI 1.4) or, to a
+    /// 1.3 plugin, LK_TIMEOUT (its header's "nothing copied"); either way
+    /// nothing is queued.
+    #[test]
+    fn a_capture_blocked_across_a_clear_returns_cleared() {
+        for (minor, expected) in [(4u16, LK_CLEARED), (3, LK_TIMEOUT)] {
+            let job = JobHandle::new(
+                "j".into(),
+                "r".into(),
+                String::new(),
+                "agent".into(),
+                "test".into(),
+                minor,
+                JobContext::new(HookTimeouts::default()),
+                None,
+                JobMedia::new(None, None),
+                Default::default(),
+            )
+            .leak();
+            let queue = Arc::new(SourceQueue::new(48_000, 1, 200));
+            let source: &'static SourceHandle = Box::leak(Box::new(SourceHandle {
+                job,
+                queue: queue.clone(),
+                track_sid: "TR_me".into(),
+                closed: std::sync::atomic::AtomicBool::new(false),
+            }));
+            let raw = source as *const SourceHandle as usize;
+            let full = vec![1i16; 9_600 + 480];
+            // SAFETY: a valid source and buffer.
+            assert_eq!(
+                unsafe {
+                    api_audio_source_capture(
+                        raw as *mut LkAudioSource,
+                        full.as_ptr(),
+                        full.len(),
+                        0,
+                    )
+                },
+                LK_OK
+            );
+            let blocked = std::thread::spawn(move || {
+                let chunk = vec![2i16; 24_000]; // 500 ms
+                                                // SAFETY: a valid source and buffer.
+                unsafe {
+                    api_audio_source_capture(
+                        raw as *mut LkAudioSource,
+                        chunk.as_ptr(),
+                        chunk.len(),
+                        10_000,
+                    )
+                }
+            });
+            std::thread::sleep(Duration::from_millis(100));
+            // SAFETY: a valid source.
+            assert_eq!(
+                unsafe { api_audio_source_clear(raw as *mut LkAudioSource) },
+                210
+            );
+            assert_eq!(blocked.join().unwrap(), expected, "minor {minor}");
+            assert_eq!(
+                queue.queued_ms(),
+                0,
+                "minor {minor}: nothing queued after the clear"
+            );
+        }
+    }
 }
