@@ -177,32 +177,75 @@ impl Drop for Proc {
 /// Process groups of every contender spawned (each `Proc` leads its own).
 static SPAWNED: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
 
-/// Kills any contender process group still alive (a grandchild that
-/// outlived its leader) and says how many were spawned and left over.
+/// Collects every exited child of the bench (and, as the bench is a
+/// child subreaper, every orphaned grandchild): without this the Python
+/// contenders' forkserver children stayed behind as defunct processes.
+fn reap_exited() -> usize {
+    let mut reaped = 0;
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid with WNOHANG on our own children.
+        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        if pid <= 0 {
+            return reaped;
+        }
+        reaped += 1;
+    }
+}
+
+/// Processes of group `pgid` that still run (zombies are not counted:
+/// they only wait to be reaped).
+fn running_in_group(pgid: i32) -> Vec<String> {
+    let Ok(out) = Command::new("ps")
+        .args(["-o", "pid=,stat=,args=", "-g", &pgid.to_string()])
+        .output()
+    else {
+        return Vec::new();
+    };
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .is_some_and(|st| !st.starts_with('Z'))
+        })
+        .map(|l| l.trim().to_string())
+        .collect()
+}
+
+/// Makes the bench the reaper of its contenders' orphans (see
+/// [`reap_all`]).
+pub(crate) fn become_subreaper() {
+    // SAFETY: prctl with a constant option; failure leaves init as reaper.
+    unsafe {
+        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    }
+}
+
+/// Kills any contender process group still running (a grandchild that
+/// outlived its leader), reaps every exited one, and says how many groups
+/// were spawned and how many had to be killed.
 pub(crate) fn reap_all() -> (usize, usize) {
     let groups = std::mem::take(&mut *SPAWNED.lock().unwrap_or_else(|e| e.into_inner()));
+    reap_exited();
     let mut left = 0;
     for pgid in &groups {
-        // kill(-pgid, 0): does any process of the group still exist?
-        let alive = Command::new("kill")
-            .args(["-0", "--", &format!("-{pgid}")])
-            .stderr(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        if alive {
+        let running = running_in_group(*pgid);
+        if !running.is_empty() {
             left += 1;
-            let survivors = Command::new("pgrep")
-                .args(["-a", "-g", &pgid.to_string()])
-                .output()
-                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-                .unwrap_or_default();
-            eprintln!("bench: process group {pgid} outlived its leader: {survivors}");
+            eprintln!(
+                "bench: process group {pgid} outlived its leader: {}",
+                running.join("; ")
+            );
             let _ = Command::new("kill")
                 .args(["-KILL", "--", &format!("-{pgid}")])
                 .stderr(Stdio::null())
                 .status();
         }
+    }
+    if left > 0 {
+        std::thread::sleep(Duration::from_millis(200));
+        reap_exited();
     }
     (groups.len(), left)
 }
@@ -800,6 +843,7 @@ fn svg(r: &Results) -> String {
 }
 
 pub fn run(tools: Tools, settings: Settings) -> Result<()> {
+    become_subreaper();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -888,4 +932,50 @@ pub fn run(tools: Tools, settings: Settings) -> Result<()> {
     )?;
     println!("wrote {}/scale.json and scale.svg", out_dir.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn defunct_children() -> usize {
+        let me = std::process::id().to_string();
+        let out = Command::new("ps")
+            .args(["-o", "stat=", "--ppid", &me])
+            .output()
+            .expect("ps");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.trim_start().starts_with('Z'))
+            .count()
+    }
+
+    /// A contender's child that outlives its leader (the Python agents'
+    /// forkserver children) used to stay behind defunct at the end of the
+    /// bench: orphans went to an init that does not reap them. The bench is
+    /// their reaper now, and `reap_all` collects them.
+    #[test]
+    fn orphans_of_a_contender_are_reaped() {
+        become_subreaper();
+        use std::os::unix::process::CommandExt;
+        let mut leader = Command::new("sh")
+            .args(["-c", "sleep 0.3 & exit 0"])
+            .process_group(0)
+            .spawn()
+            .expect("sh");
+        SPAWNED.lock().unwrap().push(leader.id() as i32);
+        leader.wait().unwrap();
+        // The orphan (reparented to us) exits and waits to be reaped.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while defunct_children() == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the orphan never became our child"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let (spawned, left) = reap_all();
+        assert_eq!((spawned, left), (1, 0));
+        assert_eq!(defunct_children(), 0, "reaped");
+    }
 }
