@@ -845,3 +845,47 @@ pub fn error_lines(stderr: &str) -> Vec<&str> {
         .filter(|l| l.starts_with("lk-go: error:"))
         .collect()
 }
+
+/// Runs the browser peer (`tests/browser/peer.mjs`: livekit-client in
+/// headless Chromium, see tests/browser/README.md) with `scenario` against
+/// `agent` in the room `token` names; returns its exit code and its one
+/// JSON line. `cargo xtask itest` provisions Chromium (`CHROMIUM_PATH`) and
+/// the npm packages; without them this panics with the fix.
+pub fn run_browser(
+    scenario: &str,
+    url: &str,
+    token: &str,
+    agent: &str,
+    extra: &[&str],
+    limit: Duration,
+) -> (Option<i32>, serde_json::Value) {
+    let dir = workspace_root().join("tests").join("browser");
+    assert!(
+        dir.join("node_modules").join("livekit-client").is_dir(),
+        "tests/browser/node_modules is missing; run the tests with `cargo xtask itest` (it runs npm ci there)"
+    );
+    let child = Command::new("node")
+        .arg(dir.join("peer.mjs"))
+        .args([scenario, url, token, agent])
+        .args(extra)
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start node (the browser peer needs Node.js)");
+    let out = wait_output(child, limit);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .unwrap_or_else(|| {
+            panic!(
+                "the browser peer printed no JSON line; stdout: {stdout}\nstderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    let v: serde_json::Value = serde_json::from_str(line).expect("the browser peer's JSON line");
+    (out.status.code(), v)
+}

@@ -509,9 +509,65 @@ fn bench_cmd(args: &[String]) -> Result<()> {
     bench::run(tools, settings)
 }
 
+/// Debian's Chromium (browser downloads do not work here; puppeteer-core
+/// drives the system browser) and the browser peer's npm packages
+/// (`npm ci` in tests/browser, pinned by its package-lock.json). Returns
+/// the Chromium path. Installs chromium with apt-get when running as root.
+fn provision_browser() -> Result<PathBuf> {
+    let chromium = std::env::var_os("CHROMIUM_PATH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
+    if !chromium.is_file() {
+        let is_root = Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+            .unwrap_or(false);
+        if !(is_root && have("apt-get")) {
+            bail!("{} not found; install Debian's chromium (apt-get install chromium) or set CHROMIUM_PATH: the frontend tests run livekit-client in it", chromium.display());
+        }
+        step("install chromium (apt-get install chromium) for the browser frontend tests");
+        run(
+            Command::new("apt-get").args(["update", "-qq"]),
+            "apt-get update",
+        )?;
+        run(
+            Command::new("apt-get")
+                .args(["install", "-y", "-qq", "chromium"])
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+            "apt-get install chromium",
+        )?;
+        if !chromium.is_file() {
+            bail!(
+                "apt-get installed chromium, but {} is still missing; set CHROMIUM_PATH",
+                chromium.display()
+            );
+        }
+    }
+    if !have("node") || !have("npm") {
+        bail!("node and npm not found; install Node.js 20+ (the browser frontend tests drive Chromium from node)");
+    }
+    let dir = workspace_root().join("tests").join("browser");
+    let lock = std::fs::read(dir.join("package-lock.json"))
+        .context("read tests/browser/package-lock.json")?;
+    let stamp = dir.join("node_modules").join(".lk-go-lock");
+    if std::fs::read(&stamp).ok().as_deref() != Some(&lock[..]) {
+        step("npm ci in tests/browser (livekit-client and puppeteer-core, pinned)");
+        run(
+            Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+                .current_dir(&dir),
+            "npm ci in tests/browser (needs the npm registry)",
+        )?;
+        std::fs::write(&stamp, &lock)?;
+    }
+    Ok(chromium)
+}
+
 fn itest() -> Result<()> {
     let bin = provision_livekit()?;
     let python = provision_python()?;
+    let chromium = provision_browser()?;
     step("integration tests against livekit-server (and the Python SDK)");
     run(
         cargo()
@@ -528,11 +584,14 @@ fn itest() -> Result<()> {
                 "media",
                 "--test",
                 "worker",
+                "--test",
+                "frontend",
                 "--",
                 "--test-threads=2",
             ])
             .env("LIVEKIT_SERVER_BIN", &bin)
-            .env("LK_GO_PYTHON", &python),
+            .env("LK_GO_PYTHON", &python)
+            .env("CHROMIUM_PATH", &chromium),
         "integration tests",
     )
 }

@@ -193,7 +193,14 @@ struct State {
     live: HashMap<String, Live>,
     calls: HashMap<String, Call>,
     dropped_topics: HashSet<String>,
+    /// Sids of participants who left (the last [`MAX_GONE`]): a stream
+    /// whose header arrives after its sender's departure (data and signal
+    /// travel separately) is aborted at once.
+    gone: VecDeque<String>,
 }
+
+/// Departed participants remembered for late stream headers.
+const MAX_GONE: usize = 256;
 
 /// Counters for logs and metrics.
 #[derive(Debug, Default)]
@@ -223,6 +230,9 @@ pub struct DataHub {
     state: Mutex<State>,
     streams_ready: Condvar,
     rpc_ready: Condvar,
+    /// A copy of every stream and RPC packet that arrives (see
+    /// [`DataHub::tap`]).
+    tap: Mutex<Option<tokio::sync::mpsc::UnboundedSender<proto::DataPacket>>>,
     pub stats: DataStats,
 }
 
@@ -237,6 +247,7 @@ impl Default for DataHub {
             state: Mutex::new(State::default()),
             streams_ready: Condvar::new(),
             rpc_ready: Condvar::new(),
+            tap: Mutex::new(None),
             stats: DataStats::default(),
         }
     }
@@ -393,11 +404,34 @@ impl DataHub {
         self.enqueue(packet, None);
     }
 
+    /// Every stream and RPC packet that arrives from now on, as it came
+    /// (for tests and tools that check what a peer sent; unbounded: read
+    /// it or drop it).
+    pub fn tap(&self) -> tokio::sync::mpsc::UnboundedReceiver<proto::DataPacket> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        *self.tap.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
+        rx
+    }
+
+    /// Sends any stream or RPC packet as it is (for tests and tools that
+    /// play a peer, malformed packets included).
+    pub async fn send_raw(&self, value: Value, destinations: Vec<String>) -> Result<(), String> {
+        self.send(OutPacket {
+            value,
+            destinations,
+            on_behalf_of: None,
+        })
+        .await
+    }
+
     // ---- incoming packets --------------------------------------------
 
     /// A stream or RPC packet from the room. Must be called on the job's
     /// runtime (acks and answers are sent from tasks).
     pub fn on_packet(self: &Arc<Self>, packet: proto::DataPacket) {
+        if let Some(tap) = self.tap.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            let _ = tap.send(packet.clone());
+        }
         let sender = packet.participant_identity;
         let sender_sid = packet.participant_sid;
         match packet.value {
@@ -477,7 +511,12 @@ impl DataHub {
                 Target::Plugin
             }
         };
+        let sender_gone = !header.sender_sid.is_empty()
+            && self.lock().gone.iter().any(|g| *g == header.sender_sid);
         let stream = Arc::new(IncomingStream::new(header, now));
+        if sender_gone {
+            stream.abort("the sender left the room".to_string(), &self.buffered);
+        }
         let limits = self.limits();
         if let Some(total) = h.total_length {
             if total > limits.max_stream_bytes {
@@ -657,10 +696,25 @@ impl DataHub {
         let (streams, calls) = {
             let mut st = self.lock();
             st.peers.remove(identity);
+            if !sid.is_empty() {
+                if st.gone.len() >= MAX_GONE {
+                    st.gone.pop_front();
+                }
+                st.gone.push_back(sid.to_string());
+            }
             let streams: Vec<(String, Arc<IncomingStream>, Target)> = st
                 .open
                 .iter()
-                .filter(|(_, o)| o.stream.header.sender_sid == sid)
+                .filter(|(_, o)| {
+                    let h = &o.stream.header;
+                    // The sid is the sender's own (the server sets it on
+                    // every packet); without one, the header's identity.
+                    if h.sender_sid.is_empty() {
+                        h.sender_identity == identity
+                    } else {
+                        h.sender_sid == sid
+                    }
+                })
                 .map(|(id, o)| (id.clone(), o.stream.clone(), o.target.clone()))
                 .collect();
             let calls: Vec<String> = st

@@ -273,6 +273,14 @@ async fn a_sender_leaving_aborts_its_streams_and_fails_calls_to_it() {
     }
     let failure = call.await.unwrap().unwrap_err();
     assert_eq!(failure.code, rpc::RECIPIENT_DISCONNECTED);
+    // Data and signal travel separately: a header that arrives after its
+    // sender's departure is aborted at once, not kept until it goes idle.
+    hub.on_packet(packet("bob", text_header("late", "t", &[], None)));
+    let (id, _) = hub.next_stream(soon(), &never).unwrap();
+    match hub.read(id, 100, soon(), &never) {
+        Err(incoming::ReadEnd::Aborted(why)) => assert!(why.contains("left"), "{why}"),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[tokio::test]

@@ -415,6 +415,12 @@ impl Room {
         })
     }
 
+    /// The room's data streams and RPC (to send and receive them as a
+    /// peer would: tests, the bench's feeders).
+    pub fn data(&self) -> Arc<DataHub> {
+        self.shared.data.clone()
+    }
+
     /// Cascade stage 2: close the tracks. No-op when not connected.
     pub async fn close_tracks(&self) {
         if let Some(link) = &self.link {

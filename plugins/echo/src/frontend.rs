@@ -14,6 +14,10 @@
 //!   `bench.sink` is answered on `bench.sink.done` with its byte count; RPC
 //!   `bench.source` with payload N returns, then sends the caller N bytes
 //!   on `bench.source.data`.
+//!
+//! For the tests, job metadata `rpc=hang` also registers `hang` (a handler
+//! that does not return for 60 s) and `rpc=many` 10 000 methods `m0` ...
+//! `m9999` (each returns its own name).
 
 use lk_plugin_api::rpc::{RpcError, RpcInvocation};
 use lk_plugin_api::sdk::JobContext;
@@ -25,7 +29,7 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Registers the RPC methods and the stream topics; returns false on a
 /// host older than ABI 1.4 (the echo then only echoes).
-pub fn start(ctx: &JobContext, mic_track_sid: &str) -> bool {
+pub fn start(ctx: &JobContext, mic_track_sid: &str, metadata: &str) -> bool {
     if !ctx.has_streams() {
         ctx.warn("echo: the host is older than ABI 1.4: no RPC, chat or byte streams");
         return false;
@@ -50,6 +54,23 @@ pub fn start(ctx: &JobContext, mic_track_sid: &str) -> bool {
         if let Err(e) = r {
             ctx.warn(&format!("echo: could not register an RPC method: {e}"));
         }
+    }
+    if metadata.split_whitespace().any(|kv| kv == "rpc=hang") {
+        let _ = ctx.register_rpc("hang", |_: &RpcInvocation| {
+            std::thread::sleep(Duration::from_secs(60));
+            Ok("too late".to_string())
+        });
+    }
+    if metadata.split_whitespace().any(|kv| kv == "rpc=many") {
+        for i in 0..10_000 {
+            let name = format!("m{i}");
+            let answer = name.clone();
+            if let Err(e) = ctx.register_rpc(&name, move |_: &RpcInvocation| Ok(answer.clone())) {
+                ctx.warn(&format!("echo: registering {name} failed: {e}"));
+                break;
+            }
+        }
+        ctx.info("echo: 10000 methods registered");
     }
     for topic in [CHAT_TOPIC, "echo.bytes", "bench.sink"] {
         if let Err(e) = ctx.accept_streams(topic) {

@@ -86,7 +86,7 @@ fn run(ctx: &JobContext) -> i32 {
     let data = ctx.data_channel(256);
     let shutdown = ctx.shutdown_channel();
     if mode == "echo" {
-        frontend::start(ctx, source.track_sid());
+        frontend::start(ctx, source.track_sid(), md);
     }
     match mode {
         "bargein" => barge_in(ctx, &source, rate, &shutdown),
