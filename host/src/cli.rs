@@ -217,9 +217,11 @@ fn value_name<T: ValueEnum>(value: T) -> String {
 /// `job run-script` and `worker`. Defaults: a local `livekit-server --dev`.
 #[derive(Args, Clone)]
 pub struct ServerFlags {
-    /// LiveKit server URL.
-    #[arg(long, env = "LIVEKIT_URL", default_value = DEFAULT_URL)]
-    pub url: String,
+    /// LiveKit server URL; repeat it (or give a comma list) for the nodes
+    /// of one deployment: the first that answers is used, the next ones
+    /// when it is lost.
+    #[arg(long, env = "LIVEKIT_URL", value_delimiter = ',', default_value = DEFAULT_URL)]
+    pub url: Vec<String>,
     /// API key (with --api-secret: the worker's and every job's credentials).
     #[arg(long, env = "LIVEKIT_API_KEY", default_value = DEV_API_KEY)]
     pub api_key: String,
@@ -858,7 +860,7 @@ fn run_script(args: RunScriptArgs) -> i32 {
             },
         };
         Box::new(LiveKitConnector::new(LiveKitSettings {
-            url: args.server.url,
+            urls: args.server.url.clone(),
             credentials,
             auto_subscribe: args.job.auto_subscribe(),
             liveness_timeout: args.job.liveness_timeout,
@@ -955,7 +957,7 @@ fn run_assigned(args: RunAssignedArgs) -> i32 {
         Err(e) => return fail(exit::USAGE, e),
     };
     let crate::worker::ipc::ToJob::Assignment {
-        url,
+        urls,
         token,
         job_id,
         room,
@@ -992,7 +994,7 @@ fn run_assigned(args: RunAssignedArgs) -> i32 {
         }
     };
     let connector = LiveKitConnector::new(LiveKitSettings {
-        url,
+        urls,
         credentials: Credentials::Token(token),
         auto_subscribe: args.job.auto_subscribe(),
         liveness_timeout: args.job.liveness_timeout,
@@ -1013,8 +1015,10 @@ fn worker(args: WorkerArgs) -> i32 {
     if args.max_jobs == 0 {
         return fail(exit::USAGE, "--max-jobs must be at least 1");
     }
-    if let Err(e) = crate::room::signal::validate_url(&args.server.url) {
-        return fail(exit::for_connect_error(&e), e);
+    for url in &args.server.url {
+        if let Err(e) = crate::room::signal::validate_url(url) {
+            return fail(exit::for_connect_error(&e), e);
+        }
     }
     if let Err(e) = validate_agent_name(&args.agent_name) {
         return fail(exit::USAGE, e);
@@ -1053,7 +1057,7 @@ fn worker(args: WorkerArgs) -> i32 {
     let options = crate::worker::WorkerOptions {
         plugin: plugin_path.clone(),
         endpoint: crate::worker::agent_ws::AgentEndpoint {
-            url: args.server.url,
+            urls: args.server.url,
             api_key: args.server.api_key,
             api_secret: args.server.api_secret,
             max_retries: args.max_retries,
@@ -1355,7 +1359,7 @@ mod tests {
         };
         // Only meaningful when the environment does not override them.
         if std::env::var_os("LIVEKIT_URL").is_none() {
-            assert_eq!(args.server.url, DEFAULT_URL);
+            assert_eq!(args.server.url, [DEFAULT_URL]);
         }
         assert_eq!(args.job.shutdown_grace, Duration::from_secs(10));
         assert_eq!(

@@ -397,7 +397,7 @@ async fn join_with(
     use lk_go::room::signal::{AutoSubscribe, LiveKitConnector, LiveKitSettings};
     use lk_go::room::{JoinRequest, Room};
     let connector = LiveKitConnector::new(LiveKitSettings {
-        url: url.to_string(),
+        urls: vec![url.to_string()],
         credentials,
         auto_subscribe: AutoSubscribe::None,
         liveness_timeout: Duration::from_secs(15),

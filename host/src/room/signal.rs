@@ -67,8 +67,12 @@ impl AutoSubscribe {
 
 #[derive(Clone, Debug)]
 pub struct LiveKitSettings {
-    /// `ws://`, `wss://`, `http://` or `https://` URL of the server.
-    pub url: String,
+    /// `ws://`, `wss://`, `http://` or `https://` URLs of the server (one,
+    /// or several nodes of one LiveKit deployment): the job joins through
+    /// the first that answers, and when a recovery attempt cannot reach the
+    /// one it uses, it rejoins through the next (LiveKit routes a
+    /// participant to its room's node from any node). Never empty.
+    pub urls: Vec<String>,
     pub credentials: Credentials,
     pub auto_subscribe: AutoSubscribe,
     /// Declare the server gone after this long without any message from it.
@@ -547,7 +551,9 @@ impl Conn {
 /// A LiveKit session: the current connection, and what outlives it.
 struct Session {
     settings: LiveKitSettings,
-    url: String,
+    /// The server's URLs (validated); `url_index` is the one in use.
+    urls: Vec<String>,
+    url_index: std::sync::atomic::AtomicUsize,
     emitter: RoomEmitter,
     roster: SharedRoster,
     current: std::sync::Mutex<Arc<Conn>>,
@@ -557,6 +563,26 @@ struct Session {
 }
 
 impl Session {
+    /// The URL the session uses now.
+    fn url(&self) -> String {
+        let i = self.url_index.load(std::sync::atomic::Ordering::Acquire);
+        self.urls[i % self.urls.len()].clone()
+    }
+
+    /// Moves to the next URL (after one that could not be reached);
+    /// returns false when there is only one.
+    fn next_url(&self) -> bool {
+        if self.urls.len() < 2 {
+            return false;
+        }
+        let i = self
+            .url_index
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel)
+            + 1;
+        tracing::info!(url = %self.urls[i % self.urls.len()], "recovering through the next server URL");
+        true
+    }
+
     fn conn(&self) -> Arc<Conn> {
         self.current
             .lock()
@@ -739,20 +765,51 @@ impl RoomConnector for LiveKitConnector {
         emitter: RoomEmitter,
     ) -> BoxFuture<'a, Result<Box<dyn RoomLink>, ConnectError>> {
         Box::pin(async move {
-            let url = self.settings.url.trim().to_string();
-            validate_url(&url)?;
-            // `WS://` is valid; the signal client wants it lower-case.
-            let url = match url.split_once("://") {
-                Some((scheme, rest)) => format!("{}://{rest}", scheme.to_ascii_lowercase()),
-                None => url,
-            };
+            let mut urls = Vec::new();
+            for url in &self.settings.urls {
+                let url = url.trim().to_string();
+                validate_url(&url)?;
+                // `WS://` is valid; the signal client wants it lower-case.
+                urls.push(match url.split_once("://") {
+                    Some((scheme, rest)) => format!("{}://{rest}", scheme.to_ascii_lowercase()),
+                    None => url,
+                });
+            }
+            if urls.is_empty() {
+                return Err(ConnectError::InvalidUrl {
+                    url: String::new(),
+                    why: "no server URL given".into(),
+                });
+            }
             let token = self.token(request)?;
             let roster: SharedRoster = Arc::new(std::sync::Mutex::new(Roster::default()));
-            let (conn, mut events) =
-                open_conn(&self.settings, &url, &token, &emitter, &roster).await?;
+            // The first URL that answers (one that refuses the credentials,
+            // or errs otherwise, is an answer: that error is the job's).
+            let mut opened = None;
+            let mut last_unreachable = None;
+            for (i, url) in urls.iter().enumerate() {
+                match open_conn(&self.settings, url, &token, &emitter, &roster).await {
+                    Ok(pair) => {
+                        opened = Some((i, pair));
+                        break;
+                    }
+                    Err(e @ ConnectError::Unreachable { .. }) => {
+                        if urls.len() > 1 {
+                            tracing::warn!(url = %url, error = %e, "LiveKit server unreachable; trying the next --url");
+                        }
+                        last_unreachable = Some(e);
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            let Some((index, (conn, mut events))) = opened else {
+                return Err(last_unreachable.expect("at least one URL was tried"));
+            };
+            let url = urls[index].clone();
             let session = Arc::new(Session {
                 settings: self.settings.clone(),
-                url: url.clone(),
+                urls,
+                url_index: std::sync::atomic::AtomicUsize::new(index),
                 emitter,
                 roster,
                 current: std::sync::Mutex::new(conn.clone()),
@@ -1192,6 +1249,11 @@ async fn recover(
             Ok(Err(failed)) => {
                 tracing::info!(attempt, full, reached_server = failed.reached, detail = %failed.detail, "recovery attempt failed");
                 full |= failed.then_full;
+                // Another node may be up: rejoin through it (a resume can
+                // only go to the URL the session joined through).
+                if !failed.reached && session.next_url() {
+                    full = true;
+                }
                 reached |= failed.reached;
                 last = failed.detail;
             }
@@ -1292,7 +1354,7 @@ async fn full_reconnect(
         within,
         open_conn(
             &session.settings,
-            &session.url,
+            &session.url(),
             &token,
             &session.emitter,
             &session.roster,

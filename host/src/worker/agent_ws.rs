@@ -58,8 +58,11 @@ pub struct Registration {
 /// Where and as whom to connect.
 #[derive(Clone)]
 pub struct AgentEndpoint {
-    /// The server URL as the user gave it (`ws`, `wss`, `http`, `https`).
-    pub url: String,
+    /// The server URLs as the user gave them (`ws`, `wss`, `http`,
+    /// `https`): the nodes of one LiveKit deployment. Each connection round
+    /// tries them in order and registers with the first that answers, so a
+    /// worker whose node died registers with the next at once. Never empty.
+    pub urls: Vec<String>,
     pub api_key: String,
     pub api_secret: String,
     /// Retries after a failed attempt, in a row, before the worker gives up
@@ -70,7 +73,7 @@ pub struct AgentEndpoint {
 impl std::fmt::Debug for AgentEndpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AgentEndpoint")
-            .field("url", &self.url)
+            .field("urls", &self.urls)
             .field("api_key", &self.api_key)
             .field("api_secret", &"<redacted>")
             .field("max_retries", &self.max_retries)
@@ -81,10 +84,12 @@ impl std::fmt::Debug for AgentEndpoint {
 /// What the connection task reports.
 #[derive(Debug)]
 pub enum ConnEvent {
-    /// Registered and routable (the readiness pong arrived).
+    /// Registered and routable (the readiness pong arrived) with the
+    /// server at `url`.
     Ready {
         worker_id: String,
         server_version: String,
+        url: String,
     },
     /// A message from the server (pongs are handled here, not passed on).
     Message(Box<server_message::Message>),
@@ -192,10 +197,11 @@ fn unix_ms() -> i64 {
 /// Connects, registers, and waits for the readiness pong.
 async fn attempt(
     endpoint: &AgentEndpoint,
+    server_url: &str,
     registration: &Registration,
 ) -> Result<(Ws, String, String), AttemptError> {
     let token = worker_token(endpoint).map_err(AttemptError::Other)?;
-    let url = agent_url(&endpoint.url);
+    let url = agent_url(server_url);
     let mut request = url
         .as_str()
         .into_client_request()
@@ -297,27 +303,48 @@ pub async fn run_connection(
         // Anything queued while disconnected belongs to the old
         // registration, and must not precede `register`.
         while let Ok(_stale) = outgoing.try_recv() {}
-        let error = match attempt(&endpoint, &registration).await {
-            Err(AttemptError::Unauthorized(detail)) => {
-                let _ = events.send(ConnEvent::Fatal {
-                    code: crate::exit::AUTH_REFUSED,
-                    error: format!(
-                        "LiveKit server at {} refused the worker's credentials ({detail}); check --api-key/--api-secret (LIVEKIT_API_KEY/LIVEKIT_API_SECRET)",
-                        endpoint.url
-                    ),
-                });
-                return;
+        // One round: every URL in order, until one registers.
+        let mut round: Result<(Ws, String, String, String), String> = Err(String::new());
+        let mut errors = Vec::new();
+        for url in &endpoint.urls {
+            match attempt(&endpoint, url, &registration).await {
+                Err(AttemptError::Unauthorized(detail)) => {
+                    let _ = events.send(ConnEvent::Fatal {
+                        code: crate::exit::AUTH_REFUSED,
+                        error: format!(
+                            "LiveKit server at {url} refused the worker's credentials ({detail}); check --api-key/--api-secret (LIVEKIT_API_KEY/LIVEKIT_API_SECRET)"
+                        ),
+                    });
+                    return;
+                }
+                Err(AttemptError::Other(e)) => {
+                    if endpoint.urls.len() > 1 {
+                        tracing::warn!(url = %url, error = %e, "could not register; trying the next --url");
+                    }
+                    errors.push(if endpoint.urls.len() > 1 {
+                        format!("{url}: {e}")
+                    } else {
+                        e
+                    });
+                }
+                Ok((ws, worker_id, version)) => {
+                    round = Ok((ws, worker_id, version, url.clone()));
+                    break;
+                }
             }
-            Err(AttemptError::Other(e)) => {
+        }
+        let error = match round {
+            Err(_) => {
                 failed_attempts += 1;
-                e
+                errors.join("; ")
             }
-            Ok((mut ws, worker_id, server_version)) => {
+            Ok((mut ws, worker_id, server_version, url)) => {
                 failures = 0;
                 failed_attempts = 0;
                 let _ = events.send(ConnEvent::Ready {
                     worker_id,
                     server_version,
+                    url,
                 });
                 match session(&mut ws, &mut outgoing, &events).await {
                     None => {
@@ -337,7 +364,7 @@ pub async fn run_connection(
                 code: crate::exit::SERVER_UNAVAILABLE,
                 error: format!(
                     "could not register with the LiveKit server at {} in {} attempt{} ({error}); is livekit-server running? (try `cargo xtask livekit`), or raise --max-retries",
-                    endpoint.url,
+                    endpoint.urls.join(", "),
                     failed_attempts,
                     if failed_attempts == 1 { "" } else { "s" }
                 ),
@@ -453,7 +480,7 @@ mod tests {
     #[test]
     fn the_worker_token_carries_the_agent_grant() {
         let endpoint = AgentEndpoint {
-            url: "ws://h".into(),
+            urls: vec!["ws://h".into()],
             api_key: "k".into(),
             api_secret: "a-secret-of-some-length".into(),
             max_retries: None,

@@ -41,7 +41,8 @@ pub enum ToJob {
     /// What to run: sent once, first. `token` is the server-minted job
     /// token (a credential: never logged).
     Assignment {
-        url: String,
+        /// The server's URLs, the one the worker is registered with first.
+        urls: Vec<String>,
         token: String,
         job_id: String,
         room: String,
@@ -108,7 +109,7 @@ mod tests {
     fn messages_round_trip_as_single_lines() {
         let msgs = [
             ToJob::Assignment {
-                url: "ws://h:1".into(),
+                urls: vec!["ws://h:1".into(), "ws://h:2".into()],
                 token: "t".into(),
                 job_id: "AJ_x".into(),
                 room: "r".into(),

@@ -132,6 +132,9 @@ struct Worker {
     plugin_missing: bool,
     registered: bool,
     ever_registered: bool,
+    /// The URL of the node the worker is registered with (jobs join
+    /// through it first).
+    registered_url: Option<String>,
     jobs_started: u64,
 }
 
@@ -283,12 +286,19 @@ impl Worker {
             .as_ref()
             .map(|r| r.name.clone())
             .unwrap_or_default();
-        let url = a
-            .url
-            .filter(|u| !u.trim().is_empty())
-            .unwrap_or_else(|| self.options.endpoint.url.clone());
+        // The job joins where the server said (LiveKit Cloud), or through
+        // the node this worker is registered with, the others after it.
+        let mut urls: Vec<String> = match a.url.filter(|u| !u.trim().is_empty()) {
+            Some(u) => vec![u],
+            None => self.registered_url.iter().cloned().collect(),
+        };
+        for u in &self.options.endpoint.urls {
+            if !urls.contains(u) {
+                urls.push(u.clone());
+            }
+        }
         let assignment = ipc::ToJob::Assignment {
-            url,
+            urls,
             token: a.token,
             job_id: job.id.clone(),
             room: room.clone(),
@@ -531,7 +541,7 @@ pub async fn run_worker(
         agent_name = %options.registration.agent_name,
         job_type = options.registration.job_type.as_str_name(),
         max_jobs = options.max_jobs,
-        url = %options.endpoint.url,
+        url = %options.endpoint.urls.join(","),
         "worker starting"
     );
     let mut worker = Worker {
@@ -544,6 +554,7 @@ pub async fn run_worker(
         plugin_missing: false,
         registered: false,
         ever_registered: false,
+        registered_url: None,
         jobs_started: 0,
     };
     let mut status_timer = tokio::time::interval(STATUS_INTERVAL);
@@ -567,10 +578,11 @@ pub async fn run_worker(
         }
         tokio::select! {
             event = conn_events.recv() => match event {
-                Some(ConnEvent::Ready { worker_id, server_version }) => {
+                Some(ConnEvent::Ready { worker_id, server_version, url }) => {
                     worker.registered = true;
                     worker.ever_registered = true;
-                    tracing::info!(event = "worker_registered", worker_id = %worker_id, server_version = %server_version, "worker registered; waiting for jobs");
+                    tracing::info!(event = "worker_registered", worker_id = %worker_id, server_version = %server_version, url = %url, "worker registered; waiting for jobs");
+                    worker.registered_url = Some(url);
                     worker.send_status();
                 }
                 Some(ConnEvent::Message(msg)) => worker.on_server_message(*msg),
@@ -636,7 +648,7 @@ mod tests {
             // Any file that exists: the worker only checks it is there.
             plugin: std::env::current_exe().unwrap(),
             endpoint: AgentEndpoint {
-                url: "ws://127.0.0.1:1".into(),
+                urls: vec!["ws://127.0.0.1:1".into()],
                 api_key: "k".into(),
                 api_secret: "s".into(),
                 max_retries: None,
@@ -670,6 +682,7 @@ mod tests {
             plugin_missing: false,
             registered: true,
             ever_registered: true,
+            registered_url: None,
             jobs_started: 0,
         };
         (w, rx)
