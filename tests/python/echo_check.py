@@ -120,7 +120,7 @@ async def main(args: argparse.Namespace) -> int:
 
     def offer(track, participant) -> None:
         if (
-            participant.identity == args.agent
+            args.agent in ("*", participant.identity)
             and track.kind == rtc.TrackKind.KIND_AUDIO
             and not agent_track.done()
         ):
@@ -168,7 +168,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("url")
     parser.add_argument("token")
-    parser.add_argument("agent", metavar="AGENT_IDENTITY")
+    parser.add_argument("agent", metavar="AGENT_IDENTITY", help='"*": any participant\'s audio track')
     parser.add_argument("seconds", type=float, metavar="SECONDS")
     parser.add_argument("--freq", type=float, default=440.0)
     parser.add_argument("--amplitude", type=int, default=8000)

@@ -210,10 +210,43 @@ impl LiveKitServer {
     /// killed one: `start_with_ports(old.http_port, old.rtc_ports.0,
     /// old.rtc_ports.1)`).
     pub fn start_with_ports(http_port: u16, tcp_port: u16, udp_port: u16) -> LiveKitServer {
+        Self::start_configured(http_port, tcp_port, udp_port, None)
+    }
+
+    /// Starts one node of a multi-node deployment: free ports, sharing the
+    /// Redis at 127.0.0.1:`redis_port` with the other nodes
+    /// (livekit-server's `redis.address`; rooms and workers are then
+    /// routed across nodes). [`LiveKitServer::node_id`] names it.
+    pub fn start_node(redis_port: u16) -> LiveKitServer {
+        Self::start_configured(
+            free_tcp_port(),
+            free_tcp_port(),
+            free_udp_port(),
+            Some(redis_port),
+        )
+    }
+
+    /// The node id (`ND_…`) the server's log gives at start.
+    pub fn node_id(&self) -> String {
+        let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+        log.lines()
+            .find(|l| l.contains("starting LiveKit server"))
+            .and_then(|l| l.split("\"nodeID\": \"").nth(1))
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    fn start_configured(
+        http_port: u16,
+        tcp_port: u16,
+        udp_port: u16,
+        redis_port: Option<u16>,
+    ) -> LiveKitServer {
         let bin = livekit_server_bin();
         let template = std::fs::read_to_string(workspace_root().join("xtask").join("livekit.yaml"))
             .expect("read xtask/livekit.yaml");
-        let config = template
+        let mut config = template
             .replace("port: 7880", &format!("port: {http_port}"))
             .replace("tcp_port: 7881", &format!("tcp_port: {tcp_port}"))
             .replace("udp_port: 7882", &format!("udp_port: {udp_port}"));
@@ -221,6 +254,9 @@ impl LiveKitServer {
             config.contains(&format!("port: {http_port}")),
             "livekit.yaml lost its port line"
         );
+        if let Some(redis) = redis_port {
+            config.push_str(&format!("redis:\n  address: 127.0.0.1:{redis}\n"));
+        }
         let dir = target_dir().join("livekit").join("run");
         std::fs::create_dir_all(&dir).expect("create target/livekit/run");
         let config_path = dir.join(format!("livekit-{http_port}.yaml"));
@@ -888,4 +924,69 @@ pub fn run_browser(
         });
     let v: serde_json::Value = serde_json::from_str(line).expect("the browser peer's JSON line");
     (out.status.code(), v)
+}
+
+/// A Redis server on a free loopback port (no persistence), stopped when
+/// dropped: what two livekit-server nodes share. `LK_GO_REDIS` or
+/// `redis-server` on PATH (`cargo xtask itest` installs Debian's
+/// redis-server); panics with the fix when missing.
+pub struct RedisServer {
+    pub port: u16,
+    child: Child,
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        let bin = std::env::var_os("LK_GO_REDIS")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("redis-server"));
+        let port = free_tcp_port();
+        let child = Command::new(&bin)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "could not start {} ({e}); run the tests with `cargo xtask itest` (it installs redis-server) or set LK_GO_REDIS",
+                    bin.display()
+                )
+            });
+        let redis = RedisServer { port, child };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+                let mut buf = [0u8; 16];
+                if s.write_all(b"PING\r\n").is_ok()
+                    && s.read(&mut buf)
+                        .is_ok_and(|n| buf[..n].starts_with(b"+PONG"))
+                {
+                    return redis;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not answer on port {port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// RoomService.CreateRoom on a given node (`node_id`): the room lives
+/// there, whichever node's API is asked.
+pub fn create_room_on(http_port: u16, room: &str, node_id: &str) {
+    let body = serde_json::json!({"name": room, "node_id": node_id});
+    let (status, body) = room_service(http_port, room, "CreateRoom", &body.to_string());
+    assert_eq!(status, 200, "CreateRoom: {body}");
 }

@@ -44,6 +44,8 @@ pub struct Settings {
     pub worker_only: bool,
     /// Concurrent dispatched job counts of W5 (`--worker-scale 10,50`).
     pub worker_scale_counts: Vec<usize>,
+    /// Only the frontend scenarios (F1-F4): `--frontend-only`.
+    pub frontend_only: bool,
 }
 
 pub(crate) fn now_us() -> u64 {
@@ -855,7 +857,8 @@ pub fn run(tools: Tools, settings: Settings) -> Result<()> {
         server.url, settings.runs
     );
     let started = Instant::now();
-    if !settings.echo_only && !settings.worker_only {
+    let f = settings.frontend_only;
+    if !f && !settings.echo_only && !settings.worker_only {
         eprint!("1/7 job start ");
         job_start(&tools, &server, &settings, &mut results)?;
         eprint!("2/7 publish -> track_subscribed ");
@@ -869,7 +872,7 @@ pub fn run(tools: Tools, settings: Settings) -> Result<()> {
         steady_state(&tools, &server, &settings, &mut results, &rt)?;
     }
     let mut points = Vec::new();
-    if !settings.worker_only {
+    if !f && !settings.worker_only {
         eprint!("6/7 echo latency ");
         crate::echo_bench::echo_latency(&tools, &server, settings.runs.min(3), &mut results)?;
         eprint!(
@@ -886,11 +889,15 @@ pub fn run(tools: Tools, settings: Settings) -> Result<()> {
         eprint!("scale: concurrent echo jobs");
         points = crate::echo_bench::scale(&tools, &server, &rt, &settings.scale_counts, 12)?;
     }
+    if f || (!settings.echo_only && !settings.worker_only) {
+        eprint!("frontend: RPC, streams, flood (livekit-client in Chromium) ");
+        crate::frontend_bench::run(&tools, &server, settings.runs.min(5), &mut results)?;
+    }
     // Last: the jobs-per-machine run leaves up to 100 agent rooms behind
     // (closed by the server after its empty_timeout), which would load the
     // server under the scenarios above.
     let mut worker_points = Vec::new();
-    if !settings.echo_only {
+    if !f && !settings.echo_only {
         eprint!("worker: dispatch latency and memory ");
         crate::worker_bench::latency_and_memory(&tools, &server, settings.runs, &mut results)?;
         eprint!("worker: jobs per machine");

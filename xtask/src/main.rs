@@ -9,6 +9,7 @@
 
 mod bench;
 mod echo_bench;
+mod frontend_bench;
 mod worker_bench;
 
 use anyhow::{bail, Context, Result};
@@ -30,7 +31,7 @@ commands:
   livekit         provision and run a local livekit-server (foreground; Ctrl-C stops it)
   demo            the echo plugin in a room with the Python SDK: tone, echo, latency, data
   bench [--runs N] [--steady-seconds S] [--echo-only] [--scale 1,10,50,100]
-        [--worker-only] [--worker-scale 10,50]
+        [--worker-only] [--worker-scale 10,50] [--frontend-only]
                   lk-go vs the LiveKit Python SDK and Python agents (default 20 runs, 30 s);
                   echo latency, CPU and the 1/10/50/100-job scale run included;
                   the worker: dispatch latency, idle and per-job RSS, jobs per machine";
@@ -455,6 +456,7 @@ fn bench_cmd(args: &[String]) -> Result<()> {
         scale_counts: vec![1, 10, 50, 100],
         worker_only: false,
         worker_scale_counts: vec![10, 50],
+        frontend_only: false,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -467,6 +469,7 @@ fn bench_cmd(args: &[String]) -> Result<()> {
             "--runs" => settings.runs = value("--runs")?.max(1) as usize,
             "--echo-only" => settings.echo_only = true,
             "--worker-only" => settings.worker_only = true,
+            "--frontend-only" => settings.frontend_only = true,
             "--worker-scale" => {
                 settings.worker_scale_counts = it
                     .next()
@@ -498,6 +501,7 @@ fn bench_cmd(args: &[String]) -> Result<()> {
         cargo().args(["build", "-j2", "--release", "-p", "lk-plugin-echo", "--lib"]),
         "cargo build --release (echo plugin)",
     )?;
+    provision_browser()?;
     let tools = bench::Tools {
         lk_go: target_dir().join("release").join("lk-go"),
         echo: target_dir().join("release").join("libecho.so"),
@@ -568,6 +572,7 @@ fn itest() -> Result<()> {
     let bin = provision_livekit()?;
     let python = provision_python()?;
     let chromium = provision_browser()?;
+    let redis = provision_redis()?;
     step("integration tests against livekit-server (and the Python SDK)");
     run(
         cargo()
@@ -586,12 +591,15 @@ fn itest() -> Result<()> {
                 "worker",
                 "--test",
                 "frontend",
+                "--test",
+                "multinode",
                 "--",
                 "--test-threads=2",
             ])
             .env("LIVEKIT_SERVER_BIN", &bin)
             .env("LK_GO_PYTHON", &python)
-            .env("CHROMIUM_PATH", &chromium),
+            .env("CHROMIUM_PATH", &chromium)
+            .env("LK_GO_REDIS", &redis),
         "integration tests",
     )
 }
@@ -617,20 +625,43 @@ fn loom() -> Result<()> {
     )
 }
 
-/// Finds valgrind (`LK_GO_VALGRIND`, or on PATH) or installs it with
-/// apt-get (Debian package `valgrind`) when running as root; returns its
-/// path. The C-boundary memory tests need it and never skip.
+/// Finds valgrind (`LK_GO_VALGRIND`, or on PATH) or installs it; the
+/// C-boundary memory tests need it and never skip.
 fn provision_valgrind() -> Result<PathBuf> {
-    if let Some(p) = std::env::var_os("LK_GO_VALGRIND") {
+    provision_debian_tool(
+        "valgrind",
+        "valgrind",
+        "LK_GO_VALGRIND",
+        "the C-boundary memory tests",
+    )
+}
+
+/// Finds redis-server (`LK_GO_REDIS`, or on PATH) or installs it; the
+/// multi-node tests run two livekit-server nodes sharing one Redis.
+fn provision_redis() -> Result<PathBuf> {
+    provision_debian_tool(
+        "redis-server",
+        "redis-server",
+        "LK_GO_REDIS",
+        "the multi-node tests",
+    )
+}
+
+/// A tool the tests need: the path in `env` if set, else `program` on
+/// PATH, else Debian package `package` installed with apt-get when running
+/// as root (CI's machine); otherwise a one-line error saying what to do.
+/// `program --version` must succeed for a tool to count as found.
+fn provision_debian_tool(program: &str, package: &str, env: &str, who: &str) -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os(env) {
         return Ok(PathBuf::from(p));
     }
     let on_path = || {
-        Command::new("valgrind")
+        Command::new(program)
             .arg("--version")
             .output()
             .ok()
             .filter(|o| o.status.success())
-            .map(|_| PathBuf::from("valgrind"))
+            .map(|_| PathBuf::from(program))
     };
     if let Some(p) = on_path() {
         return Ok(p);
@@ -641,22 +672,24 @@ fn provision_valgrind() -> Result<PathBuf> {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
         .unwrap_or(false);
     if is_root && have("apt-get") {
-        step("install valgrind (apt-get install valgrind) for the C-boundary memory tests");
+        step(&format!(
+            "install {program} (apt-get install {package}) for {who}"
+        ));
         run(
             Command::new("apt-get").args(["update", "-qq"]),
             "apt-get update",
         )?;
         run(
             Command::new("apt-get")
-                .args(["install", "-y", "-qq", "valgrind"])
+                .args(["install", "-y", "-qq", package])
                 .env("DEBIAN_FRONTEND", "noninteractive"),
-            "apt-get install valgrind",
+            &format!("apt-get install {package}"),
         )?;
         if let Some(p) = on_path() {
             return Ok(p);
         }
     }
-    bail!("valgrind not found; install it (apt-get install valgrind) or set LK_GO_VALGRIND: the C-boundary memory tests need it")
+    bail!("{program} not found; install it (apt-get install {package}) or set {env}: {who} need it")
 }
 
 fn test_all() -> Result<()> {

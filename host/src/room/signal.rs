@@ -1239,6 +1239,7 @@ async fn recover(
         if attempt > RESUME_ATTEMPTS {
             full = true;
         }
+        let tried = session.url();
         let result = if full {
             full_reconnect(session, events, remaining).await
         } else {
@@ -1246,7 +1247,13 @@ async fn recover(
         };
         match result {
             Ok(Ok(how)) => return Recovery::Recovered(how),
-            Ok(Err(failed)) => {
+            Ok(Err(mut failed)) => {
+                // An attempt left unanswered by a server that still accepts
+                // connections (a node relaying to a dead node, a busy
+                // node) is not a server gone: it gets the whole window.
+                if !failed.reached && accepts_connections(&tried).await {
+                    failed.reached = true;
+                }
                 tracing::info!(attempt, full, reached_server = failed.reached, detail = %failed.detail, "recovery attempt failed");
                 full |= failed.then_full;
                 // Another node may be up: rejoin through it (a resume can
@@ -1260,6 +1267,27 @@ async fn recover(
             Err((reason, detail)) => return Recovery::Ended(reason, detail),
         }
     }
+}
+
+/// Whether the host behind a signal URL (`ws[s]://host[:port]/…`)
+/// accepts a TCP connection within 250 ms: the process is there, however
+/// slow its answers. Refused, reset and unanswered connects are false.
+async fn accepts_connections(url: &str) -> bool {
+    let Ok(parsed) = url::Url::parse(url) else {
+        return false;
+    };
+    let (Some(host), Some(port)) = (parsed.host_str(), parsed.port_or_known_default()) else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    matches!(
+        tokio::time::timeout(
+            Duration::from_millis(250),
+            tokio::net::TcpStream::connect((host, port))
+        )
+        .await,
+        Ok(Ok(_))
+    )
 }
 
 /// What one attempt gives: recovered, failed (try again), or the session
