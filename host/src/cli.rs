@@ -106,11 +106,73 @@ pub struct WorkerArgs {
     /// a drain. Default: retry forever (0, 2, 4 … 10 s apart).
     #[arg(long)]
     pub max_retries: Option<u32>,
+    /// Serve health (`/`), the worker's state as JSON (`/worker`) and
+    /// Prometheus metrics (`/metrics`) on ADDR:PORT, or on 127.0.0.1:PORT
+    /// when only a port is given. Off by default.
+    #[arg(long, env = "LIVEKIT_WORKER_HTTP", value_parser = parse_http_addr, value_name = "[ADDR:]PORT")]
+    pub http: Option<std::net::SocketAddr>,
+    /// Log a warning (once per job) when a job process's resident memory
+    /// goes over this many MB (livekit-agents' default too); 0: never.
+    #[arg(long, default_value_t = 1000, value_name = "MB")]
+    pub job_memory_warn: u64,
+    /// Shut a job down (reason memory_limit, exit 85, JS_FAILED) when its
+    /// resident memory goes over this many MB; it is killed if it has not
+    /// ended within its cascade budget. 0: no limit.
+    #[arg(long, default_value_t = 0, value_name = "MB")]
+    pub job_memory_limit: u64,
+    #[command(flatten)]
+    pub permissions: PermissionFlags,
     #[command(flatten)]
     pub job: JobFlags,
     /// Log format on stderr (job processes use it too).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+/// What the worker's jobs may do in their rooms: the registration's
+/// `allowed_permissions`, which the server writes into every job token
+/// (as livekit-agents' `WorkerPermissions`). Default: publish, subscribe,
+/// publish data and update their own metadata; not hidden.
+#[derive(Args, Debug, Clone, Copy, Default)]
+pub struct PermissionFlags {
+    /// Jobs may not publish tracks.
+    #[arg(long)]
+    pub no_publish: bool,
+    /// Jobs may not subscribe to tracks.
+    #[arg(long)]
+    pub no_subscribe: bool,
+    /// Jobs may not send data packets, streams or RPC.
+    #[arg(long)]
+    pub no_publish_data: bool,
+    /// Jobs may not update their own name, metadata or attributes.
+    #[arg(long)]
+    pub no_update_metadata: bool,
+    /// Jobs join hidden: other participants do not see them.
+    #[arg(long)]
+    pub hidden: bool,
+}
+
+impl PermissionFlags {
+    pub fn to_permission(self) -> livekit_protocol::ParticipantPermission {
+        livekit_protocol::ParticipantPermission {
+            can_publish: !self.no_publish,
+            can_subscribe: !self.no_subscribe,
+            can_publish_data: !self.no_publish_data,
+            can_update_metadata: !self.no_update_metadata,
+            hidden: self.hidden,
+            ..Default::default()
+        }
+    }
+}
+
+/// `--http`: `ADDR:PORT`, or `PORT` alone for loopback.
+fn parse_http_addr(s: &str) -> Result<std::net::SocketAddr, String> {
+    if let Ok(port) = s.parse::<u16>() {
+        return Ok(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    s.parse().map_err(|_| {
+        format!("{s:?} is not [ADDR:]PORT (e.g. 8081, 127.0.0.1:8081 or 0.0.0.0:8081)")
+    })
 }
 
 // Hand-written so that a stray `{:?}` can never print the secret.
@@ -1070,6 +1132,7 @@ fn worker(args: WorkerArgs) -> i32 {
                 JobTypeArg::Participant => livekit_protocol::JobType::JtParticipant,
             },
             version: format!("lk-go {}", env!("CARGO_PKG_VERSION")),
+            permissions: args.permissions.to_permission(),
         },
         max_jobs: args.max_jobs,
         drain_timeout: args.drain_timeout,
@@ -1079,6 +1142,20 @@ fn worker(args: WorkerArgs) -> i32 {
             json_logs: args.log_format == LogFormat::Json,
         },
         kill_after,
+        job_memory_warn: (args.job_memory_warn > 0).then(|| args.job_memory_warn * 1024 * 1024),
+        job_memory_limit: (args.job_memory_limit > 0).then(|| args.job_memory_limit * 1024 * 1024),
+    };
+    let http = match args.http {
+        None => None,
+        Some(addr) => match std::net::TcpListener::bind(addr) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                return fail(
+                    exit::USAGE,
+                    format!("could not listen on --http {addr}: {e}; pick a free port (or stop what holds it)"),
+                )
+            }
+        },
     };
     let rt = match runtime() {
         Ok(rt) => rt,
@@ -1094,7 +1171,7 @@ fn worker(args: WorkerArgs) -> i32 {
                 )
             }
         };
-        crate::worker::run_worker(options, signals).await
+        crate::worker::run_worker(options, signals, http).await
     });
     rt.shutdown_timeout(Duration::from_millis(100));
     code

@@ -77,6 +77,10 @@ pub struct Verdict {
 /// ("agent worker left the room"), whatever the worker says afterwards.
 #[async_trait::async_trait]
 pub trait BeforeLeave: Send + Sync + std::fmt::Debug {
+    /// The job's participant joined the room (called once, on the job's
+    /// runtime, before the plugin runs; must not wait for an answer).
+    async fn joined(&self) {}
+
     /// Called once per job, on the job's runtime; the cascade waits for it
     /// at most [`VERDICT_REPORT_DEADLINE`].
     async fn report(&self, verdict: Verdict);
@@ -324,6 +328,9 @@ pub async fn run_job(
             let room_name = non_empty_or(j.room_name, &job.room_name);
             let identity = non_empty_or(j.participant_identity, &job.identity);
             tracing::info!(room = %room_name, identity = %identity, participant_sid = %j.participant_sid, elapsed_ms = started.elapsed().as_millis() as u64, "joined room");
+            if let Some(reporter) = &options.before_leave {
+                reporter.joined().await;
+            }
             (room_name, identity)
         }
         None => (job.room_name.clone(), job.identity.clone()),

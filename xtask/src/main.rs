@@ -593,6 +593,8 @@ fn itest() -> Result<()> {
                 "frontend",
                 "--test",
                 "multinode",
+                "--test",
+                "fleet",
                 "--",
                 "--test-threads=2",
             ])

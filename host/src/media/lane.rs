@@ -48,6 +48,8 @@ pub(crate) struct Lane<T> {
     state: Mutex<State<T>>,
     ready: Condvar,
     capacity: usize,
+    /// Also counts every drop here (a process-wide figure).
+    drop_counter: Option<&'static std::sync::atomic::AtomicU64>,
 }
 
 impl<T> Lane<T> {
@@ -62,6 +64,18 @@ impl<T> Lane<T> {
             }),
             ready: Condvar::new(),
             capacity: capacity.max(1),
+            drop_counter: None,
+        }
+    }
+
+    /// A lane whose drops are also added to `counter`.
+    pub(crate) fn counted(
+        capacity: usize,
+        counter: &'static std::sync::atomic::AtomicU64,
+    ) -> Lane<T> {
+        Lane {
+            drop_counter: Some(counter),
+            ..Lane::new(capacity)
         }
     }
 
@@ -79,6 +93,9 @@ impl<T> Lane<T> {
         if st.items.len() >= self.capacity {
             st.items.pop_front();
             st.dropped += 1;
+            if let Some(c) = self.drop_counter {
+                c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
         }
         st.items.push_back(item);
         drop(st);

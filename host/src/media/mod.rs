@@ -49,6 +49,17 @@ pub const MAX_QUEUE_MS: u32 = 10_000;
 /// cannot read them).
 pub const DATA_INBOX_CAPACITY: usize = 1024;
 
+/// Audio frames dropped in this process because a reader fell behind
+/// (its ring was full), over every track and reader.
+static AUDIO_FRAMES_DROPPED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Audio frames this process has dropped so far: a reader (the plugin's
+/// audio stream) read too slowly and its ring overwrote the oldest frames.
+/// Monotonic; one job per process, so the job's figure.
+pub fn audio_frames_dropped() -> u64 {
+    AUDIO_FRAMES_DROPPED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// A PCM format asked for by a plugin, validated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AudioFormat {
@@ -186,7 +197,7 @@ impl TrackTap {
             }
         };
         let frames = (fmt.queue_ms / fmt.frame_ms).max(1) as usize;
-        let lane = Arc::new(Lane::new(frames));
+        let lane = Arc::new(Lane::counted(frames, &AUDIO_FRAMES_DROPPED));
         st.readers.push(Reader {
             decoder,
             framer: Framer::new(fmt.sample_rate, fmt.num_channels, fmt.frame_ms),

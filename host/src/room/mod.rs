@@ -25,6 +25,15 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
+/// Room sessions resumed or rejoined in this process (see [`recoveries`]).
+pub(crate) static RECOVERIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many times this process's room session was interrupted and then
+/// resumed or rejoined. Monotonic; one job per process, so the job's figure.
+pub fn recoveries() -> u64 {
+    RECOVERIES.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Why joining a room failed. Each maps to its own exit code (see

@@ -950,6 +950,7 @@ async fn session_loop(session: Arc<Session>, mut events: livekit_signaling::Sign
         });
         match recover(&session, &mut events, full, window).await {
             Recovery::Recovered(how) => {
+                super::RECOVERIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::info!(how = %how, "room session recovered");
                 session.emitter.emit(Event::Reconnected {
                     resumed: how == RESUMED,

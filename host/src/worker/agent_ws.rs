@@ -53,6 +53,9 @@ pub struct Registration {
     pub job_type: proto::JobType,
     /// Reported to the server as the worker's version.
     pub version: String,
+    /// What its jobs may do (`allowed_permissions`; the server copies it
+    /// into every job token).
+    pub permissions: proto::ParticipantPermission,
 }
 
 /// Where and as whom to connect.
@@ -245,6 +248,7 @@ async fn attempt(
         r#type: registration.job_type as i32,
         agent_name: registration.agent_name.clone(),
         version: registration.version.clone(),
+        allowed_permissions: Some(registration.permissions.clone()),
         ..Default::default()
     });
     let handshake = async {

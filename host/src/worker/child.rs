@@ -12,7 +12,7 @@
 //! job token travels over the socket; `LIVEKIT_API_SECRET` and
 //! `LIVEKIT_TOKEN` are removed from its environment (a job needs neither).
 
-use super::ipc::{self, FromJob, ShutdownCause, ToJob};
+use super::ipc::{self, FromJob, JobStats, ShutdownCause, ToJob};
 use crate::runner::Verdict;
 use std::ffi::OsString;
 use std::os::fd::AsRawFd;
@@ -40,6 +40,10 @@ pub enum ChildEvent {
         verdict: Verdict,
         ack: oneshot::Sender<()>,
     },
+    /// The job's participant joined the room.
+    Joined { job_id: String },
+    /// The job's counters (cumulative).
+    Stats { job_id: String, stats: JobStats },
     /// The process ended: its exit code, or the signal that killed it.
     Exited {
         job_id: String,
@@ -162,6 +166,17 @@ pub fn spawn(
                         let _ = acked.await;
                     }
                     let _ = ack_to_job.send(ToJob::VerdictSent);
+                }
+                Ok(FromJob::Joined) => {
+                    let _ = reader_events.send(ChildEvent::Joined {
+                        job_id: reader_job.clone(),
+                    });
+                }
+                Ok(FromJob::Stats(stats)) => {
+                    let _ = reader_events.send(ChildEvent::Stats {
+                        job_id: reader_job.clone(),
+                        stats,
+                    });
                 }
                 Err(e) => tracing::warn!(job_id = %reader_job, "{e}"),
             }

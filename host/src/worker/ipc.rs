@@ -21,7 +21,10 @@
 //!    whose participant leaves first as failed); the job waits for
 //!    [`ToJob::VerdictSent`] (or a short deadline) before leaving. A job that
 //!    fails before joining sends its verdict and exits.
-//! 3. worker → job, at any time: [`ToJob::Shutdown`] (idempotent).
+//! 3. job → worker, any time before the verdict: [`FromJob::Joined`] once
+//!    the job's participant joined the room, [`FromJob::Stats`] every few
+//!    seconds (the worker's metrics).
+//! 4. worker → job, at any time: [`ToJob::Shutdown`] (idempotent).
 //!    EOF from the worker means the worker is gone: the job shuts down.
 
 use serde::{Deserialize, Serialize};
@@ -86,6 +89,22 @@ pub enum FromJob {
     /// The job's outcome as the server should record it: success, or
     /// failure with a one-line error.
     Verdict { success: bool, error: String },
+    /// The job's participant joined the room.
+    Joined,
+    /// Counters since the job process started (cumulative).
+    Stats(JobStats),
+}
+
+/// What a job process counts, for the worker's metrics. Cumulative since
+/// the process started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobStats {
+    /// Audio frames dropped because the plugin read too slowly.
+    pub audio_frames_dropped: u64,
+    /// Log lines the job dropped (output blocked or failed).
+    pub log_lines_dropped: u64,
+    /// Times the room session resumed or rejoined.
+    pub reconnects: u64,
 }
 
 /// One message as a line (with its newline).
@@ -137,6 +156,17 @@ mod tests {
         };
         let line = encode(&v);
         assert_eq!(decode::<FromJob>(&line[..line.len() - 1]).unwrap(), v);
+        for v in [
+            FromJob::Joined,
+            FromJob::Stats(JobStats {
+                audio_frames_dropped: 1,
+                log_lines_dropped: 2,
+                reconnects: 3,
+            }),
+        ] {
+            let line = encode(&v);
+            assert_eq!(decode::<FromJob>(&line[..line.len() - 1]).unwrap(), v);
+        }
         assert!(decode::<ToJob>(b"{\"type\":\"bogus\"}").is_err());
     }
 }

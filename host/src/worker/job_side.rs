@@ -12,7 +12,7 @@
 //! - the worker stops (drain timeout, second signal) → `signal_sigterm`;
 //! - the worker process is gone (pipe EOF) → `signal_sigterm`, detail says so.
 
-use super::ipc::{self, FromJob, ShutdownCause, ToJob};
+use super::ipc::{self, FromJob, JobStats, ShutdownCause, ToJob};
 use crate::job::{JobContext, ShutdownReason};
 use crate::runner::{BeforeLeave, Verdict, VERDICT_REPORT_DEADLINE};
 use std::io::BufRead;
@@ -29,6 +29,9 @@ pub struct PipeStart {
     stream: std::os::unix::net::UnixStream,
     leftover: Vec<u8>,
 }
+
+/// How often a job sends its counters to the worker (when they changed).
+pub const STATS_INTERVAL: Duration = Duration::from_secs(5);
 
 /// How long a job process waits for its assignment.
 pub const ASSIGNMENT_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -101,7 +104,8 @@ impl PipeStart {
 /// The job's side of the pipe once the job runs.
 #[derive(Debug)]
 pub struct WorkerPipe {
-    writer: Mutex<tokio::net::unix::OwnedWriteHalf>,
+    /// Shared with the stats task; each message is written whole under it.
+    writer: Arc<Mutex<tokio::net::unix::OwnedWriteHalf>>,
     acked: Arc<Notify>,
 }
 
@@ -151,10 +155,40 @@ impl WorkerPipe {
             // Nobody will acknowledge a verdict any more.
             reader_acked.notify_one();
         });
-        Ok(WorkerPipe {
-            writer: Mutex::new(write_half),
+        let pipe = WorkerPipe {
+            writer: Arc::new(Mutex::new(write_half)),
             acked,
-        })
+        };
+        // The job's counters, for the worker's metrics; ends with the pipe.
+        let writer = pipe.writer.clone();
+        tokio::spawn(async move {
+            let mut last = JobStats::default();
+            let mut every = tokio::time::interval(STATS_INTERVAL);
+            loop {
+                every.tick().await;
+                let now = JobStats {
+                    audio_frames_dropped: crate::media::audio_frames_dropped(),
+                    log_lines_dropped: crate::logsink::dropped_lines(),
+                    reconnects: crate::room::recoveries(),
+                };
+                if now == last {
+                    continue;
+                }
+                last = now;
+                let line = ipc::encode(&FromJob::Stats(now));
+                if writer.lock().await.write_all(&line).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(pipe)
+    }
+
+    /// Tells the worker the job's participant joined (its dispatch to
+    /// joined latency). Never waits for an answer.
+    pub async fn joined(&self) {
+        let line = ipc::encode(&FromJob::Joined);
+        let _ = self.writer.lock().await.write_all(&line).await;
     }
 
     async fn send_verdict(&self, verdict: Verdict) {
@@ -181,6 +215,10 @@ impl WorkerPipe {
 
 #[async_trait::async_trait]
 impl BeforeLeave for WorkerPipe {
+    async fn joined(&self) {
+        WorkerPipe::joined(self).await;
+    }
+
     async fn report(&self, verdict: Verdict) {
         self.send_verdict(verdict).await;
     }

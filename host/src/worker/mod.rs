@@ -24,19 +24,27 @@
 
 pub mod agent_ws;
 pub mod child;
+pub mod http;
 pub mod ipc;
 pub mod job_side;
+pub mod metrics;
+pub mod plugin_file;
+pub mod usage;
 
 use crate::exit;
 use crate::runner::Verdict;
 use agent_ws::{AgentEndpoint, ConnEvent, Outgoing, Registration};
 use child::{ChildEvent, ChildHandle, ChildSpec};
-use ipc::ShutdownCause;
+use http::{JobView, PluginView, WorkerState, WorkerView};
+use ipc::{JobStats, ShutdownCause};
 use livekit_protocol as proto;
+use metrics::{EndLabels, JobLabels, OfferLabels, ReconnectLabels, WorkerMetrics};
+use plugin_file::{PluginChange, PluginFile, PluginState};
 use proto::{server_message, worker_message};
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 /// The load reported with one slot short of full: below the server's
 /// default `target_load` (0.7), so a worker with a free slot always gets
@@ -45,6 +53,10 @@ pub const LOAD_AT_CAPACITY: f32 = 0.6;
 /// How often the worker reports its status when nothing changes (LiveKit
 /// Agents: 2.5 s, `UPDATE_STATUS_INTERVAL`).
 pub const STATUS_INTERVAL: Duration = Duration::from_millis(2500);
+/// How often each job process's memory and CPU are sampled (one O(1)
+/// procfs read each: see [`usage`]).
+pub const USAGE_INTERVAL: Duration = Duration::from_secs(1);
+const MB: u64 = 1024 * 1024;
 
 /// Everything the worker needs.
 #[derive(Clone, Debug)]
@@ -64,6 +76,14 @@ pub struct WorkerOptions {
     /// After a job was asked to shut down, how long until its process group
     /// is killed: its whole cascade (grace, hooks, leave) plus a margin.
     pub kill_after: Duration,
+    /// A job whose resident memory goes over this many bytes is logged
+    /// once (`--job-memory-warn`); `None`: never.
+    pub job_memory_warn: Option<u64>,
+    /// A job whose resident memory goes over this many bytes is shut down
+    /// with reason `memory_limit` (exit 85, `JS_FAILED`) and killed if it
+    /// does not end within `kill_after` (`--job-memory-limit`); `None`: no
+    /// limit.
+    pub job_memory_limit: Option<u64>,
 }
 
 /// A signal, as the CLI forwards it.
@@ -97,12 +117,55 @@ impl Signal {
 struct RunningJob {
     handle: ChildHandle,
     room: String,
+    participant_identity: String,
     started: Instant,
+    started_unix_ms: u64,
+    /// When its offer arrived (dispatch → joined).
+    offered_at: Option<Instant>,
     /// The verdict reported to the server, once sent.
     reported: Option<Verdict>,
     /// Asked to shut down; killed at this instant if still running.
     kill_at: Option<Instant>,
     killed: bool,
+    /// Why the worker itself asked it to shut down (memory limit), for the
+    /// status sent when it ends without a verdict.
+    worker_cause: Option<String>,
+    usage: usage::ProcessUsage,
+    memory_warned: bool,
+    /// The job's counters as last reported.
+    stats: JobStats,
+}
+
+impl RunningJob {
+    fn new(
+        handle: ChildHandle,
+        room: String,
+        participant_identity: String,
+        offered_at: Option<Instant>,
+    ) -> RunningJob {
+        RunningJob {
+            handle,
+            room,
+            participant_identity,
+            started: Instant::now(),
+            started_unix_ms: http::unix_ms(),
+            offered_at,
+            reported: None,
+            kill_at: None,
+            killed: false,
+            worker_cause: None,
+            usage: usage::ProcessUsage::default(),
+            memory_warned: false,
+            stats: JobStats::default(),
+        }
+    }
+}
+
+/// A job accepted and waiting for its assignment.
+struct Pending {
+    /// Its slot is released at this instant.
+    deadline: Instant,
+    offered_at: Instant,
 }
 
 /// How the worker's loop ends.
@@ -124,18 +187,26 @@ struct Worker {
     options: WorkerOptions,
     to_server: mpsc::UnboundedSender<Outgoing>,
     child_events: mpsc::UnboundedSender<ChildEvent>,
-    /// Accepted, waiting for the assignment until the instant.
-    pending: HashMap<String, Instant>,
+    /// Accepted, waiting for the assignment.
+    pending: HashMap<String, Pending>,
     jobs: HashMap<String, RunningJob>,
     stop: Option<Stop>,
-    /// The plugin file was found gone at the last check.
-    plugin_missing: bool,
+    /// The plugin file new jobs load, and whether they may.
+    plugin: PluginFile,
     registered: bool,
     ever_registered: bool,
+    /// The id of the current registration (`AW_…`).
+    worker_id: String,
     /// The URL of the node the worker is registered with (jobs join
     /// through it first).
     registered_url: Option<String>,
     jobs_started: u64,
+    metrics: Arc<WorkerMetrics>,
+    /// What the HTTP endpoint shows (published when something changed).
+    view: watch::Sender<WorkerView>,
+    last_usage_sample: Option<Instant>,
+    /// The worker's own dropped log lines already counted.
+    own_dropped_logs: u64,
 }
 
 impl Worker {
@@ -144,21 +215,32 @@ impl Worker {
     }
 
     fn full(&self) -> bool {
-        self.stop.is_some() || self.used() >= self.options.max_jobs || self.plugin_missing
+        self.stop.is_some()
+            || self.used() >= self.options.max_jobs
+            || *self.plugin.state() != PluginState::Ok
     }
 
-    /// Notices (every tick) that the plugin file went away or came back,
-    /// says so once each time, and reports the new status at once.
+    /// Notices (every tick) that the plugin file went away, was replaced
+    /// (validated before any job loads it), or came back; says so once each
+    /// time, and reports the new status at once.
     fn check_plugin(&mut self) {
-        let missing = !self.plugin_available();
-        if missing == self.plugin_missing {
+        let Some(change) = self.plugin.poll() else {
             return;
-        }
-        self.plugin_missing = missing;
-        if missing {
-            tracing::error!(plugin = %self.options.plugin.display(), "the plugin file is gone or unreadable; reporting full and declining jobs until it is back");
-        } else {
-            tracing::info!(plugin = %self.options.plugin.display(), "the plugin file is back; taking jobs again");
+        };
+        let path = self.plugin.path().display().to_string();
+        match change {
+            PluginChange::Validating => {
+                tracing::info!(plugin = %path, event = "plugin_changed", "the plugin file changed; validating it (lk-go plugin inspect) before any job loads it; reporting full meanwhile")
+            }
+            PluginChange::Validated(what) => {
+                tracing::info!(plugin = %path, event = "plugin_validated", "the plugin file is valid ({what}); new jobs load it, running jobs keep theirs")
+            }
+            PluginChange::Missing => {
+                tracing::error!(plugin = %path, event = "plugin_missing", "the plugin file is gone or unreadable; reporting full and declining jobs until it is back")
+            }
+            PluginChange::Invalid(why) => {
+                tracing::error!(plugin = %path, event = "plugin_invalid", "the new plugin file does not load: {why}; reporting full and declining jobs until a good file is in place")
+            }
         }
         self.send_status();
     }
@@ -169,19 +251,18 @@ impl Worker {
         }
     }
 
-    /// The plugin file is still there to start jobs with (a deploy may
-    /// replace or remove it under a running worker).
-    fn plugin_available(&self) -> bool {
-        std::fs::File::open(&self.options.plugin).is_ok()
+    /// The load reported to the server: see the module doc.
+    fn load(&self) -> f32 {
+        if self.full() {
+            1.0
+        } else {
+            LOAD_AT_CAPACITY * self.used() as f32 / self.options.max_jobs as f32
+        }
     }
 
     fn send_status(&self) {
         let full = self.full();
-        let load = if full {
-            1.0
-        } else {
-            LOAD_AT_CAPACITY * self.used() as f32 / self.options.max_jobs as f32
-        };
+        let load = self.load();
         let status = if full {
             proto::WorkerStatus::WsFull
         } else {
@@ -216,20 +297,38 @@ impl Worker {
         let Some(job) = req.job else { return };
         let room = job.room.as_ref().map(|r| r.name.as_str()).unwrap_or("");
         let decline = match &self.stop {
-            Some(Stop::Draining { .. }) => Some("draining".to_string()),
-            Some(Stop::Failing { .. }) => Some("shutting down".to_string()),
-            None if self.used() >= self.options.max_jobs => Some(format!(
-                "full ({} of --max-jobs {})",
-                self.used(),
-                self.options.max_jobs
+            Some(Stop::Draining { .. }) => Some(("draining", "draining".to_string())),
+            Some(Stop::Failing { .. }) => Some(("shutting_down", "shutting down".to_string())),
+            None if self.used() >= self.options.max_jobs => Some((
+                "full",
+                format!(
+                    "full ({} of --max-jobs {})",
+                    self.used(),
+                    self.options.max_jobs
+                ),
             )),
             // Checked now, not only at the last tick: a job accepted in
-            // between would fail with 66.
-            None if !self.plugin_available() => {
-                Some("the plugin file is gone or unreadable".to_string())
-            }
+            // between would fail with 65/66/80-84.
+            None if !self.plugin.usable_now() => Some((
+                "plugin_unavailable",
+                format!(
+                    "the plugin file is {} (not the file that validated last)",
+                    self.plugin.state().name()
+                ),
+            )),
             None => None,
         };
+        self.metrics
+            .offers
+            .get_or_create(&OfferLabels {
+                decision: if decline.is_none() {
+                    "accepted"
+                } else {
+                    "declined"
+                },
+                reason: decline.as_ref().map(|d| d.0).unwrap_or(""),
+            })
+            .inc();
         let available = decline.is_none();
         let name = if self.options.registration.agent_name.is_empty() {
             "lk-go".to_string()
@@ -262,11 +361,17 @@ impl Worker {
             },
         ));
         match decline {
-            Some(why) => tracing::info!(job_id = %job.id, room, "declined job: {why}"),
+            Some((_, why)) => tracing::info!(job_id = %job.id, room, "declined job: {why}"),
             None => {
                 tracing::info!(job_id = %job.id, room, dispatch_id = %job.dispatch_id, "accepted job; waiting for its assignment");
-                self.pending
-                    .insert(job.id.clone(), Instant::now() + crate::ASSIGNMENT_TIMEOUT);
+                let now = Instant::now();
+                self.pending.insert(
+                    job.id.clone(),
+                    Pending {
+                        deadline: now + crate::ASSIGNMENT_TIMEOUT,
+                        offered_at: now,
+                    },
+                );
                 self.send_status();
             }
         }
@@ -275,12 +380,12 @@ impl Worker {
     fn on_assignment(&mut self, a: proto::JobAssignment) {
         let Some(job) = a.job else { return };
         crate::secrets::register(&a.token);
-        if self.pending.remove(&job.id).is_none() {
+        let Some(pending) = self.pending.remove(&job.id) else {
             // Python and JS agents do the same: the slot was released when
             // the assignment timed out, and the job may not fit any more.
             tracing::warn!(job_id = %job.id, "assignment for a job this worker is not waiting for (it arrived after {} s?); ignored", crate::ASSIGNMENT_TIMEOUT.as_secs_f64());
             return;
-        }
+        };
         let room = job
             .room
             .as_ref()
@@ -297,6 +402,11 @@ impl Worker {
                 urls.push(u.clone());
             }
         }
+        let participant_identity = job
+            .participant
+            .as_ref()
+            .map(|p| p.identity.clone())
+            .unwrap_or_default();
         let assignment = ipc::ToJob::Assignment {
             urls,
             token: a.token,
@@ -304,11 +414,7 @@ impl Worker {
             room: room.clone(),
             identity: agent_identity(&job.id),
             metadata: job.metadata.clone(),
-            participant_identity: job
-                .participant
-                .as_ref()
-                .map(|p| p.identity.clone())
-                .unwrap_or_default(),
+            participant_identity: participant_identity.clone(),
             agent_name: job.agent_name.clone(),
             attributes: {
                 let mut a: Vec<(String, String)> = job.attributes.clone().into_iter().collect();
@@ -326,17 +432,12 @@ impl Worker {
                 tracing::info!(job_id = %job.id, room = %room, pid = handle.pid, event = "job_started", "job process started");
                 self.send_job_status(&job.id, proto::JobStatus::JsRunning, "");
                 self.jobs_started += 1;
+                self.metrics.jobs_started.inc();
                 self.jobs.insert(
                     job.id.clone(),
-                    RunningJob {
-                        handle,
-                        room,
-                        started: Instant::now(),
-                        reported: None,
-                        kill_at: None,
-                        killed: false,
-                    },
+                    RunningJob::new(handle, room, participant_identity, Some(pending.offered_at)),
                 );
+                self.metrics.running_jobs.set(self.jobs.len() as i64);
             }
             Err(e) => {
                 let error = format!(
@@ -345,6 +446,13 @@ impl Worker {
                 );
                 tracing::error!(job_id = %job.id, "{error}");
                 self.send_job_status(&job.id, proto::JobStatus::JsFailed, &error);
+                self.metrics
+                    .jobs_ended
+                    .get_or_create(&EndLabels {
+                        status: "JS_FAILED",
+                        exit_code: "not_started".into(),
+                    })
+                    .inc();
             }
         }
         self.send_status();
@@ -373,6 +481,32 @@ impl Worker {
 
     fn on_child_event(&mut self, event: ChildEvent) {
         match event {
+            ChildEvent::Joined { job_id } => {
+                if let Some(at) = self.jobs.get(&job_id).and_then(|j| j.offered_at) {
+                    let latency = at.elapsed();
+                    self.metrics
+                        .dispatch_to_joined
+                        .observe(latency.as_secs_f64());
+                    tracing::debug!(job_id = %job_id, dispatch_to_joined_ms = latency.as_millis() as u64, "the job joined its room");
+                }
+            }
+            ChildEvent::Stats { job_id, stats } => {
+                if let Some(job) = self.jobs.get_mut(&job_id) {
+                    let d = |now: u64, before: u64| now.saturating_sub(before);
+                    self.metrics.audio_frames_dropped.inc_by(d(
+                        stats.audio_frames_dropped,
+                        job.stats.audio_frames_dropped,
+                    ));
+                    self.metrics
+                        .log_lines_dropped
+                        .inc_by(d(stats.log_lines_dropped, job.stats.log_lines_dropped));
+                    self.metrics
+                        .reconnects
+                        .get_or_create(&ReconnectLabels { scope: "job" })
+                        .inc_by(d(stats.reconnects, job.stats.reconnects));
+                    job.stats = stats;
+                }
+            }
             ChildEvent::Verdict {
                 job_id,
                 verdict,
@@ -422,9 +556,33 @@ impl Worker {
                     _ => "ended".to_string(),
                 };
                 let ran_ms = job.started.elapsed().as_millis() as u64;
+                self.metrics
+                    .job_duration
+                    .observe(job.started.elapsed().as_secs_f64());
+                self.metrics
+                    .jobs_ended
+                    .get_or_create(&EndLabels {
+                        status: match &job.reported {
+                            Some(v) if v.success => "JS_SUCCESS",
+                            _ => "JS_FAILED",
+                        },
+                        exit_code: match (code, signal) {
+                            (Some(c), _) => c.to_string(),
+                            (None, Some(s)) => format!("signal_{s}"),
+                            _ => "unknown".into(),
+                        },
+                    })
+                    .inc();
+                self.metrics.remove_job(&job_id);
+                self.metrics.running_jobs.set(self.jobs.len() as i64);
                 match &job.reported {
                     None => {
-                        let error = format!("the job process {how} without reporting an outcome");
+                        let error = match &job.worker_cause {
+                            Some(cause) => format!(
+                                "{cause}; the job process {how} without reporting an outcome"
+                            ),
+                            None => format!("the job process {how} without reporting an outcome"),
+                        };
                         tracing::warn!(job_id = %job_id, room = %job.room, ran_ms, event = "job_ended", "{error}; reported as failed");
                         self.send_job_status(&job_id, proto::JobStatus::JsFailed, &error);
                     }
@@ -456,14 +614,132 @@ impl Worker {
         }
     }
 
+    /// Samples each job's memory and CPU; warns once per job over
+    /// `--job-memory-warn`, shuts a job over `--job-memory-limit` down.
+    fn sample_jobs(&mut self) {
+        let now = Instant::now();
+        let kill_after = self.options.kill_after;
+        for (job_id, job) in self.jobs.iter_mut() {
+            let Some(u) = usage::sample(job.handle.pid) else {
+                continue;
+            };
+            job.usage = u;
+            let labels = JobLabels {
+                job_id: job_id.clone(),
+            };
+            self.metrics
+                .job_rss
+                .get_or_create(&labels)
+                .set(u.rss_bytes as i64);
+            self.metrics
+                .job_cpu
+                .get_or_create(&labels)
+                .set(u.cpu_seconds);
+            let rss_mb = u.rss_bytes / MB;
+            if let Some(limit) = self.options.job_memory_limit {
+                if u.rss_bytes > limit && job.kill_at.is_none() {
+                    let detail = format!(
+                        "the job's memory (RSS {rss_mb} MB) went over --job-memory-limit {} MB",
+                        limit / MB
+                    );
+                    tracing::error!(job_id = %job_id, pid = job.handle.pid, rss_mb, limit_mb = limit / MB, event = "job_memory_limit", "{detail}; shutting the job down (killed if it has not ended in {} s)", kill_after.as_secs());
+                    job.kill_at = Some(now + kill_after);
+                    job.handle.shutdown(ShutdownCause::MemoryLimit, &detail);
+                    job.worker_cause = Some(detail);
+                    self.metrics.memory_shutdowns.inc();
+                    continue;
+                }
+            }
+            if let Some(warn) = self.options.job_memory_warn {
+                if u.rss_bytes > warn && !job.memory_warned {
+                    job.memory_warned = true;
+                    let what = if self.options.job_memory_limit.is_some() {
+                        ""
+                    } else {
+                        " (a warning only: no --job-memory-limit is set)"
+                    };
+                    tracing::warn!(job_id = %job_id, pid = job.handle.pid, rss_mb, warn_mb = warn / MB, event = "job_memory_warn", "the job's memory (RSS {rss_mb} MB) is over --job-memory-warn {} MB{what}", warn / MB);
+                }
+            }
+        }
+        let own = crate::logsink::dropped_lines();
+        self.metrics
+            .log_lines_dropped
+            .inc_by(own.saturating_sub(self.own_dropped_logs));
+        self.own_dropped_logs = own;
+    }
+
+    /// Publishes what the endpoint shows (only when it is being served).
+    fn publish(&self) {
+        if self.view.receiver_count() == 0 {
+            return;
+        }
+        let full = self.full();
+        let state = match &self.stop {
+            Some(Stop::Failing { .. }) => WorkerState::Failed,
+            Some(Stop::Draining { .. }) => WorkerState::Draining,
+            None if self.registered => WorkerState::Registered,
+            None => WorkerState::Connecting,
+        };
+        let mut jobs: Vec<JobView> = self
+            .jobs
+            .iter()
+            .map(|(id, j)| JobView {
+                job_id: id.clone(),
+                room: j.room.clone(),
+                participant_identity: j.participant_identity.clone(),
+                started_unix_ms: j.started_unix_ms,
+                age_s: 0.0,
+                pid: j.handle.pid,
+                rss_bytes: j.usage.rss_bytes,
+                cpu_seconds: j.usage.cpu_seconds,
+                shutting_down: j.kill_at.is_some(),
+            })
+            .collect();
+        jobs.sort_by(|a, b| a.job_id.cmp(&b.job_id));
+        let plugin_state = self.plugin.state();
+        self.view.send_replace(WorkerView {
+            worker_id: self.worker_id.clone(),
+            agent_name: self.options.registration.agent_name.clone(),
+            state,
+            registered: self.registered,
+            draining: matches!(self.stop, Some(Stop::Draining { .. })),
+            url: self.registered_url.clone().filter(|_| self.registered),
+            error: match &self.stop {
+                Some(Stop::Failing { error, .. }) => Some(error.clone()),
+                _ => None,
+            },
+            max_jobs: self.options.max_jobs,
+            load: self.load(),
+            full,
+            plugin: PluginView {
+                path: self.plugin.path().display().to_string(),
+                state: plugin_state.name(),
+                error: match plugin_state {
+                    PluginState::Invalid(e) => Some(e.clone()),
+                    PluginState::Missing => Some("the file is gone or unreadable".into()),
+                    _ => None,
+                },
+            },
+            jobs,
+        });
+    }
+
     /// Periodic duties: assignments that never came, jobs past their kill
-    /// deadline, the drain deadline.
+    /// deadline, the drain deadline, memory.
     fn tick(&mut self) {
         self.check_plugin();
         let now = Instant::now();
+        if self
+            .last_usage_sample
+            .is_none_or(|at| now.duration_since(at) >= USAGE_INTERVAL)
+        {
+            self.last_usage_sample = Some(now);
+            self.sample_jobs();
+        }
         let before = self.pending.len();
-        self.pending.retain(|job_id, deadline| {
-            let keep = *deadline > now;
+        self.pending.retain(|job_id, p| {
+            let keep = p.deadline > now;
             if !keep {
                 tracing::warn!(job_id = %job_id, "no assignment within {} s of accepting the job; slot released", crate::ASSIGNMENT_TIMEOUT.as_secs_f64());
             }
@@ -524,9 +800,13 @@ pub fn agent_identity(job_id: &str) -> String {
 /// Runs the worker until it has drained (0), a second signal (128 + n), or
 /// a fatal connection error (77 wrong credentials, 69 server unreachable
 /// after `--max-retries`). Running jobs outlive a lost connection.
+///
+/// `http`: the endpoint's listener (see [`http`]), bound by the caller so
+/// that a taken port is refused before the worker registers.
 pub async fn run_worker(
     options: WorkerOptions,
     mut signals: mpsc::UnboundedReceiver<Signal>,
+    http: Option<std::net::TcpListener>,
 ) -> i32 {
     let (to_server, outgoing) = mpsc::unbounded_channel();
     let (conn_tx, mut conn_events) = mpsc::unbounded_channel();
@@ -544,6 +824,29 @@ pub async fn run_worker(
         url = %options.endpoint.urls.join(","),
         "worker starting"
     );
+    let metrics = Arc::new(WorkerMetrics::new());
+    let (view, view_rx) = watch::channel(WorkerView::default());
+    let mut endpoint = None;
+    if let Some(listener) = http {
+        let served = listener
+            .set_nonblocking(true)
+            .and_then(|_| tokio::net::TcpListener::from_std(listener));
+        match served {
+            Ok(l) => {
+                tracing::info!(addr = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(), event = "http_listening", "serving health (/), the worker's state (/worker) and metrics (/metrics)");
+                endpoint = Some(tokio::spawn(http::serve(
+                    l,
+                    view_rx,
+                    metrics.clone(),
+                    http::Limits::default(),
+                )));
+            }
+            Err(e) => tracing::error!("could not serve the HTTP endpoint: {e}"),
+        }
+    } else {
+        drop(view_rx);
+    }
+    let plugin = PluginFile::validated(options.plugin.clone(), options.child.exe.clone());
     let mut worker = Worker {
         options,
         to_server,
@@ -551,12 +854,18 @@ pub async fn run_worker(
         pending: HashMap::new(),
         jobs: HashMap::new(),
         stop: None,
-        plugin_missing: false,
+        plugin,
         registered: false,
         ever_registered: false,
+        worker_id: String::new(),
         registered_url: None,
         jobs_started: 0,
+        metrics,
+        view,
+        last_usage_sample: None,
+        own_dropped_logs: 0,
     };
+    worker.publish();
     let mut status_timer = tokio::time::interval(STATUS_INTERVAL);
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut first_signal: Option<Signal> = None;
@@ -579,8 +888,13 @@ pub async fn run_worker(
         tokio::select! {
             event = conn_events.recv() => match event {
                 Some(ConnEvent::Ready { worker_id, server_version, url }) => {
+                    if worker.ever_registered {
+                        worker.metrics.reconnects.get_or_create(&ReconnectLabels { scope: "worker" }).inc();
+                    }
                     worker.registered = true;
                     worker.ever_registered = true;
+                    worker.metrics.registered.set(1);
+                    worker.worker_id = worker_id.clone();
                     tracing::info!(event = "worker_registered", worker_id = %worker_id, server_version = %server_version, url = %url, "worker registered; waiting for jobs");
                     worker.registered_url = Some(url);
                     worker.send_status();
@@ -588,6 +902,7 @@ pub async fn run_worker(
                 Some(ConnEvent::Message(msg)) => worker.on_server_message(*msg),
                 Some(ConnEvent::Lost { error, retry_in }) => {
                     worker.registered = false;
+                    worker.metrics.registered.set(0);
                     // Nothing the server knew of this registration survives:
                     // pending assignments will not come.
                     worker.pending.clear();
@@ -596,6 +911,7 @@ pub async fn run_worker(
                 }
                 Some(ConnEvent::Fatal { code, error }) => {
                     worker.registered = false;
+                    worker.metrics.registered.set(0);
                     worker.pending.clear();
                     if !worker.jobs.is_empty() {
                         tracing::error!(jobs = worker.jobs.len(), "{error}; waiting up to --drain-timeout for the running jobs to end before exiting");
@@ -631,7 +947,11 @@ pub async fn run_worker(
             _ = status_timer.tick() => worker.send_status(),
             _ = tick.tick() => worker.tick(),
         }
+        worker.publish();
     };
+    if let Some(e) = endpoint {
+        e.abort();
+    }
     // Closing the outgoing channel ends the connection task, which closes
     // the socket (the server then forgets the worker).
     drop(worker);
@@ -657,6 +977,7 @@ mod tests {
                 agent_name: "a".into(),
                 job_type: proto::JobType::JtRoom,
                 version: "t".into(),
+                permissions: Default::default(),
             },
             max_jobs,
             drain_timeout: Duration::from_secs(60),
@@ -666,24 +987,33 @@ mod tests {
                 json_logs: false,
             },
             kill_after: Duration::from_secs(30),
+            job_memory_warn: None,
+            job_memory_limit: None,
         }
     }
 
     fn worker(max_jobs: u32) -> (Worker, mpsc::UnboundedReceiver<Outgoing>) {
         let (to_server, rx) = mpsc::unbounded_channel();
         let (child_events, _) = mpsc::unbounded_channel();
+        let options = options(max_jobs);
+        let plugin = PluginFile::validated(options.plugin.clone(), options.child.exe.clone());
         let w = Worker {
-            options: options(max_jobs),
+            options,
             to_server,
             child_events,
             pending: HashMap::new(),
             jobs: HashMap::new(),
             stop: None,
-            plugin_missing: false,
+            plugin,
             registered: true,
             ever_registered: true,
+            worker_id: String::new(),
             registered_url: None,
             jobs_started: 0,
+            metrics: Arc::new(WorkerMetrics::new()),
+            view: watch::channel(WorkerView::default()).0,
+            last_usage_sample: None,
+            own_dropped_logs: 0,
         };
         (w, rx)
     }
@@ -744,14 +1074,7 @@ mod tests {
         let (handle, rx) = ChildHandle::fake();
         w.jobs.insert(
             job_id.to_string(),
-            RunningJob {
-                handle,
-                room: "r".into(),
-                started: Instant::now(),
-                reported: None,
-                kill_at: None,
-                killed: false,
-            },
+            RunningJob::new(handle, "r".into(), String::new(), None),
         );
         rx
     }
@@ -778,8 +1101,8 @@ mod tests {
         assert!(st[0].1 < 0.7, "{st:?}");
         assert_eq!(st[1], (proto::WorkerStatus::WsFull as i32, 1.0));
         // An assignment that never comes releases its slot.
-        for deadline in w.pending.values_mut() {
-            *deadline = Instant::now();
+        for p in w.pending.values_mut() {
+            p.deadline = Instant::now();
         }
         w.tick();
         assert_eq!(w.used(), 0);
@@ -890,19 +1213,24 @@ mod tests {
 
     #[test]
     fn a_worker_whose_plugin_file_is_gone_reports_full_until_it_is_back() {
-        let path = std::env::temp_dir().join(format!("lk-go-plugin-{}.so", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("lk-go-gone-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("plugin.so");
+        let away = dir.join("away.so");
         std::fs::write(&path, b"x").unwrap();
         let (mut w, mut rx) = worker(4);
         w.options.plugin = path.clone();
+        w.plugin = PluginFile::validated(path.clone(), w.options.child.exe.clone());
         w.tick();
         assert!(drain(&mut rx).is_empty(), "nothing changed, nothing sent");
-        std::fs::remove_file(&path).unwrap();
+        std::fs::rename(&path, &away).unwrap();
         w.tick();
         w.on_availability(request("AJ_1"));
         let msgs = drain(&mut rx);
         assert_eq!(statuses(&msgs)[0].0, proto::WorkerStatus::WsFull as i32);
         assert_eq!(answers(&msgs), [("AJ_1".into(), false)]);
-        std::fs::write(&path, b"x").unwrap();
+        // The same file back (a rollback): no validation needed.
+        std::fs::rename(&away, &path).unwrap();
         w.tick();
         w.on_availability(request("AJ_2"));
         let msgs = drain(&mut rx);
@@ -911,7 +1239,66 @@ mod tests {
             proto::WorkerStatus::WsAvailable as i32
         );
         assert_eq!(answers(&msgs), [("AJ_2".into(), true)]);
-        let _ = std::fs::remove_file(&path);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A deploy renames a new build over the plugin: no job starts from it
+    /// until it validated; a broken one keeps the worker full until a good
+    /// file is in place. The validator here stands in for `lk-go plugin
+    /// inspect` (same arguments, same exit codes).
+    #[tokio::test]
+    async fn a_replaced_plugin_file_is_validated_before_jobs_load_it() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("lk-go-swap-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let validator = dir.join("inspect.sh");
+        std::fs::write(
+            &validator,
+            "#!/bin/sh\ngrep -q good \"$3\" && { echo 'name: p'; echo 'version: 2'; echo 'abi: 1.4'; exit 0; }\necho \"lk-go: error: $3 is not a loadable shared library\" >&2; exit 65\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&validator, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = dir.join("plugin.so");
+        std::fs::write(&path, b"good 1").unwrap();
+        let (mut w, mut rx) = worker(4);
+        w.options.plugin = path.clone();
+        w.plugin = PluginFile::validated(path.clone(), validator.clone());
+        let swap = |content: &[u8]| {
+            let next = dir.join("next.so");
+            std::fs::write(&next, content).unwrap();
+            std::fs::rename(&next, &path).unwrap();
+        };
+        async fn settle(w: &mut Worker) -> PluginState {
+            for _ in 0..250 {
+                w.tick();
+                if *w.plugin.state() != PluginState::Validating {
+                    return w.plugin.state().clone();
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            panic!("validation never finished");
+        }
+        swap(b"broken");
+        w.tick();
+        assert_eq!(*w.plugin.state(), PluginState::Validating);
+        w.on_availability(request("AJ_1"));
+        assert_eq!(answers(&drain(&mut rx)), [("AJ_1".into(), false)]);
+        let state = settle(&mut w).await;
+        assert!(
+            matches!(&state, PluginState::Invalid(e) if e.contains("not a loadable shared library") && e.contains("exit 65")),
+            "{state:?}"
+        );
+        w.on_availability(request("AJ_2"));
+        let msgs = drain(&mut rx);
+        assert_eq!(answers(&msgs), [("AJ_2".into(), false)]);
+        assert!(statuses(&msgs)
+            .iter()
+            .all(|s| s.0 == proto::WorkerStatus::WsFull as i32));
+        swap(b"good 2");
+        assert_eq!(settle(&mut w).await, PluginState::Ok);
+        w.on_availability(request("AJ_3"));
+        assert_eq!(answers(&drain(&mut rx)), [("AJ_3".into(), true)]);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
