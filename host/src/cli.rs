@@ -19,6 +19,7 @@
 
 use crate::exit;
 use crate::job::{HookTimeouts, Job, JobConfig, JobContext, ShutdownReason};
+use crate::logsink::one_printable_line;
 use crate::room::signal::{AutoSubscribe, Credentials, LiveKitConnector, LiveKitSettings};
 use crate::room::{DetachedConnector, RoomConnector};
 use crate::runner::{run_job, CascadeTimeouts, RunOptions};
@@ -607,25 +608,6 @@ fn init_logging(format: LogFormat) {
     };
 }
 
-/// Longest error line printed, in characters: a server's error body can be
-/// megabytes.
-pub const MAX_ERROR_LINE: usize = 2000;
-
-/// `message` as one printable line: control characters (newlines, ESC
-/// sequences from a server's error body or a plugin's name) become spaces,
-/// and the length is capped at [`MAX_ERROR_LINE`].
-pub fn one_printable_line(message: &str) -> String {
-    let mut out: String = message
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(MAX_ERROR_LINE)
-        .collect();
-    if message.chars().count() > MAX_ERROR_LINE {
-        out.push_str(" [cut]");
-    }
-    out
-}
-
 /// Prints `lk-go: error: <message>` as one line (through the log sink:
 /// redacted, never blocking).
 fn fail(code: i32, message: impl std::fmt::Display) -> i32 {
@@ -1101,7 +1083,9 @@ fn worker(args: WorkerArgs) -> i32 {
             )
         }
     };
-    let plugin_path = std::fs::canonicalize(&args.plugin).unwrap_or(args.plugin.clone());
+    // Absolute but not resolved: a deploy that swaps a symlink (current ->
+    // releases/v2/…) is seen as a new file, as a rename over the path is.
+    let plugin_path = std::path::absolute(&args.plugin).unwrap_or(args.plugin.clone());
     let mut child_args = vec![plugin_path.clone().into_os_string()];
     child_args.extend(args.job.to_args());
     child_args.push("--log-format".into());
@@ -1347,8 +1331,8 @@ mod tests {
     fn error_lines_are_printable_and_bounded() {
         let l = one_printable_line("a\nb\x1b[31mc");
         assert!(!l.chars().any(char::is_control), "{l:?}");
-        let long = "x".repeat(MAX_ERROR_LINE * 3);
-        assert!(one_printable_line(&long).len() < MAX_ERROR_LINE + 10);
+        let long = "x".repeat(crate::logsink::MAX_ERROR_LINE * 3);
+        assert!(one_printable_line(&long).len() < crate::logsink::MAX_ERROR_LINE + 10);
     }
 
     #[test]

@@ -10,6 +10,8 @@
 //! the same way. The few lines that say how the job ended ([`line_always`])
 //! are queued even when the log is over budget, so a late reader still sees
 //! them. Each line is passed through [`crate::secrets::redact`] first.
+//! Also what makes any message one printable line ([`one_printable_line`]),
+//! used by the CLI and the worker alike.
 //!
 //! Why not `tracing-appender`'s non-blocking writer: its guard `println!`s
 //! to stdout when its queue is full at shutdown, which writes into the
@@ -199,4 +201,23 @@ impl Write for SinkWriter {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+/// Longest error line printed, in characters: a server's error body can be
+/// megabytes.
+pub const MAX_ERROR_LINE: usize = 2000;
+
+/// `message` as one printable line: control characters (newlines, ESC
+/// sequences from a server's error body or a plugin's name) become spaces,
+/// and the length is capped at [`MAX_ERROR_LINE`].
+pub fn one_printable_line(message: &str) -> String {
+    let mut out: String = message
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(MAX_ERROR_LINE)
+        .collect();
+    if message.chars().count() > MAX_ERROR_LINE {
+        out.push_str(" [cut]");
+    }
+    out
 }

@@ -14,7 +14,7 @@
 //! Must not touch: the other scenarios or the report's shape (samples go
 //! into the shared [`Results`]).
 
-use crate::bench::{
+use crate::bench_kit::{
     cpu_seconds, field, median, peak_rss_kib, percentile, Proc, Results, Tools, READY,
 };
 use anyhow::{bail, Context, Result};

@@ -10,7 +10,7 @@
 //! flood of 2 000 streams of 15 kB on a topic it does not read (sent by
 //! lk-go's room client from the bench process). Benchmarks, not tests.
 
-use crate::bench::{peak_rss_kib, Proc, Results, Tools, READY};
+use crate::bench_kit::{peak_rss_kib, Proc, Results, Tools, READY};
 use anyhow::{Context, Result};
 use livekit_protocol as proto;
 use lk_go_tests::{dev_token, workspace_root, LiveKitServer};

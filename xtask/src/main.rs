@@ -8,6 +8,7 @@
 //! vet, staticcheck and race tests), `itest`, `loom`, `livekit`, `demo`. Every missing prerequisite is a one-line error, never a skip.
 
 mod bench;
+mod bench_kit;
 mod echo_bench;
 mod frontend_bench;
 mod worker_bench;
@@ -502,7 +503,7 @@ fn bench_cmd(args: &[String]) -> Result<()> {
         "cargo build --release (echo plugin)",
     )?;
     provision_browser()?;
-    let tools = bench::Tools {
+    let tools = bench_kit::Tools {
         lk_go: target_dir().join("release").join("lk-go"),
         echo: target_dir().join("release").join("libecho.so"),
         plugins: target_dir().join("plugins"),

@@ -14,7 +14,7 @@
 //! forkserver) and `python-agents-warm` (one pre-started idle process, the
 //! production shape).
 
-use crate::bench::{field, now_us, Proc, Results, Tools, READY};
+use crate::bench_kit::{field, now_us, Proc, Results, Tools, READY};
 use anyhow::{Context, Result};
 use lk_go_tests::{create_dispatch, workspace_root, LiveKitServer};
 use std::process::Command;

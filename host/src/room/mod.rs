@@ -11,6 +11,7 @@
 //! it publishes [`Event::Disconnected`] and the runner decides.
 
 mod detached;
+mod roster;
 pub mod rtc;
 pub mod signal;
 

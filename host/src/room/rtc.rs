@@ -13,7 +13,7 @@
 //! the roster to match tracks); outgoing signal messages go through a channel
 //! the session drains.
 
-use super::signal::SharedRoster;
+use super::roster::SharedRoster;
 use super::{OutgoingData, RoomEmitter};
 use crate::events::{Event, TrackKind, TrackRef, TrackSource};
 use crate::media::source::{OpusSender, SendStats, SourceQueue, Tick};

@@ -95,7 +95,7 @@ impl PipeStart {
         use std::io::Write;
         let line = ipc::encode(&FromJob::Verdict {
             success: false,
-            error: crate::cli::one_printable_line(error),
+            error: crate::logsink::one_printable_line(error),
         });
         let _ = (&self.stream).write_all(&line);
     }
@@ -207,7 +207,7 @@ impl WorkerPipe {
     pub async fn report_failure_before_join(&self, error: &str) {
         self.send_verdict(Verdict {
             success: false,
-            error: crate::cli::one_printable_line(error),
+            error: crate::logsink::one_printable_line(error),
         })
         .await;
     }

@@ -875,7 +875,7 @@ pub async fn run_worker(
                 Some(Stop::Failing { code, error, .. }) => {
                     crate::logsink::line_always(&format!(
                         "lk-go: error: {}",
-                        crate::cli::one_printable_line(error)
+                        crate::logsink::one_printable_line(error)
                     ));
                     *code
                 }
