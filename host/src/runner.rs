@@ -1,17 +1,19 @@
-//! Running one job from start to exit code: the function the CLI (and later
-//! the worker) calls.
+//! Running one job from start to exit code: the function the CLI's
+//! `job run-script` and every job process of the worker call.
 //!
-//! Owns: the order of things — validate, load the plugin, join the room, call
-//! `run` on a thread of its own, decide when to shut down (plugin returned,
-//! room disconnected, deadline, or an outside `shutdown` such as a signal) —
-//! and the shutdown cascade in the seed's order room → tracks → plugins:
-//! leave the room, close tracks, run hooks, wait for `run` within the grace
-//! period. Each stage has a deadline and its duration is logged.
+//! Owns: the order of things, [`run_job`]'s stages — load the plugin
+//! (before connecting anything), join the room, run the plugin on a thread
+//! of its own, wait for a reason to shut down (plugin returned, room
+//! disconnected, participant left, deadline, or an outside `shutdown` such
+//! as a signal), report the verdict (the worker's), the shutdown cascade in
+//! the seed's order room → tracks → plugins (leave the room, close tracks,
+//! run hooks, wait for `run` within the grace period), and the exit code.
+//! Each cascade stage has a deadline and its duration is logged.
 //!
 //! Must not touch: process-wide state (signals, exit, logging setup): that is
 //! the CLI's. The runner reports an outcome and an exit code, it never exits.
 
-use crate::events::{DisconnectReason, Event, Received};
+use crate::events::{DisconnectReason, Event, Received, Subscription};
 use crate::exit;
 use crate::job::{HookReport, Job, JobConfigError, ShutdownInfo, ShutdownReason};
 use crate::plugin::handle::JobHandle;
@@ -290,6 +292,7 @@ async fn stage<F: Future<Output = ()>>(name: &str, deadline: Duration, fut: F) -
 ///
 /// The job's context may be shut down from outside at any time (the CLI does
 /// it on SIGINT/SIGTERM); the cascade then runs as for any other reason.
+/// The stages, in order, each a function below.
 pub async fn run_job(
     job: Job,
     connector: &dyn RoomConnector,
@@ -298,18 +301,63 @@ pub async fn run_job(
     let started = Instant::now();
     let plugin = crate::plugin::load(&options.plugin_path)?;
     tracing::info!(plugin = %plugin.describe(), "plugin loaded");
-    let ctx = job.context.clone();
+    let mut joined = join(&job, &plugin, connector, options, started).await?;
+    let mut run = start_plugin(&job, &plugin, &joined, started)?;
+    wait_for_reason(&job, &mut joined, &mut run, options).await;
+    let info = job
+        .context
+        .shutdown_info()
+        .ok_or_else(|| RunError::Internal("shutdown info missing after shutdown".into()))?;
+    report(options, &info, &mut run).await;
+    let cascade_started = Instant::now();
+    let (stages, hooks) = cascade(&job, &joined.room, &info, &mut run, options).await?;
+    // The job is over for the plugin: from now on its API answers as after
+    // shutdown, and the room's events are released.
+    crate::plugin::retire_job(run.handle);
+    let exit_code = final_exit_code(&info, run.code, &hooks);
+    tracing::info!(reason = %info.reason, exit_code, cascade_ms = cascade_started.elapsed().as_millis() as u64, "job finished");
+    Ok(JobOutcome {
+        job_id: job.id,
+        plugin,
+        shutdown: info,
+        plugin_code: run.code,
+        hooks,
+        stages,
+        run_entered_after: run.entered_after,
+        exit_code,
+    })
+}
 
+/// The room as joined, and what the runner watches in it.
+struct JoinedRoom {
+    room: Room,
+    /// Subscribed before joining, so no `Disconnected` is missed.
+    events: Subscription,
+    /// What the server joined (the truth even when a token named another
+    /// room or identity).
+    room_name: String,
+    identity: String,
+}
+
+/// Stage 1, join: the room, with the limits the job asked for. A shutdown
+/// while joining (a signal) is not an error: the job then runs its cascade
+/// without the plugin ever running.
+async fn join(
+    job: &Job,
+    plugin: &LoadedPlugin,
+    connector: &dyn RoomConnector,
+    options: &RunOptions,
+    started: Instant,
+) -> Result<JoinedRoom, RunError> {
     let mut room = Room::new(job.room_name.clone());
     // A plugin older than ABI 1.3 has no next_data: keep no packets for it.
     room.emitter()
         .media()
         .set_data_wanted(plugin.abi_minor >= 3);
     room.emitter().data().set_limits(options.stream_limits);
-    // The runner subscribes before joining so that no Disconnected is
-    // missed. The plugin subscribes after: it gets the room as joined as a
+    // The plugin subscribes later: it gets the room as joined as a
     // snapshot (unbounded, however many are present), then every event.
-    let mut runner_events = room.subscribe();
+    let events = room.subscribe();
     let request = JoinRequest {
         room_name: job.room_name.clone(),
         identity: job.identity.clone(),
@@ -317,12 +365,10 @@ pub async fn run_job(
     };
     tokio::select! {
         joined = room.connect(connector, &request) => joined?,
-        _ = ctx.cancelled() => {
+        _ = job.context.cancelled() => {
             tracing::info!("shutdown requested while joining the room");
         }
     }
-    // The plugin and the logs are told what the server joined, which is
-    // the truth even when a token named another room or identity.
     let (room_name, identity) = match room.joined() {
         Some(j) => {
             let room_name = non_empty_or(j.room_name, &job.room_name);
@@ -335,31 +381,67 @@ pub async fn run_job(
         }
         None => (job.room_name.clone(), job.identity.clone()),
     };
+    Ok(JoinedRoom {
+        room,
+        events,
+        room_name,
+        identity,
+    })
+}
 
-    // Leaked on purpose: the handle and its strings stay valid for the life
-    // of the process (see plugin::host_api), whatever plugin threads do.
+/// The plugin's `run`, on a thread of its own.
+struct PluginRun {
+    handle: &'static JobHandle,
+    /// `run`'s return value, once it returns.
+    returned: tokio::sync::oneshot::Receiver<i32>,
+    /// What it returned, once known.
+    code: Option<i32>,
+    /// When `run` was entered, from the start of `run_job`.
+    entered_after: Duration,
+}
+
+impl PluginRun {
+    /// Waits up to `limit` for `run` to return (no-op once it did).
+    async fn wait_returned(&mut self, limit: Duration) -> bool {
+        if self.code.is_none() {
+            if let Ok(code) = tokio::time::timeout(limit, &mut self.returned).await {
+                self.code = Some(code.unwrap_or(LK_RUN_PANICKED));
+            }
+        }
+        self.code.is_some()
+    }
+}
+
+/// Stage 2, run: the job handle the plugin sees (leaked: it and its
+/// strings stay valid for the life of the process, whatever plugin threads
+/// do), and `run` on its own thread. Not called when shutdown came first:
+/// then `run` is never entered and counts as having returned 0.
+fn start_plugin(
+    job: &Job,
+    plugin: &LoadedPlugin,
+    joined: &JoinedRoom,
+    started: Instant,
+) -> Result<PluginRun, RunError> {
     let handle: &'static JobHandle = JobHandle::new(
         job.id.clone(),
-        room_name,
+        joined.room_name.clone(),
         job.metadata.clone(),
-        identity,
+        joined.identity.clone(),
         plugin.name.clone(),
         plugin.abi_minor,
-        ctx.clone(),
-        Some(room.subscribe_with_snapshot()),
+        job.context.clone(),
+        Some(joined.room.subscribe_with_snapshot()),
         crate::plugin::handle::JobMedia::new(
-            room.media_access(),
+            joined.room.media_access(),
             Some(tokio::runtime::Handle::current()),
         ),
         job.dispatch.clone(),
     )
     .leak();
-
-    let (code_tx, mut code_rx) = tokio::sync::oneshot::channel::<i32>();
-    let run_entered_after = started.elapsed();
-    if ctx.is_shutting_down() {
-        // Shut down before the plugin started (e.g. SIGINT while joining):
-        // `run` is never called; report as if it returned 0 at once.
+    let (code_tx, returned) = tokio::sync::oneshot::channel::<i32>();
+    let entered_after = started.elapsed();
+    if job.context.is_shutting_down() {
+        // Shut down before the plugin started (e.g. SIGINT while joining).
         let _ = code_tx.send(0);
     } else {
         let run = plugin.run;
@@ -371,7 +453,7 @@ pub async fn run_job(
             .unwrap_or(0);
         tracing::info!(
             event = "plugin_run_entered",
-            elapsed_us = run_entered_after.as_micros() as u64,
+            elapsed_us = entered_after.as_micros() as u64,
             unix_us,
             "calling plugin run"
         );
@@ -385,8 +467,25 @@ pub async fn run_job(
             })
             .map_err(|e| RunError::Internal(format!("could not start the plugin thread: {e}")))?;
     }
+    Ok(PluginRun {
+        handle,
+        returned,
+        code: None,
+        entered_after,
+    })
+}
 
-    // Wait for a reason to shut down.
+/// Stage 3, wait for a reason to shut down: `run` returned (or panicked),
+/// an outside `shutdown` (signal, worker), the room's session ended, the
+/// job's participant left for good, or `--max-duration`. Returns once the
+/// job's context is shutting down.
+async fn wait_for_reason(
+    job: &Job,
+    joined: &mut JoinedRoom,
+    run: &mut PluginRun,
+    options: &RunOptions,
+) {
+    let ctx = &job.context;
     let deadline = async {
         match options.max_duration {
             Some(d) => tokio::time::sleep(d).await,
@@ -394,7 +493,6 @@ pub async fn run_job(
         }
     };
     tokio::pin!(deadline);
-    let mut plugin_code: Option<i32> = None;
     // The participant a participant job is for left: checked again a
     // moment later, since a page reload is a leave followed by a join of
     // the same identity.
@@ -408,23 +506,23 @@ pub async fn run_job(
             }
         };
         tokio::select! {
-            code = &mut code_rx => {
+            code = &mut run.returned => {
                 let code = code.unwrap_or(LK_RUN_PANICKED);
-                plugin_code = Some(code);
+                run.code = Some(code);
                 if code == LK_RUN_PANICKED {
                     ctx.shutdown(ShutdownReason::PluginPanicked, "run reported a panic");
                 } else {
                     ctx.shutdown(ShutdownReason::PluginReturned, format!("run returned {code}"));
                 }
-                break;
+                return;
             }
-            _ = ctx.cancelled() => break,
-            received = runner_events.recv() => match received {
+            _ = ctx.cancelled() => return,
+            received = joined.events.recv() => match received {
                 Received::Event(Event::Disconnected { reason, detail }) => {
                     let why = shutdown_reason_for(reason);
                     let detail = if detail.is_empty() { reason.to_string() } else { format!("{reason}: {detail}") };
                     ctx.shutdown(why, detail);
-                    break;
+                    return;
                 }
                 Received::Event(Event::ParticipantLeft { participant })
                     if !linked.is_empty() && participant.identity == linked =>
@@ -435,14 +533,14 @@ pub async fn run_job(
             },
             _ = linked_check => {
                 linked_left_at = None;
-                let back = room.participants().iter().any(|p| p.identity == linked);
-                let close = handle.close_on_participant_left.load(std::sync::atomic::Ordering::Acquire);
+                let back = joined.room.participants().iter().any(|p| p.identity == linked);
+                let close = run.handle.close_on_participant_left.load(std::sync::atomic::Ordering::Acquire);
                 if !back && close {
                     ctx.shutdown(
                         ShutdownReason::ParticipantLeft,
                         format!("{linked}, the participant this job is for, left the room"),
                     );
-                    break;
+                    return;
                 }
                 if !back {
                     tracing::info!(participant = %linked, "the job's participant left; the plugin keeps the job running (set_close_on_participant_left 0)");
@@ -451,32 +549,41 @@ pub async fn run_job(
             _ = &mut deadline => {
                 let d = options.max_duration.unwrap_or_default();
                 ctx.shutdown(ShutdownReason::DeadlineExceeded, format!("job ran longer than {} s", d.as_secs_f64()));
-                break;
+                return;
             }
         }
     }
-    let info = ctx
-        .shutdown_info()
-        .ok_or_else(|| RunError::Internal("shutdown info missing after shutdown".into()))?;
-    if let Some(reporter) = &options.before_leave {
-        if plugin_code.is_none() {
-            if let Ok(code) = tokio::time::timeout(VERDICT_RUN_WAIT, &mut code_rx).await {
-                plugin_code = Some(code.unwrap_or(LK_RUN_PANICKED));
-            }
-        }
-        let verdict = verdict_for(&info, plugin_code);
-        tracing::info!(success = verdict.success, error = %verdict.error, "job verdict");
-        stage(
-            "report_status",
-            VERDICT_REPORT_DEADLINE,
-            reporter.report(verdict),
-        )
-        .await;
-    }
-    let cascade_started = Instant::now();
-    tracing::info!(reason = %info.reason, detail = %info.detail, "shutdown cascade: room -> tracks -> hooks -> plugin");
+}
 
-    // The cascade: room -> tracks -> plugins (hooks, then `run` returning).
+/// Stage 4, report: with a reporter (the worker), the verdict, before the
+/// job leaves the room. A `run` that is still running gets
+/// [`VERDICT_RUN_WAIT`] to return its code first.
+async fn report(options: &RunOptions, info: &ShutdownInfo, run: &mut PluginRun) {
+    let Some(reporter) = &options.before_leave else {
+        return;
+    };
+    run.wait_returned(VERDICT_RUN_WAIT).await;
+    let verdict = verdict_for(info, run.code);
+    tracing::info!(success = verdict.success, error = %verdict.error, "job verdict");
+    stage(
+        "report_status",
+        VERDICT_REPORT_DEADLINE,
+        reporter.report(verdict),
+    )
+    .await;
+}
+
+/// Stage 5, the cascade, in the seed's order room → tracks → plugins:
+/// leave the room, close tracks, run the shutdown hooks, wait for `run`
+/// within the grace period. Each step has a deadline; each is logged.
+async fn cascade(
+    job: &Job,
+    room: &Room,
+    info: &ShutdownInfo,
+    run: &mut PluginRun,
+    options: &RunOptions,
+) -> Result<(StageTimes, HookReport), RunError> {
+    tracing::info!(reason = %info.reason, detail = %info.detail, "shutdown cascade: room -> tracks -> hooks -> plugin");
     let mut stages = StageTimes {
         room_leave: stage("room_leave", options.cascade.room_leave, room.leave()).await,
         ..Default::default()
@@ -488,7 +595,7 @@ pub async fn run_job(
     )
     .await;
 
-    let hook_ctx = ctx.clone();
+    let hook_ctx = job.context.clone();
     let hooks_started = Instant::now();
     let hooks = tokio::task::spawn_blocking(move || hook_ctx.run_hooks())
         .await
@@ -505,14 +612,13 @@ pub async fn run_job(
         "cascade stage done"
     );
 
-    if plugin_code.is_none() {
+    if run.code.is_none() {
         let waited = Instant::now();
-        match tokio::time::timeout(options.cascade.plugin_grace, &mut code_rx).await {
-            Ok(code) => plugin_code = Some(code.unwrap_or(LK_RUN_PANICKED)),
-            Err(_) => tracing::error!(
+        if !run.wait_returned(options.cascade.plugin_grace).await {
+            tracing::error!(
                 grace_ms = options.cascade.plugin_grace.as_millis() as u64,
                 "plugin did not return within the shutdown grace period"
-            ),
+            );
         }
         stages.plugin_wait = waited.elapsed();
         tracing::info!(
@@ -521,13 +627,13 @@ pub async fn run_job(
             "cascade stage done"
         );
     }
+    Ok((stages, hooks))
+}
 
-    // The job is over for the plugin: from now on its API answers as after
-    // shutdown, and the room's events are released.
-    crate::plugin::retire_job(handle);
-    // Each hook that failed was an ERROR line of its own; the summary is
-    // `JobOutcome::failure`.
-    let exit_code = exit::with_hooks(exit::for_job(info.reason, plugin_code), hooks.is_clean());
+/// Stage 6, the exit code: the reason and the plugin's code (see
+/// [`exit::for_job`]), then the hooks' completeness. Each hook that failed
+/// was an ERROR line of its own; the summary is `JobOutcome::failure`.
+fn final_exit_code(info: &ShutdownInfo, plugin_code: Option<i32>, hooks: &HookReport) -> i32 {
     if let Some(code) = plugin_code {
         if code != LK_RUN_PANICKED && !(0..=255).contains(&code) {
             tracing::warn!(
@@ -537,17 +643,7 @@ pub async fn run_job(
             );
         }
     }
-    tracing::info!(reason = %info.reason, exit_code, cascade_ms = cascade_started.elapsed().as_millis() as u64, "job finished");
-    Ok(JobOutcome {
-        job_id: job.id,
-        plugin,
-        shutdown: info,
-        plugin_code,
-        hooks,
-        stages,
-        run_entered_after,
-        exit_code,
-    })
+    exit::with_hooks(exit::for_job(info.reason, plugin_code), hooks.is_clean())
 }
 
 #[cfg(test)]
