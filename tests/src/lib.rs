@@ -615,108 +615,6 @@ impl TcpProxy {
     }
 }
 
-/// An `lk-go` process whose stdout and stderr are collected as they arrive,
-/// so a test can wait for readiness (a log line such as
-/// `plugin_run_entered`) instead of sleeping, then signal it.
-pub struct RunningJob {
-    child: Child,
-    stdout: std::sync::Arc<std::sync::Mutex<String>>,
-    stderr: std::sync::Arc<std::sync::Mutex<String>>,
-    readers: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl RunningJob {
-    /// Spawns `lk-go <args>` and waits (at most `limit`) until its log says
-    /// the plugin's `run` was entered.
-    pub fn start_ready(args: &[&str], limit: Duration) -> RunningJob {
-        let mut child = Command::new(lk_go_bin())
-            .args(args)
-            .env("NO_COLOR", "1")
-            .env_remove("LK_GO_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn lk-go");
-        let mut readers = Vec::new();
-        let mut collect = |pipe: Box<dyn Read + Send>| {
-            let buf = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-            let sink = buf.clone();
-            readers.push(std::thread::spawn(move || {
-                use std::io::BufRead;
-                for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
-                    let mut b = sink.lock().unwrap();
-                    b.push_str(&line);
-                    b.push('\n');
-                }
-            }));
-            buf
-        };
-        let stdout = collect(Box::new(child.stdout.take().unwrap()));
-        let stderr = collect(Box::new(child.stderr.take().unwrap()));
-        let job = RunningJob {
-            child,
-            stdout,
-            stderr,
-            readers,
-        };
-        job.wait_for_log("plugin_run_entered", limit);
-        job
-    }
-
-    /// Waits until stderr contains `needle`; panics with the log after `limit`.
-    pub fn wait_for_log(&self, needle: &str, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        while !self.stderr.lock().unwrap().contains(needle) {
-            assert!(
-                Instant::now() < deadline,
-                "no {needle:?} within {limit:?} in: {}",
-                self.stderr.lock().unwrap()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Sends `sig` (e.g. `-INT`) to the process.
-    pub fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        assert!(ok, "kill {sig} {}", self.child.id());
-    }
-
-    /// Waits for the exit (killing it and panicking after `limit`) and for
-    /// the pipes to close; returns (exit code, stdout, stderr).
-    pub fn finish(mut self, limit: Duration) -> (Option<i32>, String, String) {
-        let deadline = Instant::now() + limit;
-        let status = loop {
-            if let Some(s) = self.child.try_wait().expect("wait") {
-                break s;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!(
-                    "lk-go did not exit within {limit:?}: {}",
-                    self.stderr.lock().unwrap()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        for r in self.readers.drain(..) {
-            let _ = r.join();
-        }
-        let out = self.stdout.lock().unwrap().clone();
-        let err = self.stderr.lock().unwrap().clone();
-        (status.code(), out, err)
-    }
-}
-
 /// AgentDispatchService.CreateDispatch: dispatches `agent_name` to `room`
 /// (creating the room) with `metadata` as the job metadata. Returns the
 /// dispatch id.
@@ -754,24 +652,39 @@ pub fn create_room(http_port: u16, room: &str) {
     assert_eq!(status, 200, "CreateRoom: {body}");
 }
 
-/// An `lk-go` process whose stderr is collected line by line as it comes,
-/// so a test can wait for a line (readiness) instead of sleeping.
+/// The one harness for a running `lk-go` (a job or a worker): its stdout
+/// and stderr are collected line by line as they arrive, so a test waits
+/// for readiness (a log line such as `plugin_run_entered` or
+/// `worker_registered`) instead of sleeping, signals it, and reads how it
+/// ended. The child is killed if the test drops it.
 pub struct LkGoProcess {
     pub child: Child,
-    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// Every line in arrival order, with the stream it came from.
+    lines: std::sync::Arc<std::sync::Mutex<Vec<(OutputStream, String)>>>,
     changed: std::sync::Arc<std::sync::Condvar>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputStream {
+    Stdout,
+    Stderr,
 }
 
 impl LkGoProcess {
-    /// Starts `lk-go <args>` with `envs`, stdout and stderr both collected.
+    /// Starts `lk-go <args>` with `envs` on top of an environment without
+    /// the developer's `LIVEKIT_*` variables or `LK_GO_LOG`.
     pub fn start(args: &[&str], envs: &[(&str, &str)]) -> LkGoProcess {
         use std::io::BufRead;
         let mut cmd = Command::new(lk_go_bin());
         cmd.args(args)
+            .env("NO_COLOR", "1")
+            .env_remove("LK_GO_LOG")
             .env_remove("LIVEKIT_URL")
             .env_remove("LIVEKIT_API_KEY")
             .env_remove("LIVEKIT_API_SECRET")
             .env_remove("LIVEKIT_AGENT_NAME")
+            .env_remove("LIVEKIT_WORKER_HTTP")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -783,27 +696,54 @@ impl LkGoProcess {
         let changed = std::sync::Arc::new(std::sync::Condvar::new());
         let out: Box<dyn std::io::Read + Send> = Box::new(child.stdout.take().unwrap());
         let err: Box<dyn std::io::Read + Send> = Box::new(child.stderr.take().unwrap());
-        for stream in [out, err] {
+        let mut readers = Vec::new();
+        for (stream, pipe) in [(OutputStream::Stdout, out), (OutputStream::Stderr, err)] {
             let lines = lines.clone();
             let changed = changed.clone();
-            std::thread::spawn(move || {
-                for line in std::io::BufReader::new(stream).lines() {
+            readers.push(std::thread::spawn(move || {
+                for line in std::io::BufReader::new(pipe).lines() {
                     let Ok(line) = line else { break };
-                    lines.lock().unwrap().push(line);
+                    lines.lock().unwrap().push((stream, line));
                     changed.notify_all();
                 }
-            });
+            }));
         }
         LkGoProcess {
             child,
             lines,
             changed,
+            readers,
         }
     }
 
-    /// Every line so far.
+    /// Starts `lk-go <args>` (a job) and waits (at most `limit`) until its
+    /// log says the plugin's `run` was entered.
+    pub fn start_ready(args: &[&str], limit: Duration) -> LkGoProcess {
+        let job = LkGoProcess::start(args, &[]);
+        job.wait_line("plugin_run_entered", limit);
+        job
+    }
+
+    /// Every line so far, both streams, in arrival order.
     pub fn lines(&self) -> Vec<String> {
-        self.lines.lock().unwrap().clone()
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, l)| l.clone())
+            .collect()
+    }
+
+    /// One stream's text so far (lines joined with newlines).
+    pub fn text(&self, stream: OutputStream) -> String {
+        let mut out = String::new();
+        for (s, l) in self.lines.lock().unwrap().iter() {
+            if *s == stream {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        out
     }
 
     /// Waits up to `limit` until `count` lines match `pred`; returns them,
@@ -818,16 +758,21 @@ impl LkGoProcess {
         let deadline = std::time::Instant::now() + limit;
         let mut guard = self.lines.lock().unwrap();
         loop {
-            let matching: Vec<String> = guard.iter().filter(|l| pred(l)).cloned().collect();
+            let matching: Vec<String> = guard
+                .iter()
+                .filter(|(_, l)| pred(l))
+                .map(|(_, l)| l.clone())
+                .collect();
             if matching.len() >= count {
                 return matching;
             }
             let now = std::time::Instant::now();
             if now >= deadline {
-                let log = guard.join("\n");
+                let log: Vec<&str> = guard.iter().map(|(_, l)| l.as_str()).collect();
                 panic!(
-                    "waited {limit:?} for {count} line(s) of {what}; got {}; log:\n{log}",
-                    matching.len()
+                    "waited {limit:?} for {count} line(s) of {what}; got {}; log:\n{}",
+                    matching.len(),
+                    log.join("\n")
                 );
             }
             guard = self.changed.wait_timeout(guard, deadline - now).unwrap().0;
@@ -840,20 +785,28 @@ impl LkGoProcess {
             .remove(0)
     }
 
-    pub fn signal(&self, sig: i32) {
-        // SAFETY: kill(2) on our own child.
-        unsafe {
-            libc::kill(self.child.id() as i32, sig);
-        }
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
-    /// Waits up to `limit` for the exit code (panics with the log if it
-    /// does not exit).
+    /// Sends signal `sig` (e.g. `libc::SIGINT`) to the process.
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child.
+        let rc = unsafe { libc::kill(self.child.id() as i32, sig) };
+        assert_eq!(rc, 0, "kill({}, {sig})", self.child.id());
+    }
+
+    /// Waits up to `limit` for the exit code (-1 for a signal; kills it and
+    /// panics with the log if it does not exit).
     pub fn wait_exit(&mut self, limit: Duration) -> i32 {
+        self.wait_status(limit).code().unwrap_or(-1)
+    }
+
+    fn wait_status(&mut self, limit: Duration) -> std::process::ExitStatus {
         let deadline = std::time::Instant::now() + limit;
         loop {
             if let Some(status) = self.child.try_wait().expect("wait lk-go") {
-                return status.code().unwrap_or(-1);
+                return status;
             }
             if std::time::Instant::now() >= deadline {
                 let _ = self.child.kill();
@@ -862,8 +815,22 @@ impl LkGoProcess {
                     self.lines().join("\n")
                 );
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// Waits for the exit (as [`LkGoProcess::wait_exit`]) and for both
+    /// pipes to close; returns (exit code, stdout, stderr).
+    pub fn finish(mut self, limit: Duration) -> (Option<i32>, String, String) {
+        let status = self.wait_status(limit);
+        for r in self.readers.drain(..) {
+            let _ = r.join();
+        }
+        (
+            status.code(),
+            self.text(OutputStream::Stdout),
+            self.text(OutputStream::Stderr),
+        )
     }
 }
 

@@ -7,7 +7,7 @@
 //! provides both).
 
 use lk_go_tests::{
-    error_lines, lk_go_bin, plugin, run_lk_go, target_dir, valgrind_bin, wait_output, RunningJob,
+    error_lines, lk_go_bin, plugin, run_lk_go, target_dir, valgrind_bin, wait_output, LkGoProcess,
 };
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
@@ -361,15 +361,15 @@ fn go_sdk_panics_are_one_line_and_the_documented_code() {
 fn go_plugin_leaves_sigint_sigterm_and_sighup_to_the_host() {
     let go_probe = plugin("go_probe");
     for (sig, code, reason) in [
-        ("-INT", 130, "signal_sigint"),
-        ("-TERM", 143, "signal_sigterm"),
-        ("-HUP", 129, "signal_sighup"),
+        (libc::SIGINT, 130, "signal_sigint"),
+        (libc::SIGTERM, 143, "signal_sigterm"),
+        (libc::SIGHUP, 129, "signal_sighup"),
     ] {
         let job = start_ready(&detached(
             go_probe.to_str().unwrap(),
             &["--metadata", "wait"],
         ));
-        job.wait_for_log("go-probe: waiting for Ctx", LIMIT);
+        job.wait_line("go-probe: waiting for Ctx", LIMIT);
         job.signal(sig);
         let (status, _, log) = job.finish(LIMIT);
         assert_eq!(status, Some(code), "{sig}: {log}");
@@ -413,9 +413,9 @@ fn logs_carry_no_colour_when_stderr_is_not_a_terminal() {
 // ---- 5. flags and signals ---------------------------------------------------
 
 /// `lk-go <args>` started and ready (`plugin_run_entered` logged).
-fn start_ready(args: &[String]) -> RunningJob {
+fn start_ready(args: &[String]) -> LkGoProcess {
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    RunningJob::start_ready(&refs, LIMIT)
+    LkGoProcess::start_ready(&refs, LIMIT)
 }
 
 /// SIGHUP (terminal closed, ssh dropped) used to kill the job with no
@@ -427,8 +427,8 @@ fn sighup_runs_the_cascade_and_exits_129() {
     // Readiness is the plugin's registrations, not `run` entered: a SIGHUP
     // in between made the hooks late (run at once, in order), which failed
     // the order check about once in twenty runs.
-    job.wait_for_log("probe: hooks registered", LIMIT);
-    job.signal("-HUP");
+    job.wait_line("probe: hooks registered", LIMIT);
+    job.signal(libc::SIGHUP);
     let (code, _, log) = job.finish(LIMIT);
     assert_eq!(code, Some(129), "{log}");
     let at = positions(
@@ -453,7 +453,7 @@ fn sighup_runs_the_cascade_and_exits_129() {
 fn older_plugins_see_only_reasons_their_header_defines() {
     let old = plugin("abi_1_1");
     let job = start_ready(&detached(old.to_str().unwrap(), &[]));
-    job.signal("-HUP");
+    job.signal(libc::SIGHUP);
     let (code, _, log) = job.finish(LIMIT);
     assert_eq!(code, Some(129), "{log}");
     assert!(
@@ -465,7 +465,7 @@ fn older_plugins_see_only_reasons_their_header_defines() {
     // A 1.2 plugin (frozen header) on the 1.3 host: it defines SIGHUP.
     let v12 = plugin("abi_1_2");
     let job = start_ready(&detached(v12.to_str().unwrap(), &[]));
-    job.signal("-HUP");
+    job.signal(libc::SIGHUP);
     let (code, _, log) = job.finish(LIMIT);
     assert_eq!(code, Some(129), "{log}");
     assert!(

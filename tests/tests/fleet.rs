@@ -405,11 +405,7 @@ fn the_worker_s_permissions_reach_its_jobs() {
     };
     let perm = &agent["permission"];
     eprintln!("MEASURED the agent's permission as the server lists it: {perm}");
-    assert_eq!(
-        perm["can_publish"].as_bool().unwrap_or(false),
-        false,
-        "{agent}"
-    );
+    assert!(!perm["can_publish"].as_bool().unwrap_or(false), "{agent}");
     assert_eq!(perm["can_subscribe"], true, "{agent}");
     assert_eq!(perm["can_publish_data"], true, "{agent}");
     assert_eq!(perm["hidden"], true, "{agent}");

@@ -11,7 +11,7 @@
 use livekit_protocol as proto;
 use lk_go_tests::{
     dev_token, plugin, python_bin, python_script, run_browser, wait_output, LiveKitServer,
-    RunningJob,
+    LkGoProcess,
 };
 use proto::data_packet::Value;
 use std::process::{Command, Stdio};
@@ -26,9 +26,9 @@ fn start_agent(
     room: &str,
     identity: &str,
     metadata: &str,
-) -> RunningJob {
+) -> LkGoProcess {
     let p = plugin(plugin_file);
-    RunningJob::start_ready(
+    LkGoProcess::start_ready(
         &[
             "job",
             "run-script",
@@ -46,8 +46,8 @@ fn start_agent(
     )
 }
 
-fn stop(job: RunningJob) -> String {
-    job.signal("-INT");
+fn stop(job: LkGoProcess) -> String {
+    job.signal(libc::SIGINT);
     let (code, _, log) = job.finish(LIMIT);
     assert_eq!(code, Some(130), "{log}");
     log
@@ -231,8 +231,8 @@ fn trailer(id: &str) -> Value {
     })
 }
 
-fn wait_log(job: &RunningJob, needle: &str) {
-    job.wait_for_log(needle, Duration::from_secs(20));
+fn wait_log(job: &LkGoProcess, needle: &str) {
+    job.wait_line(needle, Duration::from_secs(20));
 }
 
 /// Chunk gaps and reordering, invalid UTF-8, a header announcing a huge

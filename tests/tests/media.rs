@@ -8,7 +8,7 @@
 //! own verdicts, never from sleeps.
 
 use lk_go_tests::{
-    dev_token, plugin, python_bin, python_script, wait_output, LiveKitServer, RunningJob,
+    dev_token, plugin, python_bin, python_script, wait_output, LiveKitServer, LkGoProcess,
 };
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -23,9 +23,9 @@ fn start_agent(
     room: &str,
     identity: &str,
     metadata: &str,
-) -> RunningJob {
+) -> LkGoProcess {
     let p = plugin(plugin_file);
-    RunningJob::start_ready(
+    LkGoProcess::start_ready(
         &[
             "job",
             "run-script",
@@ -79,8 +79,8 @@ fn num(v: &serde_json::Value, key: &str) -> f64 {
 }
 
 /// Stops a job with SIGINT and checks the documented exit (130).
-fn stop(job: RunningJob) -> String {
-    job.signal("-INT");
+fn stop(job: LkGoProcess) -> String {
+    job.signal(libc::SIGINT);
     let (code, _, log) = job.finish(LIMIT);
     assert_eq!(code, Some(130), "{log}");
     log
@@ -256,8 +256,8 @@ fn sigterm_ends_blocked_go_goroutines_within_100_ms() {
         "publish_sine.py",
         &[&server.url, &dev_token(room, "talker"), "30"],
     );
-    job.wait_for_log("go-echo: all goroutines are waiting", LIMIT);
-    job.signal("-TERM");
+    job.wait_line("go-echo: all goroutines are waiting", LIMIT);
+    job.signal(libc::SIGTERM);
     let (code, _, log) = job.finish(LIMIT);
     let mut publisher = publisher;
     let _ = publisher.kill();

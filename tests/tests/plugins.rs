@@ -7,7 +7,7 @@
 use lk_go::job::{HookTimeouts, Job, JobConfig};
 use lk_go::room::DetachedConnector;
 use lk_go::runner::{run_job, CascadeTimeouts, RunOptions};
-use lk_go_tests::{lk_go_bin, plugin, plugin_dir, run_lk_go, target_dir, RunningJob};
+use lk_go_tests::{lk_go_bin, plugin, plugin_dir, run_lk_go, target_dir, LkGoProcess};
 use lk_plugin_api::abi::LK_ABI_MINOR;
 use std::path::Path;
 use std::process::Command;
@@ -328,10 +328,10 @@ fn plugin_ignoring_shutdown_gets_the_grace_code_75() {
 }
 
 /// The event-logger plugin, detached, with `run` entered.
-fn detached_logger_ready() -> RunningJob {
+fn detached_logger_ready() -> LkGoProcess {
     let logger = plugin("event_logger");
     let logger = logger.to_str().unwrap();
-    RunningJob::start_ready(
+    LkGoProcess::start_ready(
         &["job", "run-script", logger, "--room", "r", "--detached"],
         LIMIT,
     )
@@ -340,7 +340,7 @@ fn detached_logger_ready() -> RunningJob {
 #[test]
 fn sigint_runs_the_cascade_and_exits_130() {
     let job = detached_logger_ready();
-    job.signal("-INT");
+    job.signal(libc::SIGINT);
     let (code, text, err) = job.finish(LIMIT);
     assert_eq!(code, Some(130), "{err}");
     let hooks: Vec<&str> = text
@@ -358,14 +358,14 @@ fn sigint_runs_the_cascade_and_exits_130() {
 #[test]
 fn sigterm_exits_143_and_a_second_signal_exits_at_once() {
     let job = detached_logger_ready();
-    job.signal("-TERM");
+    job.signal(libc::SIGTERM);
     let (code, _, err) = job.finish(LIMIT);
     assert_eq!(code, Some(143), "{err}");
 
     // The stubborn plugin ignores shutdown; the grace is 20 s, but a second
     // SIGINT must end the process at once.
     let stubborn = plugin("stubborn");
-    let job = RunningJob::start_ready(
+    let job = LkGoProcess::start_ready(
         &[
             "job",
             "run-script",
@@ -378,11 +378,11 @@ fn sigterm_exits_143_and_a_second_signal_exits_at_once() {
         ],
         LIMIT,
     );
-    job.signal("-INT");
+    job.signal(libc::SIGINT);
     // Readiness for the second signal: the first one began the shutdown.
-    job.wait_for_log("job shutdown requested", LIMIT);
+    job.wait_line("job shutdown requested", LIMIT);
     let t = Instant::now();
-    job.signal("-INT");
+    job.signal(libc::SIGINT);
     let (code, _, err) = job.finish(LIMIT);
     assert_eq!(code, Some(130), "{err}");
     assert!(
