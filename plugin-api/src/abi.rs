@@ -664,8 +664,8 @@ mod tests {
         assert_eq!(offset_of!(LkHostApi, set_metadata), 8 + 22 * 8);
         assert_eq!(LK_HOST_API_SIZE_1_3, 8 + 23 * 8);
         assert_eq!(offset_of!(LkHostApi, job_participant_identity), 8 + 23 * 8);
-        assert_eq!(offset_of!(LkHostApi, publish_transcription), 8 + 46 * 8);
-        assert_eq!(size_of::<LkHostApi>(), 8 + 47 * 8);
+        assert_eq!(offset_of!(LkHostApi, publish_transcription), 8 + 43 * 8);
+        assert_eq!(size_of::<LkHostApi>(), 8 + 44 * 8);
         assert_eq!(size_of::<LkStreamInfo>(), 16 + 5 * 16 + 32);
         assert_eq!(offset_of!(LkStreamInfo, total_length), 96);
         assert_eq!(size_of::<LkStreamOptions>(), 16 + 5 * 16 + 8 + 4 * 8);

@@ -335,9 +335,49 @@ impl LiveKitServer {
         }
     }
 
-    /// Blocks until the process exits (used by `cargo xtask livekit`).
+    /// Blocks until the process exits.
     pub fn wait(&mut self) -> Option<std::process::ExitStatus> {
         self.child.as_mut().and_then(|c| c.wait().ok())
+    }
+
+    /// Its exit status, if it has exited (never blocks).
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// SIGTERM (the server closes its rooms and exits), a second SIGTERM
+    /// after a second (livekit-server v1.13.5: "force"; a server stopped
+    /// right after it started otherwise waits on its start-up), then
+    /// SIGKILL after `grace`; returns once the process is gone, with how it
+    /// ended.
+    pub fn stop(&mut self, grace: Duration) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
+        let term = |c: &Child| {
+            // SAFETY: kill(2) on our own child.
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGTERM);
+            }
+        };
+        term(&c);
+        let started = Instant::now();
+        let deadline = started + grace;
+        let mut forced = false;
+        loop {
+            if let Ok(Some(status)) = c.try_wait() {
+                return Some(status);
+            }
+            if !forced && started.elapsed() >= Duration::from_secs(1) {
+                forced = true;
+                term(&c);
+            }
+            if Instant::now() >= deadline {
+                let _ = c.kill();
+                return c.wait().ok();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 

@@ -1235,3 +1235,94 @@ async fn a_participant_job_ends_when_its_participant_leaves() {
     let (code, _) = tokio::task::block_in_place(|| job.exit_code(LIMIT));
     assert_eq!(code, Some(130));
 }
+
+/// `cargo xtask livekit` (the dev server on 7880) stops its server and
+/// says so on a SIGTERM to it alone, and when its parent dies alone (a
+/// signal to `cargo`, which forwards nothing: before, the server kept
+/// running with nobody to stop it).
+#[test]
+fn xtask_livekit_stops_its_server_on_a_signal_to_it_alone() {
+    let xtask = lk_go_tests::target_dir().join("debug").join("xtask");
+    assert!(
+        xtask.is_file(),
+        "{} missing: run through `cargo xtask itest`",
+        xtask.display()
+    );
+    let port_free = || std::net::TcpListener::bind(("127.0.0.1", 7880)).is_ok();
+    assert!(
+        port_free(),
+        "port 7880 is taken: this test runs the dev server there"
+    );
+    let wait_free = || {
+        let deadline = Instant::now() + LIMIT;
+        while !port_free() {
+            assert!(Instant::now() < deadline, "livekit-server still holds 7880");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    // Reads stdout lines until `needle` (or EOF); returns what was read.
+    fn read_until(
+        out: impl std::io::Read + Send + 'static,
+        needle: &'static str,
+    ) -> mpsc::Receiver<String> {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let done = line.contains(needle);
+                let _ = tx.send(line);
+                if done {
+                    break;
+                }
+            }
+        });
+        rx
+    }
+    let expect = |rx: &mpsc::Receiver<String>, needle: &str| -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(l) if l.contains(needle) => return l,
+                Ok(_) => {}
+                Err(e) => panic!("no {needle:?} from xtask livekit ({e})"),
+            }
+        }
+    };
+
+    // A SIGTERM to xtask alone.
+    let mut direct = Command::new(&xtask)
+        .arg("livekit")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = read_until(direct.stdout.take().unwrap(), "livekit-server stopped");
+    expect(&lines, "ready at ws://127.0.0.1:7880");
+    unsafe { libc::kill(direct.id() as i32, libc::SIGTERM) };
+    let stopped = expect(&lines, "livekit-server stopped");
+    eprintln!("MEASURED SIGTERM to xtask alone -> {stopped}");
+    assert!(stopped.contains("(SIGTERM)"), "{stopped}");
+    assert_eq!(direct.wait().unwrap().code(), Some(0));
+    wait_free();
+
+    // Its parent killed alone, as a signal to cargo does.
+    let mut parent = Command::new("sh")
+        .arg("-c")
+        .arg("\"$0\" livekit & wait")
+        .arg(&xtask)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = read_until(parent.stdout.take().unwrap(), "livekit-server stopped");
+    expect(&lines, "ready at ws://127.0.0.1:7880");
+    let killed = Instant::now();
+    parent.kill().unwrap();
+    let _ = parent.wait();
+    let stopped = expect(&lines, "livekit-server stopped");
+    eprintln!(
+        "MEASURED parent killed -> {stopped} after {:?}",
+        killed.elapsed()
+    );
+    wait_free();
+}

@@ -484,3 +484,52 @@ fn a_late_listener_hears_the_first_words() {
         assert!(log.contains("echo: first subscriber after"), "{log}");
     }
 }
+
+/// A plugin built against the frozen 1.3 header, in a room where a 1.4
+/// plugin would see what 1.3 never defined: its participant publishes a
+/// muted microphone, unmutes it and leaves (track_muted/unmuted, a
+/// participant job ending with participant_left), and the fixture clears
+/// its source while a capture waits (LK_CLEARED for 1.4). It must see only
+/// 1.3's events, `room_disconnected`, and LK_TIMEOUT, and exit 0.
+#[test]
+fn a_1_3_plugin_sees_only_what_its_header_defines() {
+    let server = LiveKitServer::start();
+    let fixture = plugin("abi_1_3");
+    let job = LkGoProcess::start_ready(
+        &[
+            "job",
+            "run-script",
+            fixture.to_str().unwrap(),
+            "--room",
+            "abi13",
+            "--url",
+            &server.url,
+            "--identity",
+            "agent13",
+            "--participant-identity",
+            "pub",
+        ],
+        LIMIT,
+    );
+    let (code, v) = verdict(python(
+        "publish_muted.py",
+        &[&server.url, &dev_token("abi13", "pub"), "agent13", "3.5"],
+    ));
+    assert_eq!(code, Some(0), "{v}");
+    let (code, _, log) = job.finish(LIMIT);
+    eprintln!(
+        "MEASURED abi-1.3 lines: {}",
+        log.lines().filter(|l| l.contains("abi-1.3:")).count()
+    );
+    assert_eq!(code, Some(0), "{log}");
+    assert!(!log.contains("UNDEFINED"), "{log}");
+    assert!(log.contains("abi-1.3: capture returned 1 Timeout"), "{log}");
+    assert!(
+        log.contains("abi-1.3: shutdown reason 4 room_disconnected"),
+        "{log}"
+    );
+    assert!(
+        log.contains("reason=participant_left"),
+        "the host ended it as participant_left: {log}"
+    );
+}

@@ -77,6 +77,7 @@ fn inspect_accepts_every_example_plugin() {
         ("abi_1_0", "abi-1.0", "1.0"),
         ("abi_1_1", "abi-1.1", "1.1"),
         ("abi_1_2", "abi-1.2", "1.2"),
+        ("abi_1_3", "abi-1.3", "1.3"),
     ] {
         let out = run_lk_go(
             &["plugin", "inspect", plugin(file).to_str().unwrap()],

@@ -150,6 +150,12 @@ fn build_plugins() -> Result<PathBuf> {
             "abi_1_2",
         ),
         (
+            fixtures.join("abi_1_3_plugin.c"),
+            fixtures.join("abi-1.3"),
+            vec!["-pthread".to_string()],
+            "abi_1_3",
+        ),
+        (
             root.join("plugins/c-echo/c_echo.c"),
             include.clone(),
             vec!["-pthread".to_string()],
@@ -719,11 +725,17 @@ fn test_all() -> Result<()> {
 /// The dev server a person starts runs on the standard ports (7880 signal,
 /// 7881 ICE/TCP, 7882 ICE/UDP), where `lk-go`'s default `--url` looks, so
 /// the README's next command works as written. Tests use free ports instead.
+///
+/// Stops the server (SIGTERM, then SIGKILL after 5 s) and says so on
+/// SIGINT, SIGTERM or SIGHUP to this process — and when its parent dies: a
+/// signal sent to `cargo` alone (`cargo xtask livekit`) kills cargo, which
+/// forwards nothing; PR_SET_PDEATHSIG turns that into a SIGTERM here.
 fn livekit() -> Result<()> {
     provision_livekit().map(|p| std::env::set_var("LIVEKIT_SERVER_BIN", p))?;
     if let Err(e) = std::net::TcpListener::bind(("127.0.0.1", 7880)) {
         bail!("port 7880 is taken ({e}): is a livekit-server already running? If it is, run lk-go against it as is; otherwise stop what holds the port (e.g. `ss -ltnp 'sport = :7880'`)");
     }
+    let parent = stop_signal::install();
     let mut server = LiveKitServer::start_on_standard_ports();
     println!(
         "livekit-server {LIVEKIT_SERVER_VERSION} ready at {} (key devkey, secret secret); log: {}",
@@ -731,9 +743,74 @@ fn livekit() -> Result<()> {
         server.log_path.display()
     );
     println!("try: target/debug/lk-go job run-script target/plugins/libnoop.so --room test");
-    let status = server.wait();
-    println!("livekit-server exited: {status:?}");
-    Ok(())
+    println!("stop: Ctrl-C (or SIGTERM to this process or to cargo)");
+    loop {
+        if let Some(status) = server.try_wait() {
+            println!("livekit-server exited: {status}");
+            return Ok(());
+        }
+        if let Some(why) = stop_signal::received(parent) {
+            let status = server.stop(std::time::Duration::from_secs(5));
+            let how = status
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "gone".into());
+            println!("livekit-server stopped ({why}): {how}");
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Signals that stop `cargo xtask livekit`, recorded by a handler that only
+/// stores the number (async-signal-safe), read by the loop.
+mod stop_signal {
+    use std::sync::atomic::{AtomicI32, Ordering};
+
+    static RECEIVED: AtomicI32 = AtomicI32::new(0);
+
+    extern "C" fn on_signal(sig: libc::c_int) {
+        RECEIVED.store(sig, Ordering::SeqCst);
+    }
+
+    /// Installs the handlers and asks for SIGTERM when the parent dies;
+    /// returns the parent's pid as it was.
+    pub fn install() -> libc::pid_t {
+        // SAFETY: getppid, prctl and signal(2) with a handler that only
+        // stores into an atomic.
+        unsafe {
+            let parent = libc::getppid();
+            libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGTERM as libc::c_ulong,
+                0,
+                0,
+                0,
+            );
+            let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+                libc::signal(sig, handler);
+            }
+            parent
+        }
+    }
+
+    /// Why to stop, if a signal came or the parent died before the
+    /// death signal was armed.
+    pub fn received(parent: libc::pid_t) -> Option<String> {
+        let sig = RECEIVED.load(Ordering::SeqCst);
+        let name = match sig {
+            0 => None,
+            libc::SIGINT => Some("SIGINT"),
+            libc::SIGTERM => Some("SIGTERM"),
+            libc::SIGHUP => Some("SIGHUP"),
+            _ => Some("a signal"),
+        };
+        if let Some(n) = name {
+            return Some(n.to_string());
+        }
+        // SAFETY: getppid has no preconditions.
+        (unsafe { libc::getppid() } != parent).then(|| "its parent exited".to_string())
+    }
 }
 
 fn demo() -> Result<()> {
