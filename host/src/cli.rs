@@ -203,6 +203,28 @@ pub enum PluginCommand {
         /// Path to the plugin shared library.
         plugin: PathBuf,
     },
+    /// Write a minimal plugin project (build file, source, a README) that
+    /// builds outside this repository against the SDK.
+    New {
+        /// The plugin's language.
+        #[arg(long, value_enum)]
+        lang: LangArg,
+        /// The plugin's name (a-z, 0-9, '-', '_'; starts with a letter).
+        name: String,
+        /// Where to write it (created; must be empty). Default: ./NAME.
+        dir: Option<PathBuf>,
+        /// The lk-go checkout to build against (Rust and Go). Default: the
+        /// one this lk-go was built from.
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LangArg {
+    Rust,
+    C,
+    Go,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -730,6 +752,12 @@ fn dispatch() -> i32 {
     }
     match cli.command {
         Command::Plugin(PluginCommand::Inspect { plugin }) => inspect(&plugin),
+        Command::Plugin(PluginCommand::New {
+            lang,
+            name,
+            dir,
+            sdk,
+        }) => new_plugin(lang, &name, dir, sdk),
         Command::Job(JobCommand::RunScript(args)) => run_script(*args),
         Command::Job(JobCommand::RunAssigned(args)) => run_assigned(*args),
         Command::Worker(args) => worker(*args),
@@ -753,6 +781,33 @@ fn clap_error_line(rendered: &str) -> String {
         text
     };
     format!("{text} (see lk-go --help)")
+}
+
+fn new_plugin(lang: LangArg, name: &str, dir: Option<PathBuf>, sdk: Option<PathBuf>) -> i32 {
+    let lang = match lang {
+        LangArg::Rust => crate::scaffold::Lang::Rust,
+        LangArg::C => crate::scaffold::Lang::C,
+        LangArg::Go => crate::scaffold::Lang::Go,
+    };
+    let dir = dir.unwrap_or_else(|| PathBuf::from(name));
+    match crate::scaffold::write(lang, name, &dir, sdk.as_deref()) {
+        Ok(p) => {
+            let text = format!(
+                "wrote {}
+build: cd {} && {}
+run:   lk-go job run-script {}/{} --room test
+",
+                p.dir.display(),
+                p.dir.display(),
+                p.build,
+                p.dir.display(),
+                p.library
+            );
+            let _ = std::io::stdout().lock().write_all(text.as_bytes());
+            exit::OK
+        }
+        Err(e) => fail(exit::USAGE, e),
+    }
 }
 
 fn inspect(path: &std::path::Path) -> i32 {

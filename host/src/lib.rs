@@ -28,6 +28,7 @@ pub mod media;
 pub mod plugin;
 pub mod room;
 pub mod runner;
+pub mod scaffold;
 pub mod secrets;
 pub mod stdio;
 mod sync;

@@ -532,3 +532,94 @@ fn json_logs_end_with_a_json_error_line() {
     assert_eq!(errors.len(), 1, "{err}");
     assert!(errors[0].contains("unreachable"), "{err}");
 }
+
+/// `lk-go plugin new` writes a project per language that builds outside
+/// this repository (a temp dir) with its own tool, and runs detached.
+#[test]
+fn plugin_new_writes_projects_that_build_outside_the_repo_and_run() {
+    let root = std::env::temp_dir().join(format!("lk-go-plugin-new-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).unwrap();
+    for (lang, name, build, lib) in [
+        ("c", "hello-c", vec!["make"], "libhello_c.so"),
+        (
+            "go",
+            "hello-go",
+            vec![
+                "go",
+                "build",
+                "-buildmode=c-shared",
+                "-o",
+                "libhello_go.so",
+                ".",
+            ],
+            "libhello_go.so",
+        ),
+        (
+            "rust",
+            "hello-rust",
+            vec!["cargo", "build", "--release", "-j2"],
+            "target/release/libhello_rust.so",
+        ),
+    ] {
+        let dir = root.join(name);
+        let out = run_lk_go(
+            &["plugin", "new", "--lang", lang, name, dir.to_str().unwrap()],
+            &[],
+            LIMIT,
+        );
+        assert_eq!(out.status.code(), Some(0), "{lang}: {}", stderr(&out));
+        let readme = std::fs::read_to_string(dir.join("README.md")).unwrap();
+        assert!(readme.lines().count() <= 3, "{readme}");
+        let t = std::time::Instant::now();
+        let built = std::process::Command::new(build[0])
+            .args(&build[1..])
+            .current_dir(&dir)
+            .output()
+            .unwrap_or_else(|e| panic!("{lang}: could not run {}: {e}", build[0]));
+        assert!(
+            built.status.success(),
+            "{lang}: {:?} failed: {}",
+            build,
+            String::from_utf8_lossy(&built.stderr)
+        );
+        eprintln!(
+            "MEASURED plugin new --lang {lang}: built in {:?}",
+            t.elapsed()
+        );
+        let lib = dir.join(lib);
+        let job = LkGoProcess::start_ready(
+            &[
+                "job",
+                "run-script",
+                lib.to_str().unwrap(),
+                "--room",
+                "r",
+                "--detached",
+            ],
+            LIMIT,
+        );
+        job.wait_line(&format!("{name}: job"), LIMIT);
+        job.signal(libc::SIGINT);
+        let (code, _, log) = job.finish(LIMIT);
+        assert_eq!(code, Some(130), "{lang}: {log}");
+    }
+    // A second run into the same, now non-empty, directory is refused.
+    let again = run_lk_go(
+        &[
+            "plugin",
+            "new",
+            "--lang",
+            "c",
+            "hello-c",
+            root.join("hello-c").to_str().unwrap(),
+        ],
+        &[],
+        LIMIT,
+    );
+    assert_eq!(again.status.code(), Some(64));
+    assert!(stderr(&again).contains("not empty"), "{}", stderr(&again));
+    let bad = run_lk_go(&["plugin", "new", "--lang", "c", "Bad Name"], &[], LIMIT);
+    assert_eq!(bad.status.code(), Some(64), "{}", stderr(&bad));
+    let _ = std::fs::remove_dir_all(&root);
+}

@@ -701,10 +701,42 @@ fn provision_debian_tool(program: &str, package: &str, env: &str, who: &str) -> 
     bail!("{program} not found; install it (apt-get install {package}) or set {env}: {who} need it")
 }
 
+/// `cargo package -p lk-plugin-api` as a third party would get the crate:
+/// no warning, the C header in, nothing of the Go module.
+fn package_check() -> Result<()> {
+    step("cargo package -p lk-plugin-api (what a third party depends on)");
+    let list = cargo()
+        .args(["package", "-p", "lk-plugin-api", "--allow-dirty", "--list"])
+        .output()
+        .context("cargo package --list")?;
+    let files = String::from_utf8_lossy(&list.stdout);
+    if !list.status.success() {
+        bail!(
+            "cargo package --list failed: {}",
+            String::from_utf8_lossy(&list.stderr)
+        );
+    }
+    if !files.lines().any(|f| f == "include/lk_plugin.h")
+        || files.lines().any(|f| f.starts_with("go/"))
+    {
+        bail!("lk-plugin-api packs the wrong files (want include/lk_plugin.h, no go/): {files}");
+    }
+    let out = cargo()
+        .args(["package", "-j2", "-p", "lk-plugin-api", "--allow-dirty"])
+        .output()
+        .context("cargo package")?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() || err.contains("warning") {
+        bail!("cargo package -p lk-plugin-api is not clean: {err}");
+    }
+    Ok(())
+}
+
 fn test_all() -> Result<()> {
     let started = Instant::now();
     build_plugins()?;
     go_sdk_checks()?;
+    package_check()?;
     let valgrind = provision_valgrind()?;
     step("unit and integration tests (no server)");
     run(
