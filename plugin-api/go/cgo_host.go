@@ -138,11 +138,165 @@ static inline int32_t lkgo_set_metadata(const lk_host_api *api, const lk_job *jo
                                         uint32_t timeout_ms) {
 	return api->set_metadata(job, lkgo_str(md), timeout_ms);
 }
+
+// ---- 1.4 ----
+//
+// Reader and writer handles are host-owned ids, not pointers (lk-go hands
+// out small integers): they cross into Go as uintptr_t, never as a pointer
+// type, so the Go runtime never sees a junk pointer on a stack.
+
+// 1 when the table has every field up to and including publish_transcription (1.4).
+static inline int lkgo_has_streams(const lk_host_api *api) {
+	return api->abi_minor >= 4 &&
+	       api->size >= offsetof(lk_host_api, publish_transcription) + sizeof api->publish_transcription;
+}
+static inline lk_str lkgo_job_participant_identity(const lk_host_api *api, const lk_job *job) {
+	return api->job_participant_identity(job);
+}
+static inline lk_str lkgo_agent_name(const lk_host_api *api, const lk_job *job) { return api->agent_name(job); }
+static inline size_t lkgo_job_attributes(const lk_host_api *api, const lk_job *job, lk_str *keys,
+                                         lk_str *values, size_t cap) {
+	return api->job_attributes(job, keys, values, cap);
+}
+static inline void lkgo_set_close_on_participant_left(const lk_host_api *api, const lk_job *job, int32_t close) {
+	api->set_close_on_participant_left(job, close);
+}
+static inline int32_t lkgo_audio_source_wait_subscribed(const lk_host_api *api, lk_audio_source *s,
+                                                        uint32_t timeout_ms) {
+	return api->audio_source_wait_subscribed(s, timeout_ms);
+}
+
+static inline int32_t lkgo_stream_accept_topic(const lk_host_api *api, const lk_job *job, _GoString_ topic) {
+	return api->stream_accept_topic(job, lkgo_str(topic));
+}
+static inline int32_t lkgo_next_stream(const lk_host_api *api, const lk_job *job, uint32_t timeout_ms,
+                                       uintptr_t *out, uint64_t *missed) {
+	lk_stream_reader *r = NULL;
+	int32_t rc = api->next_stream(job, timeout_ms, &r, missed);
+	*out = (uintptr_t)r;
+	return rc;
+}
+static inline int32_t lkgo_stream_reader_info(const lk_host_api *api, uintptr_t r, lk_stream_info *info) {
+	memset(info, 0, sizeof *info);
+	info->struct_size = (uint32_t)sizeof *info;
+	return api->stream_reader_info((lk_stream_reader *)r, info);
+}
+static inline int32_t lkgo_stream_read(const lk_host_api *api, uintptr_t r, uint8_t *buf, size_t cap,
+                                       size_t *len, uint32_t timeout_ms) {
+	return api->stream_read((lk_stream_reader *)r, buf, cap, len, timeout_ms);
+}
+static inline lk_str lkgo_stream_reader_error(const lk_host_api *api, uintptr_t r) {
+	return api->stream_reader_error((lk_stream_reader *)r);
+}
+static inline void lkgo_stream_reader_close(const lk_host_api *api, uintptr_t r) {
+	api->stream_reader_close((lk_stream_reader *)r);
+}
+// buf packs n_attr keys, n_attr values, then n_dest destination identities.
+// The options (and the lk_str arrays, in C memory) live only for the call.
+static inline int32_t lkgo_stream_open(const lk_host_api *api, const lk_job *job, uint32_t kind,
+                                       uint32_t flags, uint64_t total_length, _GoString_ topic,
+                                       _GoString_ mime_type, _GoString_ name, _GoString_ sender,
+                                       _GoString_ stream_id, const char *buf, const size_t *lens,
+                                       size_t n_attr, size_t n_dest, uint32_t timeout_ms,
+                                       uintptr_t *out, lk_str *out_id) {
+	int failed;
+	lk_str *all = lkgo_unpack(buf, lens, 2 * n_attr + n_dest, &failed);
+	if (failed) return LK_ERR_INVALID;
+	lk_stream_options o;
+	memset(&o, 0, sizeof o);
+	o.struct_size = (uint32_t)sizeof o;
+	o.kind = kind;
+	o.flags = flags;
+	o.n_attributes = (uint32_t)n_attr;
+	o.topic = lkgo_str(topic);
+	o.mime_type = lkgo_str(mime_type);
+	o.name = lkgo_str(name);
+	o.sender_identity = lkgo_str(sender);
+	o.stream_id = lkgo_str(stream_id);
+	o.total_length = total_length;
+	o.attribute_keys = n_attr > 0 ? all : NULL;
+	o.attribute_values = n_attr > 0 ? all + n_attr : NULL;
+	o.destination_identities = n_dest > 0 ? all + 2 * n_attr : NULL;
+	o.n_destinations = n_dest;
+	lk_stream_writer *w = NULL;
+	int32_t rc = api->stream_open(job, &o, timeout_ms, &w, out_id);
+	*out = (uintptr_t)w;
+	free(all);
+	return rc;
+}
+static inline int32_t lkgo_stream_write(const lk_host_api *api, uintptr_t w, const uint8_t *data,
+                                        size_t len, uint32_t timeout_ms) {
+	return api->stream_write((lk_stream_writer *)w, data, len, timeout_ms);
+}
+// keys then values, 2n strings packed in buf. The writer is freed in every
+// case, as the header says: without memory for the trailer it is aborted.
+static inline int32_t lkgo_stream_close(const lk_host_api *api, uintptr_t w, _GoString_ reason,
+                                        const char *buf, const size_t *lens, size_t n,
+                                        uint32_t timeout_ms) {
+	int failed;
+	lk_str *all = lkgo_unpack(buf, lens, 2 * n, &failed);
+	if (failed) {
+		lk_str oom = {"lkgo: out of memory for the trailer", 35};
+		api->stream_close((lk_stream_writer *)w, oom, NULL, NULL, 0, timeout_ms);
+		return LK_ERR_INVALID;
+	}
+	int32_t rc = api->stream_close((lk_stream_writer *)w, lkgo_str(reason), all,
+	                               all == NULL ? NULL : all + n, n, timeout_ms);
+	free(all);
+	return rc;
+}
+
+static inline int32_t lkgo_rpc_register(const lk_host_api *api, const lk_job *job, _GoString_ method) {
+	return api->rpc_register(job, lkgo_str(method));
+}
+static inline int32_t lkgo_rpc_unregister(const lk_host_api *api, const lk_job *job, _GoString_ method) {
+	return api->rpc_unregister(job, lkgo_str(method));
+}
+static inline int32_t lkgo_next_rpc(const lk_host_api *api, const lk_job *job, uint32_t timeout_ms,
+                                    lk_rpc_invocation *out) {
+	memset(out, 0, sizeof *out);
+	out->struct_size = (uint32_t)sizeof *out;
+	return api->next_rpc(job, timeout_ms, out);
+}
+static inline int32_t lkgo_rpc_respond(const lk_host_api *api, const lk_job *job, lk_rpc_invocation *inv,
+                                       int32_t code, _GoString_ payload, _GoString_ data) {
+	return api->rpc_respond(job, inv, code, lkgo_str(payload), lkgo_str(data));
+}
+static inline int32_t lkgo_perform_rpc(const lk_host_api *api, const lk_job *job, _GoString_ dest,
+                                       _GoString_ method, _GoString_ payload, uint32_t timeout_ms,
+                                       lk_rpc_result *out) {
+	memset(out, 0, sizeof *out);
+	out->struct_size = (uint32_t)sizeof *out;
+	return api->perform_rpc(job, lkgo_str(dest), lkgo_str(method), lkgo_str(payload), timeout_ms, out);
+}
+static inline void lkgo_rpc_result_release(const lk_host_api *api, const lk_job *job, lk_rpc_result *r) {
+	api->rpc_result_release(job, r);
+}
+static inline int32_t lkgo_publish_transcription(const lk_host_api *api, const lk_job *job, uint32_t flags,
+                                                 _GoString_ identity, _GoString_ track_sid,
+                                                 _GoString_ segment_id, _GoString_ text,
+                                                 _GoString_ language, uint64_t start_ms, uint64_t end_ms,
+                                                 uint32_t timeout_ms) {
+	lk_transcription t;
+	memset(&t, 0, sizeof t);
+	t.struct_size = (uint32_t)sizeof t;
+	t.flags = flags;
+	t.participant_identity = lkgo_str(identity);
+	t.track_sid = lkgo_str(track_sid);
+	t.segment_id = lkgo_str(segment_id);
+	t.text = lkgo_str(text);
+	t.language = lkgo_str(language);
+	t.start_ms = start_ms;
+	t.end_ms = end_ms;
+	return api->publish_transcription(job, &t, timeout_ms);
+}
 */
 import "C"
 
 import (
+	"math"
 	"runtime/cgo"
+	"time"
 	"unsafe"
 )
 
@@ -171,10 +325,15 @@ const (
 	codeNotConnected = int32(C.LK_ERR_NOT_CONNECTED)
 	codeClosed       = int32(C.LK_ERR_CLOSED)
 	codeRefused      = int32(C.LK_ERR_REFUSED)
+	codeCleared      = int32(C.LK_CLEARED)
+	codeAborted      = int32(C.LK_ERR_ABORTED)
 
 	flagConcealed = uint32(C.LK_AUDIO_FRAME_CONCEALED)
 	flagSilence   = uint32(C.LK_AUDIO_FRAME_SILENCE)
 	dataReliable  = uint32(C.LK_DATA_RELIABLE)
+
+	streamHasTotalLength = uint32(C.LK_STREAM_HAS_TOTAL_LENGTH)
+	transcriptionFinal   = uint32(C.LK_TRANSCRIPTION_FINAL)
 )
 
 // The exported constants are literals, so godoc shows their values; these
@@ -199,6 +358,24 @@ var (
 	_ = [1]struct{}{}[int(ShutdownDuplicateIdentity)-int(C.LK_SHUTDOWN_DUPLICATE_IDENTITY)]
 	_ = [1]struct{}{}[int(ShutdownMediaFailed)-int(C.LK_SHUTDOWN_MEDIA_FAILED)]
 	_ = [1]struct{}{}[int(ShutdownServerError)-int(C.LK_SHUTDOWN_SERVER_ERROR)]
+	_ = [1]struct{}{}[int(ShutdownParticipantLeft)-int(C.LK_SHUTDOWN_PARTICIPANT_LEFT)]
+	_ = [1]struct{}{}[int(ShutdownJobTerminated)-int(C.LK_SHUTDOWN_JOB_TERMINATED)]
+	_ = [1]struct{}{}[int(ShutdownWorkerStopping)-int(C.LK_SHUTDOWN_WORKER_STOPPING)]
+	_ = [1]struct{}{}[int(ShutdownWorkerLost)-int(C.LK_SHUTDOWN_WORKER_LOST)]
+	_ = [1]struct{}{}[int(ShutdownMemoryLimit)-int(C.LK_SHUTDOWN_MEMORY_LIMIT)]
+	_ = [1]struct{}{}[int(StreamText)-int(C.LK_STREAM_TEXT)]
+	_ = [1]struct{}{}[int(StreamBytes)-int(C.LK_STREAM_BYTES)]
+	_ = [1]struct{}{}[RPCApplicationError-int(C.LK_RPC_APPLICATION_ERROR)]
+	_ = [1]struct{}{}[RPCConnectionTimeout-int(C.LK_RPC_CONNECTION_TIMEOUT)]
+	_ = [1]struct{}{}[RPCResponseTimeout-int(C.LK_RPC_RESPONSE_TIMEOUT)]
+	_ = [1]struct{}{}[RPCRecipientDisconnected-int(C.LK_RPC_RECIPIENT_DISCONNECTED)]
+	_ = [1]struct{}{}[RPCResponsePayloadTooLarge-int(C.LK_RPC_RESPONSE_PAYLOAD_TOO_LARGE)]
+	_ = [1]struct{}{}[RPCSendFailed-int(C.LK_RPC_SEND_FAILED)]
+	_ = [1]struct{}{}[RPCUnsupportedMethod-int(C.LK_RPC_UNSUPPORTED_METHOD)]
+	_ = [1]struct{}{}[RPCRecipientNotFound-int(C.LK_RPC_RECIPIENT_NOT_FOUND)]
+	_ = [1]struct{}{}[RPCRequestPayloadTooLarge-int(C.LK_RPC_REQUEST_PAYLOAD_TOO_LARGE)]
+	_ = [1]struct{}{}[RPCUnsupportedServer-int(C.LK_RPC_UNSUPPORTED_SERVER)]
+	_ = [1]struct{}{}[RPCUnsupportedVersion-int(C.LK_RPC_UNSUPPORTED_VERSION)]
 	_ = [1]struct{}{}[int(TrackKindUnknown)-int(C.LK_TRACK_KIND_UNKNOWN)]
 	_ = [1]struct{}{}[int(TrackKindAudio)-int(C.LK_TRACK_KIND_AUDIO)]
 	_ = [1]struct{}{}[int(TrackKindVideo)-int(C.LK_TRACK_KIND_VIDEO)]
@@ -211,17 +388,20 @@ var (
 
 // Event kinds, from lk_plugin.h.
 const (
-	kindParticipantJoined = uint32(C.LK_EVENT_PARTICIPANT_JOINED)
-	kindParticipantLeft   = uint32(C.LK_EVENT_PARTICIPANT_LEFT)
-	kindTrackPublished    = uint32(C.LK_EVENT_TRACK_PUBLISHED)
-	kindTrackUnpublished  = uint32(C.LK_EVENT_TRACK_UNPUBLISHED)
-	kindTrackSubscribed   = uint32(C.LK_EVENT_TRACK_SUBSCRIBED)
-	kindTrackUnsubscribed = uint32(C.LK_EVENT_TRACK_UNSUBSCRIBED)
-	kindDisconnected      = uint32(C.LK_EVENT_DISCONNECTED)
-	kindReconnecting      = uint32(C.LK_EVENT_RECONNECTING)
-	kindReconnected       = uint32(C.LK_EVENT_RECONNECTED)
-	trackKindAudio        = uint32(TrackKindAudio)
-	trackSourceMicrophone = uint32(TrackSourceMicrophone)
+	kindParticipantJoined    = uint32(C.LK_EVENT_PARTICIPANT_JOINED)
+	kindParticipantLeft      = uint32(C.LK_EVENT_PARTICIPANT_LEFT)
+	kindTrackPublished       = uint32(C.LK_EVENT_TRACK_PUBLISHED)
+	kindTrackUnpublished     = uint32(C.LK_EVENT_TRACK_UNPUBLISHED)
+	kindTrackSubscribed      = uint32(C.LK_EVENT_TRACK_SUBSCRIBED)
+	kindTrackUnsubscribed    = uint32(C.LK_EVENT_TRACK_UNSUBSCRIBED)
+	kindDisconnected         = uint32(C.LK_EVENT_DISCONNECTED)
+	kindReconnecting         = uint32(C.LK_EVENT_RECONNECTING)
+	kindReconnected          = uint32(C.LK_EVENT_RECONNECTED)
+	kindTrackMuted           = uint32(C.LK_EVENT_TRACK_MUTED)
+	kindTrackUnmuted         = uint32(C.LK_EVENT_TRACK_UNMUTED)
+	kindLocalTrackSubscribed = uint32(C.LK_EVENT_LOCAL_TRACK_SUBSCRIBED)
+	trackKindAudio           = uint32(TrackKindAudio)
+	trackSourceMicrophone    = uint32(TrackSourceMicrophone)
 )
 
 // cHost is the host behind one job: the table and the job handle the host
@@ -280,13 +460,48 @@ func cFormat(f AudioFormat) C.lk_audio_format {
 func (h cHost) abi() (uint16, uint16) { return uint16(h.api.abi_major), uint16(h.api.abi_minor) }
 func (h cHost) hasMedia() bool        { return C.lkgo_has_media(h.api) != 0 }
 
+func (h cHost) hasStreams() bool { return C.lkgo_has_streams(h.api) != 0 }
+
 func (h cHost) describeJob() Job {
-	return Job{
+	j := Job{
 		ID:       goStr(C.lkgo_job_id(h.api, h.job)),
 		RoomName: goStr(C.lkgo_room_name(h.api, h.job)),
 		Metadata: goStr(C.lkgo_job_metadata(h.api, h.job)),
 		Identity: goStr(C.lkgo_identity(h.api, h.job)),
 	}
+	if h.hasStreams() {
+		j.ParticipantIdentity = goStr(C.lkgo_job_participant_identity(h.api, h.job))
+		j.AgentName = goStr(C.lkgo_agent_name(h.api, h.job))
+	}
+	return j
+}
+
+func (h cHost) jobAttributes() map[string]string {
+	out := map[string]string{}
+	if !h.hasStreams() {
+		return out
+	}
+	n := int(C.lkgo_job_attributes(h.api, h.job, nil, nil, 0))
+	if n == 0 {
+		return out
+	}
+	// Go memory the host fills with pointers to its own strings (valid
+	// for the life of the process); copied before return.
+	keys := make([]C.lk_str, n)
+	values := make([]C.lk_str, n)
+	got := int(C.lkgo_job_attributes(h.api, h.job, &keys[0], &values[0], C.size_t(n)))
+	for i := 0; i < min(n, got); i++ {
+		out[goStr(keys[i])] = goStr(values[i])
+	}
+	return out
+}
+
+func (h cHost) setCloseOnParticipantLeft(close bool) {
+	var v C.int32_t
+	if close {
+		v = 1
+	}
+	C.lkgo_set_close_on_participant_left(h.api, h.job, v)
 }
 
 func (h cHost) shutdown(reason string) { C.lkgo_shutdown(h.api, h.job, reason) }
@@ -410,6 +625,163 @@ func (h cHost) setAttributes(keys, values []string, timeoutMs uint32) int32 {
 
 func (h cHost) setMetadata(md string, timeoutMs uint32) int32 {
 	return int32(C.lkgo_set_metadata(h.api, h.job, md, C.uint32_t(timeoutMs)))
+}
+
+func (h cHost) audioSourceWaitSubscribed(s any, timeoutMs uint32) int32 {
+	return int32(C.lkgo_audio_source_wait_subscribed(h.api, s.(*C.lk_audio_source), C.uint32_t(timeoutMs)))
+}
+
+// ---- 1.4: data streams, RPC, transcriptions ----------------------------
+
+// Reader and writer handles are host ids held as uintptr (see the C
+// preamble); a handle of the fake host is anything else.
+
+func (h cHost) streamAcceptTopic(topic string) int32 {
+	return int32(C.lkgo_stream_accept_topic(h.api, h.job, topic))
+}
+
+func (h cHost) nextStream(timeoutMs uint32) (any, int32, uint64) {
+	var r C.uintptr_t
+	var missed C.uint64_t
+	rc := int32(C.lkgo_next_stream(h.api, h.job, C.uint32_t(timeoutMs), &r, &missed))
+	if rc != codeOK {
+		return nil, rc, uint64(missed)
+	}
+	return uintptr(r), rc, 0
+}
+
+func (h cHost) streamReaderInfo(r any) (StreamInfo, int32) {
+	var i C.lk_stream_info
+	rc := int32(C.lkgo_stream_reader_info(h.api, C.uintptr_t(r.(uintptr)), &i))
+	if rc != codeOK {
+		return StreamInfo{}, rc
+	}
+	out := StreamInfo{
+		StreamID:       goStr(i.stream_id),
+		Kind:           StreamKind(i.kind),
+		Topic:          goStr(i.topic),
+		MimeType:       goStr(i.mime_type),
+		SenderIdentity: goStr(i.sender_identity),
+		Name:           goStr(i.name),
+		TotalLength:    -1,
+		Timestamp:      time.UnixMilli(int64(i.timestamp_ms)),
+		Attributes:     map[string]string{},
+	}
+	if uint32(i.flags)&streamHasTotalLength != 0 && uint64(i.total_length) <= math.MaxInt64 {
+		out.TotalLength = int64(i.total_length)
+	}
+	if n := int(i.n_attributes); n > 0 && i.attribute_keys != nil && i.attribute_values != nil {
+		// Host memory, valid until the reader is closed; copied here.
+		keys := unsafe.Slice(i.attribute_keys, n)
+		values := unsafe.Slice(i.attribute_values, n)
+		for j := range keys {
+			out.Attributes[goStr(keys[j])] = goStr(values[j])
+		}
+	}
+	return out, rc
+}
+
+func (h cHost) streamRead(r any, buf []byte, timeoutMs uint32) (int, int32) {
+	var n C.size_t
+	rc := int32(C.lkgo_stream_read(h.api, C.uintptr_t(r.(uintptr)), (*C.uint8_t)(unsafe.Pointer(&buf[0])),
+		C.size_t(len(buf)), &n, C.uint32_t(timeoutMs)))
+	if rc != codeOK {
+		return 0, rc
+	}
+	return min(int(n), len(buf)), rc
+}
+
+func (h cHost) streamReaderError(r any) string {
+	return goStr(C.lkgo_stream_reader_error(h.api, C.uintptr_t(r.(uintptr))))
+}
+
+func (h cHost) streamReaderClose(r any) { C.lkgo_stream_reader_close(h.api, C.uintptr_t(r.(uintptr))) }
+
+func (h cHost) streamOpen(o streamOpen, timeoutMs uint32) (any, string, int32) {
+	buf, lens := pack(o.attrKeys, o.attrValues, o.destinations)
+	var flags C.uint32_t
+	if o.hasTotal {
+		flags = C.uint32_t(streamHasTotalLength)
+	}
+	var w C.uintptr_t
+	var id C.lk_str
+	rc := int32(C.lkgo_stream_open(h.api, h.job, C.uint32_t(o.kind), flags, C.uint64_t(o.total),
+		o.topic, o.mimeType, o.name, o.sender, o.streamID, bytesPtr(buf), &lens[0],
+		C.size_t(len(o.attrKeys)), C.size_t(len(o.destinations)), C.uint32_t(timeoutMs), &w, &id))
+	if rc != codeOK {
+		return nil, "", rc
+	}
+	// The id is host memory until stream_close: copied now.
+	return uintptr(w), goStr(id), rc
+}
+
+func (h cHost) streamWrite(w any, data []byte, timeoutMs uint32) int32 {
+	return int32(C.lkgo_stream_write(h.api, C.uintptr_t(w.(uintptr)),
+		(*C.uint8_t)(unsafe.Pointer(bytesPtr(data))), C.size_t(len(data)), C.uint32_t(timeoutMs)))
+}
+
+func (h cHost) streamClose(w any, reason string, keys, values []string, timeoutMs uint32) int32 {
+	buf, lens := pack(keys, values)
+	return int32(C.lkgo_stream_close(h.api, C.uintptr_t(w.(uintptr)), reason, bytesPtr(buf), &lens[0],
+		C.size_t(len(keys)), C.uint32_t(timeoutMs)))
+}
+
+func (h cHost) rpcRegister(method string) int32 {
+	return int32(C.lkgo_rpc_register(h.api, h.job, method))
+}
+
+func (h cHost) rpcUnregister(method string) int32 {
+	return int32(C.lkgo_rpc_unregister(h.api, h.job, method))
+}
+
+func (h cHost) nextRPC(timeoutMs uint32) (rpcCall, int32) {
+	// Go memory without Go pointers: the host fills it with pointers to
+	// its own strings and its host_private, and reads it again in
+	// rpc_respond. Nothing of it is Go's to free.
+	inv := new(C.lk_rpc_invocation)
+	rc := int32(C.lkgo_next_rpc(h.api, h.job, C.uint32_t(timeoutMs), inv))
+	if rc != codeOK {
+		return rpcCall{}, rc
+	}
+	call := rpcCall{
+		inv: RPCInvocation{
+			RequestID:       goStr(inv.request_id),
+			CallerIdentity:  goStr(inv.caller_identity),
+			Method:          goStr(inv.method),
+			Payload:         goStr(inv.payload),
+			ResponseTimeout: time.Duration(inv.response_timeout_ms) * time.Millisecond,
+		},
+		token: inv,
+	}
+	if ms := int64(inv.deadline_unix_ms); ms > 0 {
+		call.inv.Deadline = time.UnixMilli(ms)
+	}
+	return call, rc
+}
+
+func (h cHost) rpcRespond(token any, code int32, payload, data string) int32 {
+	return int32(C.lkgo_rpc_respond(h.api, h.job, token.(*C.lk_rpc_invocation), C.int32_t(code), payload, data))
+}
+
+func (h cHost) performRPC(destination, method, payload string, timeoutMs uint32) (rpcOutcome, int32) {
+	var r C.lk_rpc_result
+	rc := int32(C.lkgo_perform_rpc(h.api, h.job, destination, method, payload, C.uint32_t(timeoutMs), &r))
+	if rc != codeOK {
+		return rpcOutcome{}, rc
+	}
+	out := rpcOutcome{code: int32(r.error_code), payload: goStr(r.payload), data: goStr(r.error_data)}
+	C.lkgo_rpc_result_release(h.api, h.job, &r)
+	return out, rc
+}
+
+func (h cHost) publishTranscription(t Transcription, timeoutMs uint32) int32 {
+	var flags C.uint32_t
+	if t.Final {
+		flags = C.uint32_t(transcriptionFinal)
+	}
+	return int32(C.lkgo_publish_transcription(h.api, h.job, flags, t.ParticipantIdentity, t.TrackSID,
+		t.SegmentID, t.Text, t.Language, C.uint64_t(max(t.Start, 0).Milliseconds()),
+		C.uint64_t(max(t.End, 0).Milliseconds()), C.uint32_t(timeoutMs)))
 }
 
 // setDescriptor hands the descriptor's strings to glue.c. They are C

@@ -72,8 +72,9 @@ type Track struct {
 
 // Event is a room event from Events: one of ParticipantJoined,
 // ParticipantLeft, TrackPublished, TrackUnpublished, TrackSubscribed,
-// TrackUnsubscribed, Disconnected, Reconnecting, Reconnected or
-// EventsMissed. Use a type switch.
+// TrackUnsubscribed, TrackMuted, TrackUnmuted, LocalTrackSubscribed,
+// Disconnected, Reconnecting, Reconnected, EventsMissed or UnknownEvent.
+// Use a type switch.
 type Event interface {
 	// EventName is the host's stable snake_case name, e.g.
 	// "track_subscribed" ("events_missed" for EventsMissed).
@@ -114,6 +115,27 @@ type TrackUnsubscribed struct {
 	Track       Track
 }
 
+// TrackMuted (ABI 1.4): the publisher muted a remote track. The server
+// then forwards no media: an AudioStream of it delivers frames with
+// Silence set, in real time. A track published muted is announced
+// TrackPublished, then TrackMuted.
+type TrackMuted struct {
+	Participant Participant
+	Track       Track
+}
+
+// TrackUnmuted (ABI 1.4): the publisher unmuted a remote track.
+type TrackUnmuted struct {
+	Participant Participant
+	Track       Track
+}
+
+// LocalTrackSubscribed (ABI 1.4): a track this job published (TrackSID is
+// its AudioSource.TrackSID) has its first subscriber. livekit-server says
+// so once per publication and nothing of later subscribers. An agent that
+// speaks first waits for this, or calls AudioSource.WaitSubscribed.
+type LocalTrackSubscribed struct{ TrackSID string }
+
 // Disconnected: the job lost the room for good; shutdown follows.
 type Disconnected struct{ Reason string }
 
@@ -139,29 +161,35 @@ type UnknownEvent struct {
 	Name string
 }
 
-func (ParticipantJoined) EventName() string { return "participant_joined" }
-func (ParticipantLeft) EventName() string   { return "participant_left" }
-func (TrackPublished) EventName() string    { return "track_published" }
-func (TrackUnpublished) EventName() string  { return "track_unpublished" }
-func (TrackSubscribed) EventName() string   { return "track_subscribed" }
-func (TrackUnsubscribed) EventName() string { return "track_unsubscribed" }
-func (Disconnected) EventName() string      { return "disconnected" }
-func (Reconnecting) EventName() string      { return "reconnecting" }
-func (Reconnected) EventName() string       { return "reconnected" }
-func (EventsMissed) EventName() string      { return "events_missed" }
-func (e UnknownEvent) EventName() string    { return e.Name }
+func (ParticipantJoined) EventName() string    { return "participant_joined" }
+func (ParticipantLeft) EventName() string      { return "participant_left" }
+func (TrackPublished) EventName() string       { return "track_published" }
+func (TrackUnpublished) EventName() string     { return "track_unpublished" }
+func (TrackSubscribed) EventName() string      { return "track_subscribed" }
+func (TrackUnsubscribed) EventName() string    { return "track_unsubscribed" }
+func (TrackMuted) EventName() string           { return "track_muted" }
+func (TrackUnmuted) EventName() string         { return "track_unmuted" }
+func (LocalTrackSubscribed) EventName() string { return "local_track_subscribed" }
+func (Disconnected) EventName() string         { return "disconnected" }
+func (Reconnecting) EventName() string         { return "reconnecting" }
+func (Reconnected) EventName() string          { return "reconnected" }
+func (EventsMissed) EventName() string         { return "events_missed" }
+func (e UnknownEvent) EventName() string       { return e.Name }
 
-func (ParticipantJoined) isEvent() {}
-func (ParticipantLeft) isEvent()   {}
-func (TrackPublished) isEvent()    {}
-func (TrackUnpublished) isEvent()  {}
-func (TrackSubscribed) isEvent()   {}
-func (TrackUnsubscribed) isEvent() {}
-func (Disconnected) isEvent()      {}
-func (Reconnecting) isEvent()      {}
-func (Reconnected) isEvent()       {}
-func (EventsMissed) isEvent()      {}
-func (UnknownEvent) isEvent()      {}
+func (ParticipantJoined) isEvent()    {}
+func (ParticipantLeft) isEvent()      {}
+func (TrackPublished) isEvent()       {}
+func (TrackUnpublished) isEvent()     {}
+func (TrackSubscribed) isEvent()      {}
+func (TrackUnsubscribed) isEvent()    {}
+func (TrackMuted) isEvent()           {}
+func (TrackUnmuted) isEvent()         {}
+func (LocalTrackSubscribed) isEvent() {}
+func (Disconnected) isEvent()         {}
+func (Reconnecting) isEvent()         {}
+func (Reconnected) isEvent()          {}
+func (EventsMissed) isEvent()         {}
+func (UnknownEvent) isEvent()         {}
 
 // rawEvent is an lk_event copied into Go memory.
 type rawEvent struct {
@@ -187,6 +215,12 @@ func (r rawEvent) typed() Event {
 		return TrackSubscribed{p, t}
 	case kindTrackUnsubscribed:
 		return TrackUnsubscribed{p, t}
+	case kindTrackMuted:
+		return TrackMuted{p, t}
+	case kindTrackUnmuted:
+		return TrackUnmuted{p, t}
+	case kindLocalTrackSubscribed:
+		return LocalTrackSubscribed{r.trackSID}
 	case kindDisconnected:
 		return Disconnected{r.reason}
 	case kindReconnecting:

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"runtime"
 	"strings"
@@ -43,6 +44,28 @@ type host interface {
 	nextData(timeoutMs uint32) (DataPacket, int32, uint64)
 	setAttributes(keys, values []string, timeoutMs uint32) int32
 	setMetadata(md string, timeoutMs uint32) int32
+
+	// ABI 1.4. Reader and writer handles are opaque (any), as audio
+	// handles are.
+	hasStreams() bool
+	jobAttributes() map[string]string
+	setCloseOnParticipantLeft(close bool)
+	audioSourceWaitSubscribed(s any, timeoutMs uint32) int32
+	streamAcceptTopic(topic string) int32
+	nextStream(timeoutMs uint32) (any, int32, uint64)
+	streamReaderInfo(r any) (StreamInfo, int32)
+	streamRead(r any, buf []byte, timeoutMs uint32) (int, int32)
+	streamReaderError(r any) string
+	streamReaderClose(r any)
+	streamOpen(o streamOpen, timeoutMs uint32) (any, string, int32)
+	streamWrite(w any, data []byte, timeoutMs uint32) int32
+	streamClose(w any, reason string, keys, values []string, timeoutMs uint32) int32
+	rpcRegister(method string) int32
+	rpcUnregister(method string) int32
+	nextRPC(timeoutMs uint32) (rpcCall, int32)
+	rpcRespond(token any, code int32, payload, data string) int32
+	performRPC(destination, method, payload string, timeoutMs uint32) (rpcOutcome, int32)
+	publishTranscription(t Transcription, timeoutMs uint32) int32
 }
 
 // Plugin describes a plugin to the host. Pass it to Register.
@@ -138,6 +161,17 @@ type Job struct {
 	Metadata string
 	// Identity is the participant identity the job joined the room as.
 	Identity string
+	// ParticipantIdentity is the participant a participant or publisher
+	// job is for (the dispatch's Job.participant, or lk-go's
+	// --participant-identity); empty for a room job and on a host older
+	// than ABI 1.4. It is someone else's identity, not Identity. When that
+	// participant leaves, the job ends with ShutdownParticipantLeft unless
+	// JobContext.SetCloseOnParticipantLeft(false) was called.
+	ParticipantIdentity string
+	// AgentName is the agent name the job was dispatched to; empty for
+	// automatic dispatch, for `lk-go job run-script` and on a host older
+	// than ABI 1.4. The dispatch's attributes are JobContext.JobAttributes.
+	AgentName string
 }
 
 // ShutdownCode is why a job shut down (LK_SHUTDOWN_* in lk_plugin.h).
@@ -151,12 +185,18 @@ const (
 	ShutdownRoomDisconnected  ShutdownCode = 4  // "room_disconnected": the room ended or the server removed the job
 	ShutdownServerUnreachable ShutdownCode = 5  // "server_unreachable"
 	ShutdownSignalSIGINT      ShutdownCode = 6  // "signal_sigint"
-	ShutdownSignalSIGTERM     ShutdownCode = 7  // "signal_sigterm" (also a worker stopping)
+	ShutdownSignalSIGTERM     ShutdownCode = 7  // "signal_sigterm"
 	ShutdownDeadlineExceeded  ShutdownCode = 8  // "deadline_exceeded": --max-duration
 	ShutdownSignalSIGHUP      ShutdownCode = 9  // "signal_sighup"
 	ShutdownDuplicateIdentity ShutdownCode = 10 // "duplicate_identity": another participant joined as this identity
 	ShutdownMediaFailed       ShutdownCode = 11 // "media_failed"
 	ShutdownServerError       ShutdownCode = 12 // "server_error"
+	// ABI 1.4. The plugin's own exit code is the outcome of the first two.
+	ShutdownParticipantLeft ShutdownCode = 13 // "participant_left": Job.ParticipantIdentity left the room
+	ShutdownJobTerminated   ShutdownCode = 14 // "job_terminated": the server ended the job (DeleteDispatch)
+	ShutdownWorkerStopping  ShutdownCode = 15 // "worker_stopping": the worker's drain ran out, or it was told to stop at once
+	ShutdownWorkerLost      ShutdownCode = 16 // "worker_lost": the worker that started the job went away
+	ShutdownMemoryLimit     ShutdownCode = 17 // "memory_limit": over the worker's --job-memory-limit
 )
 
 // ShutdownInfo says why and when the job shut down.
@@ -193,12 +233,18 @@ type JobContext struct {
 	events   chan Event
 	dataOnce sync.Once
 	data     chan DataEvent
+
+	// attributes is the dispatch's (ABI 1.4), copied at the start.
+	attributes  map[string]string
+	streamsOnce sync.Once
+	streams     chan StreamEvent
+	rpc         rpcState
 }
 
 func newJobContext(h host) *JobContext {
 	ctx, cancel := context.WithCancelCause(context.Background())
 	jc := &JobContext{Job: h.describeJob(), Ctx: ctx, h: h, cancel: cancel, done: make(chan struct{}),
-		events: make(chan Event, eventBuffer)}
+		events: make(chan Event, eventBuffer), attributes: h.jobAttributes()}
 	go jc.pumpEvents()
 	return jc
 }
@@ -426,3 +472,32 @@ func (jc *JobContext) Debugf(format string, args ...any) {
 
 // HostABI is the lk-go plugin ABI version of the running host.
 func (jc *JobContext) HostABI() (major, minor uint16) { return jc.h.abi() }
+
+// HasStreams reports whether the host has ABI 1.4: the dispatch's
+// participant, agent name and attributes, data streams, RPC,
+// transcriptions and AudioSource.WaitSubscribed. Without it those calls
+// return ErrHostTooOld (lk-go refuses to load this package, which declares
+// 1.4, into an older lk-go, so only a foreign host lacks them).
+func (jc *JobContext) HasStreams() bool { return jc.h.hasStreams() }
+
+// JobAttributes returns the dispatch's attributes (Job.attributes of
+// LiveKit's agent dispatch) as a new map the caller owns; empty (never
+// nil) for a job without any and on a host older than ABI 1.4.
+func (jc *JobContext) JobAttributes() map[string]string {
+	if jc.attributes == nil {
+		return map[string]string{}
+	}
+	return maps.Clone(jc.attributes)
+}
+
+// SetCloseOnParticipantLeft says whether the job ends (ShutdownCode
+// ShutdownParticipantLeft) when the participant it is for
+// (Job.ParticipantIdentity) leaves the room: true, the default, as
+// livekit-agents' close_on_disconnect; false keeps it running. Any
+// goroutine, any time; a no-op for a room job and on a host older than
+// ABI 1.4.
+func (jc *JobContext) SetCloseOnParticipantLeft(close bool) {
+	if jc.h.hasStreams() {
+		jc.h.setCloseOnParticipantLeft(close)
+	}
+}

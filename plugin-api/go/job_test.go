@@ -47,7 +47,8 @@ func TestCtxIsCancelledWhenTheHostBeginsShutdown(t *testing.T) {
 		return 3
 	})
 	jc := <-entered
-	if jc.Job != (Job{ID: "AJ_test", RoomName: "room", Metadata: "md", Identity: "agent"}) {
+	if jc.Job != (Job{ID: "AJ_test", RoomName: "room", Metadata: "md", Identity: "agent",
+		ParticipantIdentity: "user1", AgentName: "echo-agent"}) {
 		t.Fatalf("job %+v", jc.Job)
 	}
 	f.shutdown("signal_sigterm") // the host's own reason, not the plugin's

@@ -27,10 +27,18 @@ var (
 	ErrNotConnected = errors.New("lkgo: not connected to the room")
 	ErrClosed       = errors.New("lkgo: closed")
 	ErrRefused      = errors.New("lkgo: refused by the server (lk-go's log says why)")
-	// ErrHostTooOld: the host is older than ABI 1.3 and has no media or
-	// data calls. lk-go refuses to load a 1.3 plugin into an older host,
-	// so this is only seen with a foreign host.
-	ErrHostTooOld = errors.New("lkgo: the host is older than ABI 1.3 (no media); use a newer lk-go")
+	// ErrCleared (ABI 1.4): AudioSource.Clear ran while Capture waited for
+	// room in the queue; nothing of that call was queued (LK_CLEARED).
+	ErrCleared = errors.New("lkgo: the source was cleared while this capture waited; nothing was queued")
+	// ErrAborted (ABI 1.4): a data stream ended abnormally
+	// (LK_ERR_ABORTED). StreamReader calls return it wrapped in a
+	// *StreamAbortedError, which says why.
+	ErrAborted = errors.New("lkgo: the data stream was aborted")
+	// ErrHostTooOld: the host lacks the ABI minor the call needs: 1.3 for
+	// media and data, 1.4 for streams, RPC, transcriptions, the dispatch's
+	// details and WaitSubscribed. lk-go refuses to load this package into
+	// an older lk-go, so this is only seen with a foreign host.
+	ErrHostTooOld = errors.New("lkgo: the host's ABI is too old for this call (media needs 1.3; streams and RPC 1.4); use a newer lk-go")
 )
 
 func codeErr(rc int32) error {
@@ -57,6 +65,10 @@ func codeErr(rc int32) error {
 		return ErrClosed
 	case codeRefused:
 		return ErrRefused
+	case codeCleared:
+		return ErrCleared
+	case codeAborted:
+		return ErrAborted
 	}
 	return fmt.Errorf("lkgo: unknown host result %d", rc)
 }
@@ -337,8 +349,9 @@ func (s *AudioSource) Format() AudioFormat { return s.format }
 // source's QueueDuration is queued, until ctx is done (looked at every
 // 100 ms; the send clock drains 20 ms every 20 ms, which paces a faster
 // producer). Errors: ErrShuttingDown, ErrClosed (closed, or closed by the
-// host after a rejoin: publish again), ErrInvalid, or ctx's error
-// (nothing was queued).
+// host after a rejoin: publish again), ErrCleared (Clear ran while this
+// call waited: nothing of pcm was queued, as barge-in wants), ErrInvalid,
+// or ctx's error (nothing was queued).
 func (s *AudioSource) Capture(ctx context.Context, pcm []int16) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -361,8 +374,31 @@ func (s *AudioSource) Capture(ctx context.Context, pcm []int16) error {
 	}
 }
 
+// WaitSubscribed waits until the source's track has a subscriber (the
+// server's first subscription of it, LocalTrackSubscribed): audio captured
+// before that reaches nobody, so an agent that speaks first waits here, as
+// livekit-agents' wait_for_subscription. It returns nil at once when the
+// track already has one. It waits until ctx is done (looked at every
+// 100 ms). Errors: ErrShuttingDown, ErrClosed, ctx's error, ErrHostTooOld
+// (a host older than ABI 1.4). Any goroutine.
+func (s *AudioSource) WaitSubscribed(ctx context.Context) error {
+	if !s.jc.h.hasStreams() {
+		return ErrHostTooOld
+	}
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		rc := s.jc.h.audioSourceWaitSubscribed(s.handle, sliceMs)
+		if rc != codeTimeout {
+			return s.jc.check(rc)
+		}
+	}
+}
+
 // Clear drops everything queued (barge-in) and returns how many
-// milliseconds of audio it dropped.
+// milliseconds of audio it dropped. A Capture waiting for room meanwhile
+// returns ErrCleared.
 func (s *AudioSource) Clear() (droppedMs uint32) { return s.jc.h.audioSourceClear(s.handle) }
 
 // QueuedMs is how many milliseconds of audio are queued and not yet sent;

@@ -5,12 +5,17 @@
 // packet on topic "lk.ping" with the same payload on "lk.pong", reliably,
 // to the sender only.
 //
+// With a host of ABI 1.4 it also keeps the echoes' frontend contract
+// (frontend.go): RPC "echo", chat answered as an agent transcript, byte
+// streams answered with their SHA-256, "frontend.hello" to every
+// participant who joins, and the benchmark's bench.sink / bench.source.
+//
 // Job metadata (space-separated key=value) selects what the tests use:
-// rate=N (Hz, default 48000), exit=N (Run's result, default 0) and
-// mode=block: goroutines wait in Events(), an audio Read, Data() and
-// <-Ctx.Done() until the job is stopped from outside (e.g. SIGTERM); each
-// logs the unix ms at which it returned, and a shutdown hook logs when
-// shutdown began.
+// rate=N (Hz, default 48000), exit=N (Run's result, default 0), rpc=hang
+// and rpc=many (frontend.go), and mode=block: goroutines wait in
+// Events(), an audio Read, Data() and <-Ctx.Done() until the job is
+// stopped from outside (e.g. SIGTERM); each logs the unix ms at which it
+// returned, and a shutdown hook logs when shutdown began.
 //
 // Build: go build -buildmode=c-shared -o libgo_echo.so .
 package main
@@ -63,23 +68,59 @@ func run(jc *lkgo.JobContext) int {
 		jc.Infof("go-echo: run returns %d at unix_ms %d", exit, unixMs())
 		return exit
 	}
+	startFrontend(jc, source.TrackSID(), md)
 	pings := make(chan struct{})
 	jc.Go(func() { defer close(pings); answerPings(jc) })
-	echo(jc, source, rate)
+	echo(jc, source, rate, watchRoom(jc))
 	jc.Shutdown("go-echo: the echo loop ended") // a no-op once shutdown began
 	<-pings                                     // Data closes within ~100 ms of shutdown
 	return exit
 }
 
-// echo copies every frame of the current microphone into source.
-func echo(jc *lkgo.JobContext, source *lkgo.AudioSource, rate int) {
-	for {
-		stream := nextMicrophone(jc, rate)
-		if stream == nil {
-			return
+// microphone is a subscribed remote microphone.
+type microphone struct{ sid, identity string }
+
+// watchRoom reads the room's events on a goroutine of its own (so that a
+// join is answered while audio is being echoed): it greets every
+// participant who joins and hands each subscribed remote microphone to
+// the echo loop. The channel closes when the job shuts down.
+func watchRoom(jc *lkgo.JobContext) <-chan microphone {
+	mics := make(chan microphone, 16)
+	jc.Go(func() {
+		defer close(mics)
+		for ev := range jc.Events() {
+			switch ev := ev.(type) {
+			case lkgo.ParticipantJoined:
+				greet(jc, ev.Participant.Identity)
+			case lkgo.TrackSubscribed:
+				if ev.Track.Kind != lkgo.TrackKindAudio || ev.Track.Source != lkgo.TrackSourceMicrophone {
+					continue
+				}
+				select {
+				case mics <- microphone{ev.Track.SID, ev.Participant.Identity}:
+				default:
+					jc.Warnf("go-echo: too many microphones waiting; %s is not echoed", ev.Track.SID)
+				}
+			case lkgo.EventsMissed:
+				jc.Warnf("go-echo: %d room events missed", ev.Count)
+			}
 		}
+	})
+	return mics
+}
+
+// echo copies every frame of the current microphone into source, one
+// microphone after the other.
+func echo(jc *lkgo.JobContext, source *lkgo.AudioSource, rate int, mics <-chan microphone) {
+	for mic := range mics {
+		stream, err := jc.OpenAudioStream(mic.sid, lkgo.Mono(rate))
+		if err != nil {
+			// Unsubscribed while an earlier one was echoed, typically.
+			jc.Warnf("go-echo: cannot read %s: %v", mic.sid, err)
+			continue
+		}
+		jc.Infof("go-echo: echoing %s of %s", mic.sid, mic.identity)
 		var dropped uint64
-		var err error
 		for {
 			// Read on this goroutine: cheaper than ranging over
 			// stream.Frames(), which hands every frame to another goroutine.
@@ -109,8 +150,8 @@ func echo(jc *lkgo.JobContext, source *lkgo.AudioSource, rate int) {
 	}
 }
 
-// nextMicrophone waits for a subscribed remote microphone and opens it;
-// nil once the job shuts down.
+// nextMicrophone waits for a subscribed remote microphone and opens it
+// (mode=block, which reads Events itself); nil once the job shuts down.
 func nextMicrophone(jc *lkgo.JobContext, rate int) *lkgo.AudioStream {
 	for ev := range jc.Events() {
 		switch ev := ev.(type) {
