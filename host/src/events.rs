@@ -93,8 +93,8 @@ pub enum DisconnectReason {
     /// The server is shutting down.
     ServerShutdown,
     /// The server asked the client to come back (Leave action RESUME or
-    /// RECONNECT: migration, drain, state mismatch). lk-go does not resume
-    /// sessions yet, so the session ends.
+    /// RECONNECT: migration, drain, state mismatch) and resuming or
+    /// rejoining did not succeed within the recovery budget.
     ReconnectRequested,
     /// The media connection (peer connection) failed.
     MediaFailed,

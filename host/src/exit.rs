@@ -1,4 +1,4 @@
-//! Process exit codes: the one table README documents.
+//! Process exit codes: the one table docs/reference/exit-codes.md documents.
 //!
 //! Owns: the numbers, and the mapping from host failures and shutdown reasons
 //! to them. sysexits(3) style for the host's own failures; the plugin's code

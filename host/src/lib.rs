@@ -2,7 +2,7 @@
 //!
 //! The crate is a library with a thin binary (`src/bin/lk-go.rs`) on top.
 //! One job = one plugin run in one room, driven by [`runner::run_job`], the
-//! function both the CLI and the (future) worker call.
+//! function both the CLI and the worker's job processes call.
 //!
 //! Module map (see docs/ARCHITECTURE.md for the full picture):
 //! - [`job`]: Job, JobContext, ShutdownInfo, hooks. Knows nothing of rooms.
@@ -16,7 +16,9 @@
 //! - [`worker`]: `lk-go worker`: agent dispatch, one process per job.
 //! - [`cli`]: argument parsing and process-wide concerns (signals, logging).
 //! - [`logsink`]: stderr, non-blocking and lossy; [`secrets`]: what it
-//!   must never print.
+//!   must never print; [`stdio`]: the plugin's stdout/stderr pipes.
+//! - [`scaffold`]: `lk-go plugin new`; `sync` (private): the std/loom
+//!   switch of `job::state`.
 
 pub mod cli;
 pub mod datastream;

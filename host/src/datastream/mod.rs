@@ -24,9 +24,10 @@
 //!   (responses go back in the request's version);
 //! - the legacy Transcription packet.
 //!
-//! API boundary: the session (`room::rtc`) hands every stream and RPC
-//! packet to [`DataHub::on_packet`], reports peers' client protocols and
-//! departures, and gives the hub a [`PacketSink`] to send through; the
+//! API boundary: the session hands every stream and RPC packet to
+//! [`DataHub::on_packet`]; `room::signal` reports peers' client protocols
+//! (`set_peer_protocol`), `RoomEmitter::emit` their departures, and `Room`
+//! gives the hub a [`PacketSink`] to send through; the
 //! plugin API (`plugin::stream_api`) calls the rest. The host never calls
 //! plugin code: invocations and streams are pulled.
 //!

@@ -47,7 +47,7 @@ pub enum ShutdownReason {
     RoomDisconnected,
     /// The server went away or asked the job to come back: connection lost,
     /// liveness timeout, server shutting down, leave with action
-    /// RESUME/RECONNECT (lk-go does not resume sessions yet).
+    /// RESUME/RECONNECT — each only after resuming and rejoining failed.
     ServerUnreachable,
     SignalSigint,
     SignalSigterm,

@@ -13,7 +13,7 @@
 //!
 //! API boundary: the session (`room::rtc`) calls [`MediaHub::attach_track`]
 //! / [`TrackTap::on_packet`] / [`MediaHub::detach_track`] and pushes data
-//! packets; the plugin API (`plugin::host_api`) opens readers and sources.
+//! packets; the plugin API (`plugin::media_api`) opens readers and sources.
 //! Must not touch: WebRTC, signalling, the job (shutdown reaches waiting
 //! calls through a predicate the caller passes).
 

@@ -124,7 +124,7 @@ unsafe fn read_pairs(
     values: *const LkStr,
     n: usize,
 ) -> Result<Vec<(String, String)>, i32> {
-    if n > super::media_api::MAX_ITEMS || (n > 0 && (keys.is_null() || values.is_null())) {
+    if n > super::handle::MAX_ITEMS || (n > 0 && (keys.is_null() || values.is_null())) {
         return Err(warn_invalid(
             job,
             call,
@@ -447,7 +447,7 @@ pub(crate) unsafe extern "C" fn api_stream_open(
         Ok(a) => a,
         Err(rc) => return rc,
     };
-    if o.n_destinations > super::media_api::MAX_ITEMS
+    if o.n_destinations > super::handle::MAX_ITEMS
         || (o.n_destinations > 0 && o.destination_identities.is_null())
     {
         return warn_invalid(

@@ -6,8 +6,8 @@
 //! first publish, as the server is subscriber-primary), trickle ICE in both
 //! directions with remote candidates held until the remote description is
 //! set, matching remote tracks to their publication by stream id
-//! `participant_sid|track_sid` (TrackSubscribed is emitted when the media
-//! track actually arrives), and publishing an audio track of Opus silence.
+//! `participant_sid|track_sid` (TrackSubscribed is emitted when the
+//! subscription is negotiated — a muted track too — not on its first RTP), and publishing an audio track of Opus silence.
 //!
 //! Must not touch: the signal connection's lifecycle or the roster (it reads
 //! the roster to match tracks); outgoing signal messages go through a channel
@@ -310,7 +310,8 @@ struct LocalTrack {
     queue: Option<Arc<SourceQueue>>,
 }
 
-/// One remote track whose media arrived (its track_subscribed was emitted).
+/// One remote track whose subscription was negotiated (its track_subscribed
+/// was emitted).
 struct Subscribed {
     generation: u64,
     stop: CancellationToken,
@@ -328,7 +329,7 @@ pub(crate) struct RtcSession {
     /// Serialises publisher negotiations (one offer in flight at a time).
     negotiation: tokio::sync::Mutex<()>,
     local_tracks: Mutex<Vec<LocalTrack>>,
-    /// Remote tracks whose media arrived, by track sid. Whoever removes an
+    /// Remote tracks whose subscription was negotiated, by track sid. Whoever removes an
     /// entry emits its TrackUnsubscribed, so it is emitted exactly once.
     /// A track subscribed again gets a new generation, so the follower of
     /// the old one can never remove (and report) the new one.

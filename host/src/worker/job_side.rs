@@ -5,12 +5,13 @@
 //! the job leaves the room. Must not touch: the job's lifecycle (the runner
 //! calls [`WorkerPipe`] as its [`BeforeLeave`] reporter).
 //!
-//! Reasons a plugin sees (ABI 1.3 has no worker-specific reasons; adding
-//! them is an ABI minor bump):
-//! - the server terminated the job → `room_disconnected`, detail says so
-//!   (the server removes the agent participant 3 s later anyway);
-//! - the worker stops (drain timeout, second signal) → `signal_sigterm`;
-//! - the worker process is gone (pipe EOF) → `signal_sigterm`, detail says so.
+//! Reasons a plugin sees (ABI 1.4; a 1.3 plugin sees the closest older one,
+//! `ShutdownReason::as_seen_by_abi_minor`):
+//! - the server terminated the job → `job_terminated` (the server removes
+//!   the agent participant 3 s later anyway);
+//! - the worker stops (drain timeout, second signal) → `worker_stopping`;
+//! - the worker shut the job down over `--job-memory-limit` → `memory_limit`;
+//! - the worker process is gone (pipe EOF) → `worker_lost`.
 
 use super::ipc::{self, FromJob, JobStats, ShutdownCause, ToJob};
 use crate::job::{JobContext, ShutdownReason};

@@ -895,8 +895,12 @@ pub async fn run_worker(
                     worker.ever_registered = true;
                     worker.metrics.registered.set(1);
                     worker.worker_id = worker_id.clone();
+                    worker.registered_url = Some(url.clone());
+                    // The endpoint shows the state before the line says it:
+                    // whoever reads `worker_registered` and asks `GET /` sees
+                    // `registered`, not the previous `connecting`.
+                    worker.publish();
                     tracing::info!(event = "worker_registered", worker_id = %worker_id, server_version = %server_version, url = %url, "worker registered; waiting for jobs");
-                    worker.registered_url = Some(url);
                     worker.send_status();
                 }
                 Some(ConnEvent::Message(msg)) => worker.on_server_message(*msg),
