@@ -112,8 +112,12 @@ func watchRoom(jc *lkgo.JobContext) <-chan microphone {
 // echo copies every frame of the current microphone into source, one
 // microphone after the other.
 func echo(jc *lkgo.JobContext, source *lkgo.AudioSource, rate int, mics <-chan microphone) {
+	// 20 ms frames: one per Opus packet, half the wake-ups (and cgo calls)
+	// of 10 ms frames, no added delay (the host decodes 20 ms at a time).
+	format := lkgo.Mono(rate)
+	format.FrameDuration = 20 * time.Millisecond
 	for mic := range mics {
-		stream, err := jc.OpenAudioStream(mic.sid, lkgo.Mono(rate))
+		stream, err := jc.OpenAudioStream(mic.sid, format)
 		if err != nil {
 			// Unsubscribed while an earlier one was echoed, typically.
 			jc.Warnf("go-echo: cannot read %s: %v", mic.sid, err)

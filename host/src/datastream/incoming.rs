@@ -12,12 +12,12 @@
 //!
 //! Must not touch: packets or topics (the hub routes them here), threads
 //! (a reader waits on the stream's condvar with its own deadline and stop
-//! predicate, polled every [`crate::media::lane::STOP_POLL`]).
+//! predicate, woken by the stop bell, `crate::media::bell`).
 
-use crate::media::lane::STOP_POLL;
+use crate::media::bell::Waitable;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Text or bytes (`DataStream.Header.content_header`).
@@ -83,8 +83,9 @@ struct State {
 /// feeds it, and the reader that drains it.
 pub struct IncomingStream {
     pub header: StreamHeader,
-    state: Mutex<State>,
-    ready: Condvar,
+    /// The stream's state and the condvar its reader waits on (shared
+    /// with the stop bell).
+    state: Arc<Waitable<State>>,
 }
 
 /// Bytes of unread content held across every stream of the room, for the
@@ -95,7 +96,7 @@ impl IncomingStream {
     pub fn new(header: StreamHeader, now: Instant) -> IncomingStream {
         IncomingStream {
             header,
-            state: Mutex::new(State {
+            state: Waitable::new(State {
                 next_index: 0,
                 received: 0,
                 unread: VecDeque::new(),
@@ -104,12 +105,11 @@ impl IncomingStream {
                 last_packet: now,
                 closed: false,
             }),
-            ready: Condvar::new(),
         }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.lock()
     }
 
     fn abort_locked(&self, st: &mut State, reason: String, buffered: &Buffered) {
@@ -119,7 +119,7 @@ impl IncomingStream {
         // What was not read is of no use any more.
         buffered.fetch_sub(st.unread.len(), Ordering::AcqRel);
         st.unread = VecDeque::new();
-        self.ready.notify_all();
+        self.state.notify_all();
     }
 
     /// Content for the stream: chunk `index` (or the inline content, index
@@ -183,7 +183,7 @@ impl IncomingStream {
         buffered.fetch_add(content.len(), Ordering::AcqRel);
         st.received = received;
         st.unread.extend(content.iter().copied());
-        self.ready.notify_all();
+        self.state.notify_all();
     }
 
     /// The trailer: a non-empty `reason` aborts the stream; otherwise it is
@@ -209,7 +209,7 @@ impl IncomingStream {
             }
         }
         st.end = StreamEnd::Complete;
-        self.ready.notify_all();
+        self.state.notify_all();
     }
 
     /// Ends the stream abnormally (the sender left, it went idle, shutdown).
@@ -225,7 +225,7 @@ impl IncomingStream {
         st.closed = true;
         buffered.fetch_sub(st.unread.len(), Ordering::AcqRel);
         st.unread = VecDeque::new();
-        self.ready.notify_all();
+        self.state.notify_all();
     }
 
     pub fn end(&self) -> StreamEnd {
@@ -271,6 +271,7 @@ impl IncomingStream {
         buffered: &Buffered,
     ) -> Result<Vec<u8>, ReadEnd> {
         let mut st = self.lock();
+        let mut parked = None;
         loop {
             if st.closed {
                 return Err(ReadEnd::Closed);
@@ -301,11 +302,12 @@ impl IncomingStream {
             if now >= deadline {
                 return Err(ReadEnd::Timeout);
             }
-            st = self
-                .ready
-                .wait_timeout(st, (deadline - now).min(STOP_POLL))
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            if parked.is_none() {
+                // Re-check everything with the registration in place.
+                parked = Some(self.state.park());
+                continue;
+            }
+            st = self.state.wait(st, deadline);
         }
     }
 }

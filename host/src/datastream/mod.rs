@@ -45,7 +45,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 /// Streams received but not yet taken by the plugin, at most; the oldest
@@ -228,9 +228,10 @@ pub struct DataHub {
     outbox: Mutex<Option<tokio::sync::mpsc::UnboundedSender<Outgoing>>>,
     server_version: Mutex<String>,
     buffered: Buffered,
-    state: Mutex<State>,
-    streams_ready: Condvar,
-    rpc_ready: Condvar,
+    /// The hub's state and one condvar for every waiter (`next_stream`,
+    /// `next_invocation`; each re-checks its own condition), shared with
+    /// the stop bell.
+    state: Arc<crate::media::bell::Waitable<State>>,
     /// A copy of every stream and RPC packet that arrives (see
     /// [`DataHub::tap`]).
     tap: Mutex<Option<tokio::sync::mpsc::UnboundedSender<proto::DataPacket>>>,
@@ -245,9 +246,7 @@ impl Default for DataHub {
             outbox: Mutex::new(None),
             server_version: Mutex::new(String::new()),
             buffered: Buffered::new(0),
-            state: Mutex::new(State::default()),
-            streams_ready: Condvar::new(),
-            rpc_ready: Condvar::new(),
+            state: crate::media::bell::Waitable::new(State::default()),
             tap: Mutex::new(None),
             stats: DataStats::default(),
         }
@@ -285,7 +284,7 @@ fn server_has_rpc(version: &str) -> bool {
 
 impl DataHub {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.lock()
     }
 
     pub fn set_limits(&self, limits: StreamLimits) {
@@ -570,7 +569,7 @@ impl DataHub {
                     }
                 }
                 st.waiting.push_back(stream.clone());
-                self.streams_ready.notify_all();
+                self.state.notify_all();
             }
         }
         if stream.end() != StreamEnd::Open {
@@ -756,6 +755,7 @@ impl DataHub {
         stop: &dyn Fn() -> bool,
     ) -> Result<(u64, u64), HubError> {
         let mut st = self.lock();
+        let mut parked = None;
         loop {
             if st.missed > 0 {
                 let missed = std::mem::take(&mut st.missed);
@@ -780,11 +780,12 @@ impl DataHub {
             if now >= deadline {
                 return Err(HubError::Timeout);
             }
-            st = self
-                .streams_ready
-                .wait_timeout(st, (deadline - now).min(crate::media::lane::STOP_POLL))
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            if parked.is_none() {
+                // Re-check everything with the registration in place.
+                parked = Some(self.state.park());
+                continue;
+            }
+            st = self.state.wait(st, deadline);
         }
     }
 
@@ -848,8 +849,7 @@ impl DataHub {
             s.close(&self.buffered);
         }
         drop(writers);
-        self.streams_ready.notify_all();
-        self.rpc_ready.notify_all();
+        self.state.notify_all();
     }
 
     /// Bytes of unread stream content held now.
@@ -1154,7 +1154,7 @@ impl DataHub {
                 deadline: now_plus(timeout),
             });
         }
-        self.rpc_ready.notify_all();
+        self.state.notify_all();
         // An invocation not answered in time costs the caller a 1502 and
         // the host nothing more.
         let hub = Arc::downgrade(self);
@@ -1187,6 +1187,7 @@ impl DataHub {
         stop: &dyn Fn() -> bool,
     ) -> Result<Invocation, HubError> {
         let mut st = self.lock();
+        let mut parked = None;
         loop {
             if let Some(inv) = st.invocations.pop_front() {
                 return Ok(inv);
@@ -1198,11 +1199,12 @@ impl DataHub {
             if now >= deadline {
                 return Err(HubError::Timeout);
             }
-            st = self
-                .rpc_ready
-                .wait_timeout(st, (deadline - now).min(crate::media::lane::STOP_POLL))
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            if parked.is_none() {
+                // Re-check everything with the registration in place.
+                parked = Some(self.state.park());
+                continue;
+            }
+            st = self.state.wait(st, deadline);
         }
     }
 

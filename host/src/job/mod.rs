@@ -411,6 +411,8 @@ struct ContextInner {
     cancel: CancellationToken,
     timeouts: HookTimeouts,
     hook_seq: AtomicUsize,
+    /// Wake-ups to run once shutdown begins ([`JobContext::on_shutdown_began`]).
+    began: std::sync::Mutex<Vec<Box<dyn FnOnce() + Send>>>,
 }
 
 impl fmt::Debug for JobContext {
@@ -429,6 +431,7 @@ impl JobContext {
                 cancel: CancellationToken::new(),
                 timeouts,
                 hook_seq: AtomicUsize::new(0),
+                began: std::sync::Mutex::new(Vec::new()),
             }),
         }
     }
@@ -451,10 +454,35 @@ impl JobContext {
         if first {
             tracing::info!(reason = %info.reason, detail = %info.detail, "job shutdown requested");
             self.inner.cancel.cancel();
+            // After the cancel: a registration that finds the list taken
+            // sees the token cancelled and runs its wake-up itself.
+            let wake_ups = std::mem::take(&mut *self.began());
+            for w in wake_ups {
+                w();
+            }
         } else {
             tracing::debug!(reason = %info.reason, "shutdown already in progress; reason ignored");
         }
         first
+    }
+
+    /// Calls `wake` once when shutdown begins: on the thread that began it,
+    /// right after [`Self::is_shutting_down`] turned true and outside every
+    /// lock of the job — or at once, here, if shutdown already began. For
+    /// wake-ups (e.g. the plugin API's waiting calls), not for work: `wake`
+    /// must not block. Unlike a hook it runs before the cascade.
+    pub fn on_shutdown_began(&self, wake: impl FnOnce() + Send + 'static) {
+        let mut began = self.began();
+        if self.inner.cancel.is_cancelled() {
+            drop(began);
+            wake();
+        } else {
+            began.push(Box::new(wake));
+        }
+    }
+
+    fn began(&self) -> std::sync::MutexGuard<'_, Vec<Box<dyn FnOnce() + Send>>> {
+        self.inner.began.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn is_shutting_down(&self) -> bool {

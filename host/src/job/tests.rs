@@ -387,3 +387,43 @@ fn older_plugins_see_the_closest_reason_their_header_defines() {
     assert_eq!(R::MediaFailed.as_seen_by_abi_minor(1), R::ServerUnreachable);
     assert_eq!(R::JobTerminated.as_seen_by_abi_minor(4), R::JobTerminated);
 }
+
+/// A wake-up registered before shutdown runs once when it begins, on the
+/// thread that began it; one registered after runs at once; none runs twice
+/// (also with shutdown raced from many threads).
+#[test]
+fn shutdown_began_wake_ups_run_exactly_once() {
+    for _ in 0..50 {
+        let ctx = ctx();
+        let before = Arc::new(AtomicUsize::new(0));
+        let b = before.clone();
+        ctx.on_shutdown_began(move || {
+            b.fetch_add(1, Ordering::SeqCst);
+        });
+        assert_eq!(before.load(Ordering::SeqCst), 0);
+        let racers: Vec<_> = (0..4)
+            .map(|_| {
+                let c = ctx.clone();
+                std::thread::spawn(move || c.shutdown(ShutdownReason::RequestedByPlugin, "race"))
+            })
+            .collect();
+        let firsts = racers
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .filter(|&first| first)
+            .count();
+        assert_eq!(firsts, 1);
+        assert_eq!(before.load(Ordering::SeqCst), 1);
+        let after = Arc::new(AtomicUsize::new(0));
+        let a = after.clone();
+        ctx.on_shutdown_began(move || {
+            a.fetch_add(1, Ordering::SeqCst);
+        });
+        assert_eq!(after.load(Ordering::SeqCst), 1);
+        ctx.shutdown(ShutdownReason::RequestedByPlugin, "again");
+        assert_eq!(
+            (before.load(Ordering::SeqCst), after.load(Ordering::SeqCst)),
+            (1, 1)
+        );
+    }
+}

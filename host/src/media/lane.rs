@@ -8,17 +8,15 @@
 //! fail at once and wake up).
 //!
 //! Must not touch: what the items are, or the job. Shutdown reaches a
-//! waiting pop through the `stop` predicate it is given, polled at least
-//! every [`STOP_POLL`], so a waiting plugin thread returns within that long
-//! of shutdown beginning without the job having to know every lane.
+//! waiting pop through the `stop` predicate it is given and the stop bell
+//! ([`super::bell`]), which wakes every parked pop when shutdown begins, so
+//! a waiting plugin thread returns at once without the job having to know
+//! every lane (and without polling).
 
+use super::bell::Waitable;
 use std::collections::VecDeque;
-use std::sync::{Condvar, Mutex};
-use std::time::{Duration, Instant};
-
-/// How often a waiting pop re-checks its `stop` predicate. The header
-/// promises waiting calls return within 100 ms of shutdown.
-pub(crate) const STOP_POLL: Duration = Duration::from_millis(40);
+use std::sync::Arc;
+use std::time::Instant;
 
 /// Why a pop returned without an item.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,24 +43,23 @@ struct State<T> {
 
 /// See the module doc. `T` is moved in and out; nothing is cloned.
 pub(crate) struct Lane<T> {
-    state: Mutex<State<T>>,
-    ready: Condvar,
+    /// The queue and the condvar pops wait on (shared with the stop bell).
+    shared: Arc<Waitable<State<T>>>,
     capacity: usize,
     /// Also counts every drop here (a process-wide figure).
     drop_counter: Option<&'static std::sync::atomic::AtomicU64>,
 }
 
-impl<T> Lane<T> {
+impl<T: Send + 'static> Lane<T> {
     /// A lane holding at most `capacity` items (at least 1).
     pub(crate) fn new(capacity: usize) -> Lane<T> {
         Lane {
-            state: Mutex::new(State {
+            shared: Waitable::new(State {
                 items: VecDeque::new(),
                 dropped: 0,
                 ended: false,
                 closed: false,
             }),
-            ready: Condvar::new(),
             capacity: capacity.max(1),
             drop_counter: None,
         }
@@ -80,7 +77,7 @@ impl<T> Lane<T> {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State<T>> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.shared.lock()
     }
 
     /// Queues `item`; when full, drops the oldest first. Returns false (and
@@ -99,14 +96,14 @@ impl<T> Lane<T> {
         }
         st.items.push_back(item);
         drop(st);
-        self.ready.notify_one();
+        self.shared.notify_one();
         true
     }
 
     /// The producer is gone: pops drain what is queued, then return `Ended`.
     pub(crate) fn end(&self) {
         self.lock().ended = true;
-        self.ready.notify_all();
+        self.shared.notify_all();
     }
 
     /// The consumer is gone: queued items are dropped and every pop, waiting
@@ -117,7 +114,7 @@ impl<T> Lane<T> {
         // Give the memory back: the handle may live on (leaked) forever.
         st.items = VecDeque::new();
         drop(st);
-        self.ready.notify_all();
+        self.shared.notify_all();
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -134,8 +131,8 @@ impl<T> Lane<T> {
     /// number of items dropped since the previous successful pop. `accept`
     /// may refuse the front item (e.g. the caller's buffer is too small): it
     /// then stays queued and the pop returns `Refused`. Queued items come
-    /// first; then `stop` (checked before the end, before waiting and every
-    /// [`STOP_POLL`] while waiting), then the end.
+    /// first; then `stop` (checked before the end, before waiting and after
+    /// every wake-up, the stop bell's included), then the end.
     pub(crate) fn pop(
         &self,
         deadline: Instant,
@@ -143,6 +140,9 @@ impl<T> Lane<T> {
         accept: &dyn Fn(&T) -> bool,
     ) -> Result<(T, u64), PopEnd> {
         let mut st = self.lock();
+        // Registered only once this pop is about to wait (most pops of a
+        // flowing stream find an item at once).
+        let mut parked = None;
         loop {
             if st.closed {
                 return Err(PopEnd::Closed);
@@ -167,12 +167,12 @@ impl<T> Lane<T> {
             if now >= deadline {
                 return Err(PopEnd::Timeout);
             }
-            let slice = (deadline - now).min(STOP_POLL);
-            st = self
-                .ready
-                .wait_timeout(st, slice)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            if parked.is_none() {
+                // Re-check everything with the registration in place.
+                parked = Some(self.shared.park());
+                continue;
+            }
+            st = self.shared.wait(st, deadline);
         }
     }
 
@@ -188,6 +188,7 @@ impl<T> Lane<T> {
 mod tests {
     use super::*;
     use std::sync::Arc;
+    use std::time::Duration;
 
     fn never() -> bool {
         false
@@ -270,7 +271,9 @@ mod tests {
         std::thread::sleep(Duration::from_millis(50));
         let flagged = Instant::now();
         flag.store(true, std::sync::atomic::Ordering::Release);
+        super::super::bell::ring();
         assert_eq!(waiter.join().unwrap(), Err(PopEnd::Stopped));
-        assert!(flagged.elapsed() <= STOP_POLL + Duration::from_millis(500));
+        // Well under the bell's 1 s safety net: the ring woke it.
+        assert!(flagged.elapsed() < Duration::from_millis(500));
     }
 }

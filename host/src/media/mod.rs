@@ -17,6 +17,7 @@
 //! Must not touch: WebRTC, signalling, the job (shutdown reaches waiting
 //! calls through a predicate the caller passes).
 
+pub(crate) mod bell;
 pub mod decode;
 pub mod jitter;
 pub(crate) mod lane;

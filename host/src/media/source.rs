@@ -10,10 +10,10 @@
 //! Must not touch: RTP, tracks, the peer connection: the room's feeder task
 //! calls [`OpusSender::next_tick`] once per tick and sends what it says.
 
+use super::bell::Waitable;
 use super::decode::{is_opus_native, Resampler};
-use super::lane::STOP_POLL;
 use std::collections::VecDeque;
-use std::sync::{Condvar, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Why a capture copied nothing.
@@ -41,8 +41,8 @@ pub struct SourceQueue {
     pub(crate) channels: u32,
     /// `capture` waits while more than this many samples (all channels) are queued.
     limit: usize,
-    state: Mutex<QueueState>,
-    space: Condvar,
+    /// The queue and the condvar captures wait on (shared with the stop bell).
+    state: Arc<Waitable<QueueState>>,
     /// Bumped by every clear: the encoder drops what its resampler holds.
     clears: std::sync::atomic::AtomicU64,
 }
@@ -54,23 +54,23 @@ impl SourceQueue {
             rate,
             channels,
             limit: (rate as usize * queue_ms as usize / 1000) * channels as usize,
-            state: Mutex::new(QueueState {
+            state: Waitable::new(QueueState {
                 samples: VecDeque::new(),
                 closed: false,
                 subscribed: false,
             }),
-            space: Condvar::new(),
             clears: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.lock()
     }
 
     /// Copies all of `pcm` (interleaved) once no more than the limit is
-    /// queued, waiting until `deadline`; `stop` is checked every
-    /// [`STOP_POLL`]. Nothing is copied unless everything is.
+    /// queued, waiting until `deadline`; `stop` is checked before waiting
+    /// and after every wake-up (the stop bell wakes it when shutdown
+    /// begins). Nothing is copied unless everything is.
     pub fn capture(
         &self,
         pcm: &[i16],
@@ -81,6 +81,7 @@ impl SourceQueue {
         // Read under the lock `clear` takes: a clear that returned before
         // this call started is not this call's.
         let clears_at_start = self.clears.load(std::sync::atomic::Ordering::Acquire);
+        let mut parked = None;
         loop {
             // Shutdown wins over a close it caused (the cascade ends the
             // session, which closes its sources): the caller learns the
@@ -102,11 +103,12 @@ impl SourceQueue {
             if now >= deadline {
                 return Err(CaptureEnd::Timeout);
             }
-            st = self
-                .space
-                .wait_timeout(st, (deadline - now).min(STOP_POLL))
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            if parked.is_none() {
+                // Re-check everything with the registration in place.
+                parked = Some(self.state.park());
+                continue;
+            }
+            st = self.state.wait(st, deadline);
         }
     }
 
@@ -122,24 +124,26 @@ impl SourceQueue {
         self.clears
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         drop(st);
-        self.space.notify_all();
+        self.state.notify_all();
         self.samples_to_ms(n)
     }
 
     /// The server says the track has its first subscriber.
     pub(crate) fn mark_subscribed(&self) {
         self.lock().subscribed = true;
-        self.space.notify_all();
+        self.state.notify_all();
     }
 
     /// Waits until the track has a subscriber ([`Self::mark_subscribed`]),
-    /// `deadline` or `stop()`, polled every [`STOP_POLL`].
+    /// `deadline` or `stop()` (checked before waiting and after every
+    /// wake-up, the stop bell's included).
     pub(crate) fn wait_subscribed(
         &self,
         deadline: Instant,
         stop: &dyn Fn() -> bool,
     ) -> Result<(), CaptureEnd> {
         let mut st = self.lock();
+        let mut parked = None;
         loop {
             if st.subscribed {
                 return Ok(());
@@ -154,11 +158,12 @@ impl SourceQueue {
             if now >= deadline {
                 return Err(CaptureEnd::Timeout);
             }
-            st = self
-                .space
-                .wait_timeout(st, (deadline - now).min(STOP_POLL))
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            if parked.is_none() {
+                // Re-check everything with the registration in place.
+                parked = Some(self.state.park());
+                continue;
+            }
+            st = self.state.wait(st, deadline);
         }
     }
 
@@ -174,7 +179,7 @@ impl SourceQueue {
         // Give the memory back: the handle may live on (leaked) forever.
         st.samples = VecDeque::new();
         drop(st);
-        self.space.notify_all();
+        self.state.notify_all();
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -194,7 +199,7 @@ impl SourceQueue {
         st.samples.drain(..k);
         drop(st);
         if k > 0 {
-            self.space.notify_all();
+            self.state.notify_all();
         }
         k
     }
@@ -206,7 +211,7 @@ impl SourceQueue {
         out.extend(st.samples.drain(..k));
         drop(st);
         if k > 0 {
-            self.space.notify_all();
+            self.state.notify_all();
         }
         k
     }

@@ -90,6 +90,9 @@ impl JobHandle {
         media: JobMedia,
         dispatch: crate::job::Dispatch,
     ) -> JobHandle {
+        // Every waiting call of the plugin API parks on the stop bell
+        // instead of polling for shutdown; this is what wakes them.
+        ctx.on_shutdown_began(crate::media::bell::ring);
         JobHandle {
             job_id,
             room_name,

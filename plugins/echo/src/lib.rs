@@ -176,7 +176,11 @@ fn wait_for_microphone(
                     frontend::greet(ctx, &ev.participant_identity);
                 }
                 if ev.kind == EventKind::TrackSubscribed && ev.track_kind == TrackKind::Audio && ev.track_source == TrackSource::Microphone {
-                    match ctx.audio_stream(&ev.track_sid, AudioFormat::mono(rate)) {
+                    // 20 ms frames: one per Opus packet the track carries,
+                    // half the wake-ups of 10 ms frames, no added delay (the
+                    // host decodes 20 ms at a time either way).
+                    let fmt = AudioFormat { frame_ms: 20, ..AudioFormat::mono(rate) };
+                    match ctx.audio_stream(&ev.track_sid, fmt) {
                         Ok(s) => {
                             ctx.info(&format!("echo: echoing {} of {}", ev.track_sid, ev.participant_identity));
                             return Some(s);
