@@ -57,17 +57,47 @@ pub fn validate_name(name: &str) -> Result<(), String> {
     }
 }
 
+/// `--sdk DIR`, checked, as the path the project's build file gets: made
+/// absolute against the current directory (go.mod and Cargo.toml resolve
+/// a relative path from the new project, not from where `plugin new`
+/// ran), and required to be an lk-go checkout (`plugin-api/Cargo.toml`;
+/// for Go also `plugin-api/go/go.mod`).
+fn sdk_checkout(lang: Lang, sdk: &Path) -> Result<PathBuf, String> {
+    let dir = std::path::absolute(sdk).map_err(|e| {
+        format!(
+            "--sdk {}: {e}; pass the directory of an lk-go checkout",
+            sdk.display()
+        )
+    })?;
+    let api = dir.join("plugin-api");
+    let go_mod = api.join("go").join("go.mod");
+    if !api.join("Cargo.toml").is_file() || (lang == Lang::Go && !go_mod.is_file()) {
+        let wanted = if lang == Lang::Go {
+            "plugin-api/Cargo.toml and plugin-api/go/go.mod"
+        } else {
+            "plugin-api/Cargo.toml"
+        };
+        return Err(format!(
+            "--sdk {} is not an lk-go checkout (no {wanted} in {}); pass the directory of your lk-go clone, the one holding plugin-api/ (e.g. --sdk ../lk-go)",
+            sdk.display(),
+            dir.display()
+        ));
+    }
+    Ok(dir)
+}
+
 /// Writes the project for `name` into `dir` (created; it must not exist or
 /// be empty). `sdk`: the lk-go checkout to build against (Rust, Go);
 /// default: the one this binary was built from.
 ///
-/// Errors: one line (a bad name, a non-empty directory, an I/O failure, no
-/// checkout for Go).
+/// Errors: one line (a bad name, a non-empty directory, an I/O failure, an
+/// `sdk` that is not an lk-go checkout, no checkout for Go). Nothing is
+/// written when the name, the directory or `sdk` is refused.
 pub fn write(lang: Lang, name: &str, dir: &Path, sdk: Option<&Path>) -> Result<NewProject, String> {
     validate_name(name)?;
     if dir.exists() {
         let empty = std::fs::read_dir(dir)
-            .map_err(|e| format!("{}: {e}", dir.display()))?
+            .map_err(|e| format!("cannot read {}: {e}; pick another directory", dir.display()))?
             .next()
             .is_none();
         if !empty {
@@ -77,9 +107,11 @@ pub fn write(lang: Lang, name: &str, dir: &Path, sdk: Option<&Path>) -> Result<N
             ));
         }
     }
-    let checkout = match sdk {
-        Some(p) => Some(p.to_path_buf()),
-        None => std::fs::canonicalize(CHECKOUT)
+    let checkout = match (sdk, lang) {
+        // C copies the header in: it needs no checkout.
+        (Some(_), Lang::C) => None,
+        (Some(p), _) => Some(sdk_checkout(lang, p)?),
+        (None, _) => std::fs::canonicalize(CHECKOUT)
             .ok()
             .filter(|p| p.join("plugin-api").join("Cargo.toml").is_file()),
     };
@@ -234,13 +266,19 @@ func main() {{}} // -buildmode=c-shared needs it; it never runs
     let readme = format!(
         "# {name}\n\nAn lk-go plugin. Build: `{build}`. Run: `lk-go job run-script {library} --room test` (a server on :7880), or add `--detached` to run without one.\n"
     );
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let unwritable = |path: &Path, e: std::io::Error| {
+        format!(
+            "cannot write {}: {e}; pick a directory you can write to",
+            path.display()
+        )
+    };
+    std::fs::create_dir_all(dir).map_err(|e| unwritable(dir, e))?;
     for (file, text) in files.iter().chain([&("README.md".to_string(), readme)]) {
         let path = dir.join(file);
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+            std::fs::create_dir_all(parent).map_err(|e| unwritable(parent, e))?;
         }
-        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+        std::fs::write(&path, text).map_err(|e| unwritable(path.as_path(), e))?;
     }
     Ok(NewProject {
         dir: dir.to_path_buf(),
@@ -259,5 +297,55 @@ mod tests {
         for bad in ["", "Hello", "2x", "a b", "a/b", "ünï", &"x".repeat(65)] {
             assert!(validate_name(bad).is_err(), "{bad:?}");
         }
+    }
+
+    /// A scratch directory of this test process, removed first.
+    fn scratch(what: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("lk-go-scaffold-{what}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn an_sdk_without_plugin_api_is_refused_before_anything_is_written() {
+        let root = scratch("bad-sdk");
+        let sdk = root.join("not-a-checkout");
+        std::fs::create_dir_all(&sdk).unwrap();
+        for lang in [Lang::Rust, Lang::Go] {
+            let dir = root.join(format!("{lang:?}"));
+            let e = write(lang, "hello", &dir, Some(sdk.as_path())).unwrap_err();
+            assert!(
+                e.starts_with("--sdk ")
+                    && e.contains("plugin-api/Cargo.toml")
+                    && e.contains("; pass"),
+                "{lang:?}: {e}"
+            );
+            assert!(!e.contains('\n'), "{lang:?}: one line: {e}");
+            assert!(!dir.exists(), "{lang:?}: nothing may be written");
+        }
+        // C needs no checkout: --sdk is not looked at.
+        let c = write(Lang::C, "hello", &root.join("c"), Some(sdk.as_path())).unwrap();
+        assert!(c.dir.join("hello.c").is_file());
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn a_relative_sdk_is_written_as_an_absolute_path() {
+        // cargo runs unit tests in the package's directory (host/), so ".."
+        // is this checkout, given relative to the current directory.
+        let root = scratch("relative-sdk");
+        let dir = root.join("hello-go");
+        write(Lang::Go, "hello-go", &dir, Some(Path::new(".."))).unwrap();
+        let go_mod = std::fs::read_to_string(dir.join("go.mod")).unwrap();
+        let replaced = go_mod
+            .lines()
+            .find_map(|l| l.strip_prefix("replace lkgo.example/lkgo => "))
+            .unwrap_or_else(|| panic!("no replace line: {go_mod}"));
+        let replaced = Path::new(replaced);
+        assert!(replaced.is_absolute(), "{go_mod}");
+        assert!(replaced.join("go.mod").is_file(), "{go_mod}");
+        let _ = std::fs::remove_dir_all(&root);
     }
 }

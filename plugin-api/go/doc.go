@@ -39,7 +39,7 @@
 //	replace lkgo.example/lkgo => ../lk-go/plugin-api/go
 //
 // It needs cgo (CGO_ENABLED=1 and a C compiler) and Go 1.22 or newer. It
-// speaks plugin ABI 1.3: lk-go refuses it in an older host.
+// speaks plugin ABI 1.4: an older lk-go refuses it.
 //
 // # Lifecycle
 //

@@ -41,13 +41,13 @@ pub const MAX_DESCRIPTOR_STR_LEN: usize = 256;
 /// (`crate::exit`); the message is one line naming the path.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum LoadError {
-    #[error("plugin not found: {path}: {detail}")]
+    #[error("plugin not found: {path}: {detail}; check the path (a relative one is taken from the current directory) or build the plugin first (the examples: cargo xtask build-plugins)")]
     NotFound { path: PathBuf, detail: String },
     #[error("not a shared library: {path}: {detail}; build the plugin as a cdylib / -shared / -buildmode=c-shared")]
     NotSharedLibrary { path: PathBuf, detail: String },
     #[error("missing entry symbol `{symbol}` in {path}; export it with export_plugin! (Rust) or define it as in lk_plugin.h")]
     MissingEntry { path: PathBuf, symbol: &'static str },
-    #[error("bad magic 0x{found:08x} in {path} (expected 0x{expected:08x}); the descriptor is not an lk-go plugin descriptor", expected = LK_PLUGIN_MAGIC)]
+    #[error("bad magic 0x{found:08x} in {path} (expected 0x{expected:08x}); the descriptor is not an lk-go plugin descriptor; build it from lk_plugin.h (LK_PLUGIN_MAGIC first), or with the Rust or Go SDK", expected = LK_PLUGIN_MAGIC)]
     BadMagic { path: PathBuf, found: u32 },
     #[error("ABI major mismatch in {path}: plugin ABI {plugin_major}.{plugin_minor}, host ABI {host_major}.{host_minor}; rebuild the plugin against lk_plugin.h {host_major}.x")]
     AbiMajorMismatch {
@@ -65,7 +65,7 @@ pub enum LoadError {
         host_major: u16,
         host_minor: u16,
     },
-    #[error("invalid plugin descriptor in {path}: {detail}")]
+    #[error("invalid plugin descriptor in {path}: {detail}; fix what lk_plugin_entry returns (lk_plugin.h says what each field must hold; a Go plugin calls lkgo.Register once, from init, and the SDK's reason is on stderr)")]
     InvalidDescriptor { path: PathBuf, detail: String },
 }
 
