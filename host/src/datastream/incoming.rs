@@ -302,12 +302,7 @@ impl IncomingStream {
             if now >= deadline {
                 return Err(ReadEnd::Timeout);
             }
-            if parked.is_none() {
-                // Re-check everything with the registration in place.
-                parked = Some(self.state.park());
-                continue;
-            }
-            st = self.state.wait(st, deadline);
+            st = self.state.park_or_wait(st, deadline, &mut parked);
         }
     }
 }

@@ -780,12 +780,7 @@ impl DataHub {
             if now >= deadline {
                 return Err(HubError::Timeout);
             }
-            if parked.is_none() {
-                // Re-check everything with the registration in place.
-                parked = Some(self.state.park());
-                continue;
-            }
-            st = self.state.wait(st, deadline);
+            st = self.state.park_or_wait(st, deadline, &mut parked);
         }
     }
 
@@ -1199,12 +1194,7 @@ impl DataHub {
             if now >= deadline {
                 return Err(HubError::Timeout);
             }
-            if parked.is_none() {
-                // Re-check everything with the registration in place.
-                parked = Some(self.state.park());
-                continue;
-            }
-            st = self.state.wait(st, deadline);
+            st = self.state.park_or_wait(st, deadline, &mut parked);
         }
     }
 

@@ -87,6 +87,23 @@ impl<S: Send + 'static> Waitable<S> {
         Parked { slot }
     }
 
+    /// One step of a waiting loop: the first call registers with the bell
+    /// (`parked` is `None`) and returns at once, so the caller re-checks its
+    /// condition and `stop()` with the registration in place; later calls
+    /// [`Self::wait`]. Call it with the state locked, after the checks.
+    pub(crate) fn park_or_wait<'a>(
+        self: &'a Arc<Self>,
+        guard: MutexGuard<'a, S>,
+        deadline: Instant,
+        parked: &mut Option<Parked>,
+    ) -> MutexGuard<'a, S> {
+        if parked.is_none() {
+            *parked = Some(self.park());
+            return guard;
+        }
+        self.wait(guard, deadline)
+    }
+
     /// Sleeps (releasing `guard`) until notified, rung, `deadline`, or
     /// [`SAFETY_NET`], whichever is first; the caller re-checks everything.
     pub(crate) fn wait<'a>(

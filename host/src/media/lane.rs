@@ -167,12 +167,7 @@ impl<T: Send + 'static> Lane<T> {
             if now >= deadline {
                 return Err(PopEnd::Timeout);
             }
-            if parked.is_none() {
-                // Re-check everything with the registration in place.
-                parked = Some(self.shared.park());
-                continue;
-            }
-            st = self.shared.wait(st, deadline);
+            st = self.shared.park_or_wait(st, deadline, &mut parked);
         }
     }
 

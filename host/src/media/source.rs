@@ -103,12 +103,7 @@ impl SourceQueue {
             if now >= deadline {
                 return Err(CaptureEnd::Timeout);
             }
-            if parked.is_none() {
-                // Re-check everything with the registration in place.
-                parked = Some(self.state.park());
-                continue;
-            }
-            st = self.state.wait(st, deadline);
+            st = self.state.park_or_wait(st, deadline, &mut parked);
         }
     }
 
@@ -158,12 +153,7 @@ impl SourceQueue {
             if now >= deadline {
                 return Err(CaptureEnd::Timeout);
             }
-            if parked.is_none() {
-                // Re-check everything with the registration in place.
-                parked = Some(self.state.park());
-                continue;
-            }
-            st = self.state.wait(st, deadline);
+            st = self.state.park_or_wait(st, deadline, &mut parked);
         }
     }
 
