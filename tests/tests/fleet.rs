@@ -467,6 +467,12 @@ fn a_plugin_replaced_under_the_worker_is_validated_before_jobs_load_it() {
         "MEASURED good build renamed in -> validated {:?}",
         t.elapsed()
     );
+    // The line comes after the status went out: the endpoint already
+    // says the worker takes jobs (a dispatch made while the server thinks
+    // the worker full is dropped for good, which is what CI once saw).
+    let v = worker_json(&addr);
+    assert_eq!(v["plugin"]["state"], "ok", "{v}");
+    assert_eq!(v["full"], false, "{v}");
     create_dispatch(server.http_port, "fleet", "after", "");
     // event-logger prints its dispatch info line: the new build runs.
     w.wait_lines("the new build's job", 1, LIMIT, |l| {

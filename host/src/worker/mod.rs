@@ -228,6 +228,12 @@ impl Worker {
             return;
         };
         let path = self.plugin.path().display().to_string();
+        // The status goes out before the line: whoever reads the line (an
+        // operator's deploy script, a test) and dispatches at once must
+        // find the server already knowing. A dispatch the server thinks
+        // nobody can take is dropped for good (no re-dispatch in OSS).
+        self.send_status();
+        self.publish();
         match change {
             PluginChange::Validating => {
                 tracing::info!(plugin = %path, event = "plugin_changed", "the plugin file changed; validating it (lk-go plugin inspect) before any job loads it; reporting full meanwhile")
@@ -242,7 +248,6 @@ impl Worker {
                 tracing::error!(plugin = %path, event = "plugin_invalid", "the new plugin file does not load: {why}; reporting full and declining jobs until a good file is in place")
             }
         }
-        self.send_status();
     }
 
     fn send(&self, msg: worker_message::Message) {
@@ -575,6 +580,10 @@ impl Worker {
                     .inc();
                 self.metrics.remove_job(&job_id);
                 self.metrics.running_jobs.set(self.jobs.len() as i64);
+                // The freed slot is reported before `job_ended` is logged
+                // (see check_plugin).
+                self.send_status();
+                self.publish();
                 match &job.reported {
                     None => {
                         let error = match &job.worker_cause {
@@ -598,7 +607,6 @@ impl Worker {
                         tracing::info!(job_id = %job_id, room = %job.room, ran_ms, event = "job_ended", "job process {how}")
                     }
                 }
-                self.send_status();
             }
         }
     }
@@ -900,8 +908,8 @@ pub async fn run_worker(
                     // whoever reads `worker_registered` and asks `GET /` sees
                     // `registered`, not the previous `connecting`.
                     worker.publish();
-                    tracing::info!(event = "worker_registered", worker_id = %worker_id, server_version = %server_version, url = %url, "worker registered; waiting for jobs");
                     worker.send_status();
+                    tracing::info!(event = "worker_registered", worker_id = %worker_id, server_version = %server_version, url = %url, "worker registered; waiting for jobs");
                 }
                 Some(ConnEvent::Message(msg)) => worker.on_server_message(*msg),
                 Some(ConnEvent::Lost { error, retry_in }) => {
